@@ -1,0 +1,341 @@
+//! The config model: what a `renkei.yaml` says, as typed values.
+//!
+//! [`load`] turns text into a [`Config`] (or every problem in it, with path and line); the types here are
+//! what the rest of renkei works with. Templates stay as source text ([`Tmpl`], [`Expr`]) in the model and
+//! are compiled once into the [`crate::template::Engine`] built beside it, so a typo is reported at load.
+
+mod load;
+pub mod yaml;
+
+use std::net::SocketAddr;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+use crate::body::{BodyFormat, CsvInOptions, CsvOutOptions, Split};
+use crate::types::{ByteSize, Name, Secret, Span};
+
+pub use load::{load, Loaded};
+pub use yaml::{Path, Problem};
+
+/// A template: text with `{{ ... }}` parts, rendered to a string (or, for a body leaf that is exactly one
+/// `{{ expression }}`, to the expression's value with its type).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(transparent)]
+pub struct Tmpl(pub String);
+
+/// An expression without braces, e.g. `event.type is startingwith('rakuraku_')`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(transparent)]
+pub struct Expr(pub String);
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub server: Server,
+    pub storage: String,
+    pub network: Network,
+    pub history: History,
+    pub worker: Worker,
+    pub tables: IndexMap<Name, Table>,
+    pub sources: IndexMap<Name, Source>,
+    pub destinations: IndexMap<Name, Destination>,
+    pub flows: IndexMap<Name, Flow>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    pub listen: SocketAddr,
+    pub public_url: Option<String>,
+    /// Largest request body accepted on `/hooks/*`.
+    pub body_limit: ByteSize,
+    /// Bearer token for `/api/v1`; `RENKEI_ADMIN_TOKEN` is used when this is not set.
+    pub admin_token: Option<Secret>,
+    /// Log as JSON lines instead of text.
+    pub log_json: bool,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
+            body_limit: ByteSize(10 * 1024 * 1024),
+            admin_token: None,
+            log_json: false,
+        }
+    }
+}
+
+/// SSRF-guard exceptions. Parsed now; enforced by the outbound-safety work.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Network {
+    pub allow_private: Vec<String>,
+    pub allow_http: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct History {
+    /// Events (with their deliveries and attempts) older than this are deleted once finished.
+    pub retention: Span,
+    /// How much of each request and response body an attempt keeps.
+    pub max_body: ByteSize,
+    /// How much of a rejected request's body is kept for inspection.
+    pub max_rejected_body: ByteSize,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        History {
+            retention: Span(std::time::Duration::from_secs(30 * 86400)),
+            max_body: ByteSize(64 * 1024),
+            max_rejected_body: ByteSize(64 * 1024),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Worker {
+    /// Deliveries run at once by this node.
+    pub concurrency: usize,
+    /// How long a claimed delivery stays with its worker before another may take it over.
+    pub lease: Span,
+    /// How often an idle worker looks for due retries (new events wake it at once).
+    pub poll: Span,
+    /// How long `serve` waits for in-flight deliveries on shutdown before releasing them.
+    pub shutdown_grace: Span,
+}
+
+impl Default for Worker {
+    fn default() -> Self {
+        Worker {
+            concurrency: 32,
+            lease: Span(std::time::Duration::from_secs(120)),
+            poll: Span(std::time::Duration::from_secs(1)),
+            shutdown_grace: Span(std::time::Duration::from_secs(10)),
+        }
+    }
+}
+
+/// A lookup table, given inline or as a CSV file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableSpec {
+    pub key: String,
+    #[serde(default)]
+    pub rows: Option<Vec<IndexMap<String, serde_json::Value>>>,
+    #[serde(default)]
+    pub file: Option<String>,
+    #[serde(default)]
+    pub csv: CsvInOptions,
+}
+
+/// A loaded table: rows by key (the key column's text).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Table {
+    pub key: String,
+    pub rows: IndexMap<String, serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    #[serde(default)]
+    pub auth: Option<SourceAuth>,
+    #[serde(default)]
+    pub format: BodyFormat,
+    #[serde(default)]
+    pub csv: CsvInOptions,
+    #[serde(default)]
+    pub json: JsonOptions,
+    /// The event type; the source's name when not set.
+    #[serde(default)]
+    pub event_type: Option<Tmpl>,
+    /// A repeat of this key within `dedupe_window` is acknowledged with the first event's id and not run.
+    #[serde(default)]
+    pub dedupe: Option<Tmpl>,
+    #[serde(default = "default_dedupe_window")]
+    pub dedupe_window: Span,
+    /// Callback verification (Shopらん). Parsed so the documented config loads; see `check` for support.
+    #[serde(default)]
+    pub verify: Option<serde_json::Value>,
+}
+
+fn default_dedupe_window() -> Span {
+    Span(std::time::Duration::from_secs(7 * 86400))
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JsonOptions {
+    /// `rows`: a JSON array becomes one event per element.
+    pub split: Split,
+}
+
+impl Source {
+    /// Whether a body is split into one event per row.
+    pub fn splits(&self, parsed: BodyFormat) -> bool {
+        match parsed {
+            BodyFormat::Csv => self.csv.split == Split::Rows,
+            BodyFormat::Json => self.json.split == Split::Rows,
+            _ => false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceAuth {
+    /// Shared token: header `X-Renkei-Token` or query `?token=`.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// HTTP Basic.
+    #[serde(default)]
+    pub basic: Option<BasicAuth>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    pub username: String,
+    pub password: Secret,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Destination {
+    Http(HttpDestination),
+    /// Parsed so the documented config loads; writing to kintone arrives with its connector.
+    Kintone(serde_json::Map<String, serde_json::Value>),
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpDestination {
+    #[serde(default)]
+    pub base_url: Option<String>,
+    #[serde(default)]
+    pub headers: IndexMap<String, String>,
+    #[serde(default)]
+    pub query: IndexMap<String, String>,
+    #[serde(default)]
+    pub auth: Option<HttpAuth>,
+    #[serde(default = "default_timeout")]
+    pub timeout: Span,
+    /// Requests in flight to this destination at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+}
+
+fn default_timeout() -> Span {
+    Span(std::time::Duration::from_secs(30))
+}
+
+fn default_concurrency() -> usize {
+    8
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum HttpAuth {
+    Basic(BasicAuth),
+    Bearer(Secret),
+    Header { name: String, value: Secret },
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Flow {
+    pub source: Name,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Deliveries are made only for events where this expression is true; others are recorded as skipped.
+    #[serde(default)]
+    pub when: Option<Expr>,
+    /// Events with the same key are delivered one after another, in arrival order.
+    #[serde(default)]
+    pub order_key: Option<Tmpl>,
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    pub steps: Vec<Step>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryPolicy {
+    /// Tries of one step before the delivery is dead.
+    pub max_attempts: u32,
+    pub initial: Span,
+    pub max: Span,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 10,
+            initial: Span(std::time::Duration::from_secs(1)),
+            max: Span(std::time::Duration::from_secs(3600)),
+        }
+    }
+}
+
+/// How a step's body is encoded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutFormat {
+    #[default]
+    Json,
+    Form,
+    Csv,
+    Text,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// Lets later steps say `steps.NAME` as well as `steps[0]`.
+    #[serde(default)]
+    pub name: Option<String>,
+    pub to: Name,
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Appended to the destination's `base_url`.
+    #[serde(default)]
+    pub path: Option<Tmpl>,
+    /// A whole URL, instead of `path`.
+    #[serde(default)]
+    pub url: Option<Tmpl>,
+    #[serde(default)]
+    pub query: IndexMap<String, Tmpl>,
+    #[serde(default)]
+    pub headers: IndexMap<String, Tmpl>,
+    /// A YAML structure with templates in its leaves, or one template string.
+    #[serde(default)]
+    pub body: Option<serde_json::Value>,
+    #[serde(default)]
+    pub format: OutFormat,
+    #[serde(default)]
+    pub csv: CsvOutOptions,
+    /// kintone step fields, parsed so the documented config loads.
+    #[serde(default)]
+    pub action: Option<String>,
+    #[serde(default)]
+    pub key: Option<serde_json::Value>,
+    #[serde(default)]
+    pub record: Option<serde_json::Value>,
+}
+
+impl Step {
+    pub fn method(&self) -> &str {
+        self.method.as_deref().unwrap_or("POST")
+    }
+}

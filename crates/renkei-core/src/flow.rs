@@ -1,0 +1,229 @@
+//! What an event means: which flows it starts, and the exact requests each step sends.
+//!
+//! [`plan`] runs at ingest (inside the request, before the event is stored) and decides, per flow, whether
+//! a delivery is pending, skipped (`when` was false) or failed (a template error on this event). [`render_step`]
+//! runs in the worker and turns one step into a [`Request`]: method, URL, headers and body bytes. Both are pure;
+//! the same functions serve `renkei test`, so a dry run shows exactly what would be sent.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::body::{content_type_for, encode_csv};
+use crate::config::{Destination, Flow, HttpAuth, Loaded, OutFormat, Step, Tmpl};
+use crate::event::EventView;
+use crate::template::Steps;
+use crate::types::Name;
+
+/// A flow's decision for one event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub flow: Name,
+    pub decision: Decision,
+    pub order_key: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Deliver,
+    /// `when` was false.
+    Skip,
+    /// A template failed on this event: recorded as a dead delivery with the message, so it can be fixed and
+    /// replayed.
+    Fail(String),
+}
+
+/// The type and dedupe key of an incoming event, from its source's templates.
+pub fn classify(loaded: &Loaded, source: &Name, view: &EventView) -> Result<(String, Option<String>), String> {
+    let src = &loaded.config.sources[source.as_str()];
+    let ctx = view.context(Arc::default());
+    let event_type = match &src.event_type {
+        Some(t) => loaded.engine.render(t, &ctx).map_err(|e| format!("event_type: {e}"))?,
+        None => source.to_string(),
+    };
+    let dedupe = match &src.dedupe {
+        Some(t) => Some(loaded.engine.render(t, &ctx).map_err(|e| format!("dedupe: {e}"))?),
+        None => None,
+    };
+    Ok((event_type, dedupe))
+}
+
+/// Decides, for every enabled flow of the event's source, what happens to the event.
+pub fn plan(loaded: &Loaded, view: &EventView) -> Vec<Plan> {
+    let ctx = view.context(Arc::default());
+    loaded
+        .config
+        .flows
+        .iter()
+        .filter(|(_, f)| f.enabled && f.source.as_str() == view.source)
+        .map(|(name, flow)| plan_one(loaded, name, flow, &ctx))
+        .collect()
+}
+
+fn plan_one(loaded: &Loaded, name: &Name, flow: &Flow, ctx: &minijinja::Value) -> Plan {
+    let mut plan = Plan { flow: name.clone(), decision: Decision::Deliver, order_key: None };
+    if let Some(when) = &flow.when {
+        match loaded.engine.eval_bool(when, ctx) {
+            Ok(true) => {}
+            Ok(false) => plan.decision = Decision::Skip,
+            Err(e) => plan.decision = Decision::Fail(format!("when: {e}")),
+        }
+    }
+    if let Some(t) = &flow.order_key {
+        match loaded.engine.render(t, ctx) {
+            Ok(k) if !k.is_empty() => plan.order_key = Some(k),
+            Ok(_) => {}
+            Err(e) if plan.decision == Decision::Deliver => plan.decision = Decision::Fail(format!("order_key: {e}")),
+            Err(_) => {}
+        }
+    }
+    plan
+}
+
+/// One HTTP request, as it will be sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub destination: Name,
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub timeout: Duration,
+}
+
+/// Renders step `index` of `flow` for an event, with earlier steps' outputs.
+pub fn render_step(loaded: &Loaded, flow: &Flow, index: usize, view: &EventView, steps: Arc<Steps>) -> Result<Request, String> {
+    let step = &flow.steps[index];
+    let ctx = view.context(steps);
+    let engine = &loaded.engine;
+    let Destination::Http(dest) = &loaded.config.destinations[step.to.as_str()] else {
+        return Err(format!("destination `{}` cannot be written to by this version", step.to));
+    };
+
+    let mut url = match (&step.url, &step.path) {
+        (Some(u), _) => engine.render(u, &ctx).map_err(|e| format!("url: {e}"))?,
+        (None, path) => {
+            let base = dest.base_url.as_deref().unwrap_or("").trim_end_matches('/');
+            let path = match path {
+                Some(p) => engine.render(p, &ctx).map_err(|e| format!("path: {e}"))?,
+                None => String::new(),
+            };
+            if path.is_empty() || path.starts_with('/') {
+                format!("{base}{path}")
+            } else {
+                format!("{base}/{path}")
+            }
+        }
+    };
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    let mut any_query = false;
+    for (k, v) in &dest.query {
+        query.append_pair(k, v);
+        any_query = true;
+    }
+    for (k, t) in &step.query {
+        let v = engine.render(t, &ctx).map_err(|e| format!("query.{k}: {e}"))?;
+        query.append_pair(k, &v);
+        any_query = true;
+    }
+    if any_query {
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(&query.finish());
+    }
+
+    let mut headers: Vec<(String, String)> = dest.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    match &dest.auth {
+        Some(HttpAuth::Basic(b)) => {
+            use base64::Engine as _;
+            let token = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", b.username, b.password.expose()));
+            headers.push(("Authorization".into(), format!("Basic {token}")));
+        }
+        Some(HttpAuth::Bearer(t)) => headers.push(("Authorization".into(), format!("Bearer {}", t.expose()))),
+        Some(HttpAuth::Header { name, value }) => headers.push((name.clone(), value.expose().to_owned())),
+        None => {}
+    }
+    for (k, t) in &step.headers {
+        let v = engine.render(t, &ctx).map_err(|e| format!("headers.{k}: {e}"))?;
+        headers.retain(|(name, _)| !name.eq_ignore_ascii_case(k));
+        headers.push((k.clone(), v));
+    }
+
+    let (body, content_type) = match &step.body {
+        None => (Vec::new(), None),
+        Some(spec) => render_body(loaded, step, spec, &ctx).map_err(|e| format!("body: {e}"))?,
+    };
+    if let Some(ct) = content_type {
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+            headers.push(("Content-Type".into(), ct.to_owned()));
+        }
+    }
+
+    Ok(Request {
+        destination: step.to.clone(),
+        method: step.method().to_ascii_uppercase(),
+        url,
+        headers,
+        body,
+        timeout: dest.timeout.0,
+    })
+}
+
+fn render_body(loaded: &Loaded, step: &Step, spec: &serde_json::Value, ctx: &minijinja::Value) -> Result<(Vec<u8>, Option<&'static str>), String> {
+    let engine = &loaded.engine;
+    let raw_template = match spec {
+        serde_json::Value::String(s) if crate::template::single_expression(s).is_none() => Some(Tmpl(s.clone())),
+        _ => None,
+    };
+    match step.format {
+        OutFormat::Json => {
+            let value = match &raw_template {
+                Some(t) => engine.render_json(t, ctx)?,
+                None => engine.render_tree(spec, ctx)?,
+            };
+            let bytes = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
+            Ok((bytes, Some("application/json; charset=utf-8")))
+        }
+        OutFormat::Text => {
+            let text = match &raw_template {
+                Some(t) => engine.render(t, ctx)?,
+                None => match engine.render_tree(spec, ctx)? {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                },
+            };
+            Ok((text.into_bytes(), Some("text/plain; charset=utf-8")))
+        }
+        OutFormat::Form => {
+            let value = engine.render_tree(spec, ctx)?;
+            let serde_json::Value::Object(map) = value else {
+                return Err("a form body must be a mapping of names to values".into());
+            };
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            for (k, v) in &map {
+                match v {
+                    serde_json::Value::Array(items) => {
+                        for item in items {
+                            form.append_pair(k, &scalar_text(item));
+                        }
+                    }
+                    other => {
+                        form.append_pair(k, &scalar_text(other));
+                    }
+                }
+            }
+            Ok((form.finish().into_bytes(), Some("application/x-www-form-urlencoded")))
+        }
+        OutFormat::Csv => {
+            let value = engine.render_tree(spec, ctx)?;
+            let bytes = encode_csv(&value, &step.csv).map_err(|e| e.to_string())?;
+            Ok((bytes, Some(content_type_for(&step.csv))))
+        }
+    }
+}
+
+fn scalar_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}

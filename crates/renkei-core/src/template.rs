@@ -1,0 +1,244 @@
+//! Templates: MiniJinja, compiled once at config load, rendered per event.
+//!
+//! Three shapes appear in a config: a text template (`"/sheet/deal/{{ body.keyId }}"`), an expression
+//! (`when: "body.priority >= 4"`), and a body given as a YAML structure whose leaves are templates. A leaf
+//! that is exactly one `{{ expression }}` keeps the expression's type (a number stays a number, a list a
+//! list); any other leaf renders to a string. Either way the JSON is built by serde, so a quote or newline
+//! in a value can never break it. A body given as one raw template string is rendered with JSON-string
+//! escaping (`{{ x }}` inside quotes is safe) and then parsed, so a template that still produces invalid
+//! JSON fails that delivery with the position, rather than sending garbage (seed 004's warning).
+//!
+//! Undefined values are errors when printed (`SemiStrict`): a typo in a field name fails the delivery with
+//! a message instead of silently sending an empty string. `{% if body.x is defined %}` and
+//! `body.x | default('')` are the ways to say "optional".
+
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use minijinja::value::{Object, Value};
+use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior};
+
+use crate::config::{Expr, Table, Tmpl};
+use crate::types::Name;
+
+const JSON_PREFIX: &str = "json:";
+
+/// All of a config's templates, compiled, with the lookup tables they may read.
+pub struct Engine {
+    env: Environment<'static>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Engine")
+    }
+}
+
+impl Engine {
+    pub fn new(tables: Arc<IndexMap<Name, Table>>) -> Engine {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
+        env.set_keep_trailing_newline(true);
+        env.set_auto_escape_callback(|name| {
+            if name.starts_with(JSON_PREFIX) {
+                AutoEscape::Custom("json-string")
+            } else {
+                AutoEscape::None
+            }
+        });
+        env.set_formatter(json_string_formatter);
+        env.add_function("lookup", move |table: String, key: Value| lookup(&tables, &table, &key));
+        Engine { env }
+    }
+
+    /// Compiles a text template; the error says what and where.
+    pub fn add(&mut self, t: &Tmpl) -> Result<(), String> {
+        if self.env.get_template(&t.0).is_ok() {
+            return Ok(());
+        }
+        self.env.add_template_owned(t.0.clone(), t.0.clone()).map_err(describe)
+    }
+
+    /// Compiles a raw JSON body template (values are JSON-string escaped when printed).
+    pub fn add_json(&mut self, t: &Tmpl) -> Result<(), String> {
+        let name = format!("{JSON_PREFIX}{}", t.0);
+        if self.env.get_template(&name).is_ok() {
+            return Ok(());
+        }
+        self.env.add_template_owned(name, t.0.clone()).map_err(describe)
+    }
+
+    /// Checks that an expression compiles.
+    pub fn check_expr(&self, e: &str) -> Result<(), String> {
+        self.env.compile_expression(e).map(|_| ()).map_err(describe)
+    }
+
+    /// Renders a text template added with [`Engine::add`].
+    pub fn render(&self, t: &Tmpl, ctx: &Value) -> Result<String, String> {
+        let tmpl = self.env.get_template(&t.0).map_err(describe)?;
+        tmpl.render(ctx).map_err(describe)
+    }
+
+    /// Renders a raw JSON body template added with [`Engine::add_json`] and parses the result.
+    pub fn render_json(&self, t: &Tmpl, ctx: &Value) -> Result<serde_json::Value, String> {
+        let tmpl = self.env.get_template(&format!("{JSON_PREFIX}{}", t.0)).map_err(describe)?;
+        let text = tmpl.render(ctx).map_err(describe)?;
+        serde_json::from_str(&text).map_err(|e| {
+            format!(
+                "the rendered body is not valid JSON (line {}, column {}): {e}; rendered text: {}",
+                e.line(),
+                e.column(),
+                clip(&text, 500)
+            )
+        })
+    }
+
+    /// Evaluates an expression to a JSON value.
+    pub fn eval(&self, e: &str, ctx: &Value) -> Result<serde_json::Value, String> {
+        let expr = self.env.compile_expression(e).map_err(describe)?;
+        let value = expr.eval(ctx).map_err(describe)?;
+        if value.is_undefined() {
+            return Err(format!("`{e}` is undefined"));
+        }
+        serde_json::to_value(&value).map_err(|err| format!("`{e}`: {err}"))
+    }
+
+    /// Evaluates a `when` expression.
+    pub fn eval_bool(&self, e: &Expr, ctx: &Value) -> Result<bool, String> {
+        let expr = self.env.compile_expression(&e.0).map_err(describe)?;
+        Ok(expr.eval(ctx).map_err(describe)?.is_true())
+    }
+
+    /// Renders a body given as a YAML structure: leaves are templates, keys are literal.
+    pub fn render_tree(&self, tree: &serde_json::Value, ctx: &Value) -> Result<serde_json::Value, String> {
+        use serde_json::Value as J;
+        Ok(match tree {
+            J::String(s) => match single_expression(s) {
+                Some(expr) => self.eval(expr, ctx)?,
+                None if s.contains("{{") || s.contains("{%") => J::String(self.render(&Tmpl(s.clone()), ctx)?),
+                None => J::String(s.clone()),
+            },
+            J::Array(items) => J::Array(items.iter().map(|v| self.render_tree(v, ctx)).collect::<Result<_, _>>()?),
+            J::Object(map) => {
+                let mut out = serde_json::Map::with_capacity(map.len());
+                for (k, v) in map {
+                    let rendered = self.render_tree(v, ctx).map_err(|e| format!("{k}: {e}"))?;
+                    out.insert(k.clone(), rendered);
+                }
+                J::Object(out)
+            }
+            other => other.clone(),
+        })
+    }
+
+    /// Compiles every template in a body tree; returns the first problem with the key where it is.
+    pub fn add_tree(&mut self, tree: &serde_json::Value) -> Result<(), String> {
+        use serde_json::Value as J;
+        match tree {
+            J::String(s) => match single_expression(s) {
+                Some(expr) => self.check_expr(expr),
+                None if s.contains("{{") || s.contains("{%") => self.add(&Tmpl(s.clone())),
+                None => Ok(()),
+            },
+            J::Array(items) => items.iter().try_for_each(|v| self.add_tree(v)),
+            J::Object(map) => map
+                .iter()
+                .try_for_each(|(k, v)| self.add_tree(v).map_err(|e| format!("{k}: {e}"))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `{{ expr }}` alone (surrounding spaces allowed) gives `expr`.
+pub fn single_expression(s: &str) -> Option<&str> {
+    let inner = s.trim().strip_prefix("{{")?.strip_suffix("}}")?;
+    if inner.contains("{{") || inner.contains("}}") || inner.contains("{%") {
+        return None;
+    }
+    Some(inner.trim())
+}
+
+fn lookup(tables: &IndexMap<Name, Table>, table: &str, key: &Value) -> Result<Value, Error> {
+    let t = tables.get(table).ok_or_else(|| {
+        Error::new(ErrorKind::InvalidOperation, format!("lookup: there is no table `{table}`"))
+    })?;
+    let key = match key.as_str() {
+        Some(s) => s.to_owned(),
+        None => key.to_string(),
+    };
+    Ok(t.rows.get(&key).map(Value::from_serialize).unwrap_or(Value::from(())))
+}
+
+/// Prints values inside a raw JSON body as the content of a JSON string: quotes, backslashes and control
+/// characters escaped. Lists and maps print as JSON. Elsewhere, MiniJinja's default.
+fn json_string_formatter(
+    out: &mut minijinja::Output,
+    state: &minijinja::State,
+    value: &Value,
+) -> Result<(), Error> {
+    if !matches!(state.auto_escape(), AutoEscape::Custom("json-string")) || value.is_safe() {
+        return minijinja::escape_formatter(out, state, value);
+    }
+    if value.is_undefined() && matches!(state.undefined_behavior(), UndefinedBehavior::SemiStrict | UndefinedBehavior::Strict) {
+        return Err(Error::from(ErrorKind::UndefinedError));
+    }
+    let text = if let Some(s) = value.as_str() {
+        let quoted = serde_json::to_string(s).map_err(|e| Error::new(ErrorKind::BadSerialization, e.to_string()))?;
+        quoted[1..quoted.len() - 1].to_owned()
+    } else if value.is_none() || value.is_undefined() {
+        String::new()
+    } else if matches!(value.kind(), minijinja::value::ValueKind::Seq | minijinja::value::ValueKind::Map) {
+        serde_json::to_string(value).map_err(|e| Error::new(ErrorKind::BadSerialization, e.to_string()))?
+    } else {
+        value.to_string()
+    };
+    out.write_str(&text).map_err(|e| Error::new(ErrorKind::WriteFailure, e.to_string()))
+}
+
+/// A MiniJinja error as one line: what went wrong, and where in which template.
+fn describe(e: Error) -> String {
+    let mut msg = match e.detail() {
+        Some(detail) => format!("{}: {detail}", e.kind()),
+        None => e.kind().to_string(),
+    };
+    if let Some(line) = e.line() {
+        let name = e.name().unwrap_or("").trim_start_matches(JSON_PREFIX);
+        msg.push_str(&format!(" (line {line} of `{}`)", clip(name, 120)));
+    }
+    msg
+}
+
+pub(crate) fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        let cut: String = s.chars().take(max).collect();
+        format!("{cut}…")
+    }
+}
+
+/// Earlier steps' responses, reachable as `steps[0]` and, for a named step, `steps.NAME`.
+#[derive(Debug, Default)]
+pub struct Steps {
+    pub outputs: Vec<(Option<String>, Value)>,
+}
+
+impl Object for Steps {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        if let Some(i) = key.as_usize() {
+            return self.outputs.get(i).map(|(_, v)| v.clone());
+        }
+        let name = key.as_str()?;
+        self.outputs
+            .iter()
+            .find(|(n, _)| n.as_deref() == Some(name))
+            .map(|(_, v)| v.clone())
+    }
+
+    fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
+        minijinja::value::Enumerator::Seq(self.outputs.len())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,83 @@
+//! renkei-store: where events, deliveries, attempts and config live.
+//!
+//! One [`Store`] trait, one module per backend. The queue is not a separate system: it is the set of open
+//! rows in the `deliveries` table, so the queue is also the history and the replay source, and acknowledging
+//! an event and enqueueing its deliveries is one transaction. Workers claim deliveries with a lease
+//! (`lease_owner`, `lease_until`); a claim whose lease ran out may be taken by another worker, which is how
+//! a crashed worker's work is finished.
+//!
+//! The store never reads the clock: every method that needs "now" takes it, so tests move time by hand.
+//! It never renders templates or talks HTTP; callers hand it finished values.
+
+pub mod sqlite;
+mod types;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+pub use types::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// The row is not in a state that allows this (e.g. retrying a delivery that succeeded, or finishing a
+    /// delivery whose lease was taken over).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database cannot be reached or is full: ingress answers 503 and nothing is acknowledged.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Other(#[from] Box<dyn std::error::Error + Send + Sync>),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores the events of one request and their deliveries in one transaction; returns one outcome per
+    /// event, in order. A duplicate (same source and dedupe key, not expired) is not stored: its outcome names
+    /// the first event. Only after this returns Ok may the sender be answered 2xx.
+    async fn ingest(&self, events: Vec<NewEvent>, now: DateTime<Utc>) -> Result<Vec<Ingested>>;
+
+    /// Records a request that was refused (bad auth, malformed body...), so an admin can see what was sent.
+    async fn record_rejected(&self, rejected: Rejected) -> Result<()>;
+
+    /// Claims up to `limit` due deliveries for `owner` until `lease_until`: pending or retrying ones whose time
+    /// has come, and in-flight ones whose lease ran out; for an ordering key, only the oldest open delivery.
+    async fn claim(&self, owner: &str, now: DateTime<Utc>, lease_until: DateTime<Utc>, limit: usize) -> Result<Vec<Claimed>>;
+
+    /// Records one try of one step and moves the delivery as `transition` says, if `owner` still holds it.
+    async fn record_attempt(&self, owner: &str, attempt: NewAttempt, transition: Transition, now: DateTime<Utc>) -> Result<()>;
+
+    /// Gives back every delivery `owner` holds (graceful shutdown), to be claimed again at once.
+    async fn release(&self, owner: &str, now: DateTime<Utc>) -> Result<u64>;
+
+    /// The earliest `next_at` or lease expiry among open deliveries: when an idle worker should look again.
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>>;
+
+    // ----- history and operations -----
+
+    async fn list_events(&self, filter: &EventFilter) -> Result<Vec<EventRecord>>;
+    async fn get_event(&self, id: &str) -> Result<EventRecord>;
+    async fn list_deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<DeliveryRecord>>;
+    async fn get_delivery(&self, id: i64) -> Result<DeliveryRecord>;
+    async fn list_attempts(&self, filter: &AttemptFilter) -> Result<Vec<AttemptRecord>>;
+
+    /// Makes a dead or retrying delivery due now, from the step it stopped at.
+    async fn retry_delivery(&self, id: i64, now: DateTime<Utc>) -> Result<DeliveryRecord>;
+    /// [`Store::retry_delivery`] for every dead delivery matching `filter` (its `status` is ignored).
+    async fn retry_dead(&self, filter: &DeliveryFilter, now: DateTime<Utc>) -> Result<u64>;
+    /// Adds deliveries to a stored event (replay through the current flows); returns their ids.
+    async fn add_deliveries(&self, event_id: &str, deliveries: Vec<NewDelivery>, now: DateTime<Utc>) -> Result<Vec<i64>>;
+
+    async fn queue_stats(&self, now: DateTime<Utc>) -> Result<QueueStats>;
+    /// Deletes events received before `before` whose deliveries are all finished, with their deliveries and
+    /// attempts, and expired dedupe keys; gives the freed pages back to the file system where it can.
+    async fn purge(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> Result<u64>;
+    /// Keeps the config text as loaded, when it differs from the last one kept.
+    async fn save_config(&self, text: &str, now: DateTime<Utc>) -> Result<()>;
+    /// Answers when the database does.
+    async fn ping(&self) -> Result<()>;
+}

@@ -1,0 +1,243 @@
+//! The SQLite backend: one file, WAL mode, full durability, the queue in the same file.
+//!
+//! All writes go through one connection (`writer`), so write transactions never race for SQLite's single
+//! write lock (a deferred transaction that reads then writes can otherwise fail with `SQLITE_BUSY` no matter
+//! the busy timeout). Reads use a small separate pool and see the last committed state (WAL).
+//!
+//! One renkei process per file: [`SqliteStore::open`] takes an exclusive lock on `<file>.lock`, and, because
+//! no other process can hold claims then, releases the claims a crashed predecessor left behind.
+
+mod history;
+mod queue;
+mod rows;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+use crate::*;
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+    _lock: Option<std::fs::File>,
+    path: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database named by a `sqlite://FILE` URL, or `sqlite::memory:`.
+    pub async fn open(url: &str, now: DateTime<Utc>) -> Result<SqliteStore> {
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .ok_or_else(|| StoreError::Unavailable(format!("not a sqlite URL: {url}")))?;
+        let memory = path == ":memory:";
+        let base = if memory { SqliteConnectOptions::from_str("sqlite::memory:").map_err(other)? } else { SqliteConnectOptions::new().filename(path) };
+        let opts = base
+            .create_if_missing(true)
+            .journal_mode(if memory { SqliteJournalMode::Memory } else { SqliteJournalMode::Wal })
+            // FULL: an acknowledged event survives power loss, not only a crash of renkei.
+            .synchronous(SqliteSynchronous::Full)
+            .auto_vacuum(SqliteAutoVacuum::Incremental)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+
+        let lock = if memory { None } else { Some(take_lock(path)?) };
+        let writer = SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(opts.clone()).await.map_err(unavailable)?;
+        migrate(&writer).await?;
+        // An in-memory database exists per connection: readers must share the writer.
+        let reader = if memory {
+            writer.clone()
+        } else {
+            SqlitePoolOptions::new().max_connections(4).connect_with(opts.read_only(true)).await.map_err(unavailable)?
+        };
+        let store = SqliteStore { writer, reader, _lock: lock, path: (!memory).then(|| PathBuf::from(path)) };
+        let released = store.release_all(now).await?;
+        if released > 0 {
+            tracing::warn!(released, "released deliveries left in flight by a previous run");
+        }
+        Ok(store)
+    }
+
+    async fn release_all(&self, now: DateTime<Utc>) -> Result<u64> {
+        let r = sqlx::query(
+            "UPDATE deliveries SET status = CASE WHEN tries > 0 THEN 'retrying' ELSE 'pending' END,
+                 lease_owner = NULL, lease_until = NULL, next_at = MIN(next_at, ?1), updated_at = ?1
+             WHERE status = 'in_flight'",
+        )
+        .bind(ms(now))
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(r.rows_affected())
+    }
+}
+
+fn take_lock(path: &str) -> Result<std::fs::File> {
+    let lock_path = format!("{path}.lock");
+    if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StoreError::Unavailable(format!("cannot open {lock_path}: {e}")))?;
+    file.try_lock().map_err(|_| {
+        StoreError::Unavailable(format!("{path} is in use by another renkei process (lock {lock_path}); one process per SQLite file"))
+    })?;
+    Ok(file)
+}
+
+async fn migrate(pool: &SqlitePool) -> Result<()> {
+    sqlx::query("CREATE TABLE IF NOT EXISTS renkei_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
+        .execute(pool)
+        .await
+        .map_err(db)?;
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM renkei_migrations").fetch_all(pool).await.map_err(db)?;
+    for (version, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        let mut tx = pool.begin().await.map_err(db)?;
+        sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(db)?;
+        sqlx::query("INSERT INTO renkei_migrations (version, applied_at) VALUES (?1, ?2)")
+            .bind(version)
+            .bind(Utc::now().timestamp_millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub(crate) fn from_ms(v: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(v).unwrap_or_default()
+}
+
+pub(crate) fn db(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::RowNotFound => StoreError::NotFound,
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => StoreError::Unavailable(e.to_string()),
+        sqlx::Error::Database(d) if is_unavailable_code(d.code().as_deref()) => StoreError::Unavailable(e.to_string()),
+        _ => StoreError::Other(Box::new(e)),
+    }
+}
+
+/// SQLITE_BUSY (5), SQLITE_FULL (13), SQLITE_IOERR (10), SQLITE_CANTOPEN (14) and their extended codes:
+/// the database cannot take writes now, which ingress reports as 503.
+fn is_unavailable_code(code: Option<&str>) -> bool {
+    let Some(code) = code.and_then(|c| c.parse::<i64>().ok()) else { return false };
+    matches!(code & 0xff, 5 | 10 | 13 | 14)
+}
+
+fn unavailable(e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn other(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Other(Box::new(e))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ingest(&self, events: Vec<NewEvent>, now: DateTime<Utc>) -> Result<Vec<Ingested>> {
+        queue::ingest(&self.writer, events, now).await
+    }
+
+    async fn record_rejected(&self, r: Rejected) -> Result<()> {
+        queue::record_rejected(&self.writer, r).await
+    }
+
+    async fn claim(&self, owner: &str, now: DateTime<Utc>, lease_until: DateTime<Utc>, limit: usize) -> Result<Vec<Claimed>> {
+        queue::claim(&self.writer, owner, now, lease_until, limit).await
+    }
+
+    async fn record_attempt(&self, owner: &str, attempt: NewAttempt, transition: Transition, now: DateTime<Utc>) -> Result<()> {
+        queue::record_attempt(&self.writer, owner, attempt, transition, now).await
+    }
+
+    async fn release(&self, owner: &str, now: DateTime<Utc>) -> Result<u64> {
+        queue::release(&self.writer, owner, now).await
+    }
+
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
+        queue::next_due(&self.reader).await
+    }
+
+    async fn list_events(&self, f: &EventFilter) -> Result<Vec<EventRecord>> {
+        history::list_events(&self.reader, f).await
+    }
+
+    async fn get_event(&self, id: &str) -> Result<EventRecord> {
+        history::get_event(&self.reader, id).await
+    }
+
+    async fn list_deliveries(&self, f: &DeliveryFilter) -> Result<Vec<DeliveryRecord>> {
+        history::list_deliveries(&self.reader, f).await
+    }
+
+    async fn get_delivery(&self, id: i64) -> Result<DeliveryRecord> {
+        history::get_delivery(&self.reader, id).await
+    }
+
+    async fn list_attempts(&self, f: &AttemptFilter) -> Result<Vec<AttemptRecord>> {
+        history::list_attempts(&self.reader, f).await
+    }
+
+    async fn retry_delivery(&self, id: i64, now: DateTime<Utc>) -> Result<DeliveryRecord> {
+        queue::retry_delivery(&self.writer, id, now).await?;
+        history::get_delivery(&self.writer, id).await
+    }
+
+    async fn retry_dead(&self, f: &DeliveryFilter, now: DateTime<Utc>) -> Result<u64> {
+        queue::retry_dead(&self.writer, f, now).await
+    }
+
+    async fn add_deliveries(&self, event_id: &str, deliveries: Vec<NewDelivery>, now: DateTime<Utc>) -> Result<Vec<i64>> {
+        queue::add_deliveries(&self.writer, event_id, deliveries, now).await
+    }
+
+    async fn queue_stats(&self, _now: DateTime<Utc>) -> Result<QueueStats> {
+        history::queue_stats(&self.reader).await
+    }
+
+    async fn purge(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> Result<u64> {
+        queue::purge(&self.writer, before, now).await
+    }
+
+    async fn save_config(&self, text: &str, now: DateTime<Utc>) -> Result<()> {
+        let last: Option<String> =
+            sqlx::query_scalar("SELECT text FROM config_revisions ORDER BY id DESC LIMIT 1").fetch_optional(&self.writer).await.map_err(db)?;
+        if last.as_deref() != Some(text) {
+            sqlx::query("INSERT INTO config_revisions (loaded_at, text) VALUES (?1, ?2)").bind(ms(now)).bind(text).execute(&self.writer).await.map_err(db)?;
+        }
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.reader).await.map_err(db)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,331 @@
+//! Writes: ingest, claim, attempts and transitions, retries, purge. All on the single writer connection.
+
+use chrono::{DateTime, Utc};
+use renkei_core::delivery::Status;
+use sqlx::{Sqlite, SqlitePool, Transaction};
+
+use super::rows::{delivery_from_row, event_from_row, DELIVERY_COLUMNS, EVENT_COLUMNS};
+use super::{db, ms};
+use crate::*;
+
+pub(super) async fn ingest(pool: &SqlitePool, events: Vec<NewEvent>, now: DateTime<Utc>) -> Result<Vec<Ingested>> {
+    let mut tx = pool.begin().await.map_err(db)?;
+    let mut out = Vec::with_capacity(events.len());
+    for ev in events {
+        if let Some(d) = &ev.dedupe {
+            // Claim the key unless a live one exists; an expired one is taken over.
+            let won: Option<String> = sqlx::query_scalar(
+                "INSERT INTO dedupe (source, key, event_id, expires_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (source, key) DO UPDATE SET event_id = excluded.event_id, expires_at = excluded.expires_at
+                 WHERE dedupe.expires_at <= ?5
+                 RETURNING event_id",
+            )
+            .bind(&ev.source)
+            .bind(&d.key)
+            .bind(&ev.id)
+            .bind(ms(d.expires_at))
+            .bind(ms(now))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+            if won.is_none() {
+                let first: String = sqlx::query_scalar("SELECT event_id FROM dedupe WHERE source = ?1 AND key = ?2")
+                    .bind(&ev.source)
+                    .bind(&d.key)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                out.push(Ingested::Duplicate { event_id: first });
+                continue;
+            }
+        }
+        sqlx::query(
+            "INSERT INTO events (id, source, event_type, status, http_status, received_at, request_id, row_no,
+                                 content_type, headers, query, body, dedupe_key)
+             VALUES (?1, ?2, ?3, 'accepted', 202, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )
+        .bind(&ev.id)
+        .bind(&ev.source)
+        .bind(&ev.event_type)
+        .bind(ms(ev.received_at))
+        .bind(&ev.request_id)
+        .bind(ev.row.map(i64::from))
+        .bind(&ev.content_type)
+        .bind(ev.headers.to_string())
+        .bind(ev.query.to_string())
+        .bind(ev.body.to_string())
+        .bind(ev.dedupe.as_ref().map(|d| d.key.as_str()))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        let n = ev.deliveries.len();
+        insert_deliveries(&mut tx, &ev.id, ev.deliveries, now).await?;
+        out.push(Ingested::Stored { event_id: ev.id, deliveries: n });
+    }
+    tx.commit().await.map_err(db)?;
+    Ok(out)
+}
+
+async fn insert_deliveries(tx: &mut Transaction<'_, Sqlite>, event_id: &str, deliveries: Vec<NewDelivery>, now: DateTime<Utc>) -> Result<Vec<i64>> {
+    let mut ids = Vec::with_capacity(deliveries.len());
+    for d in deliveries {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO deliveries (event_id, flow, status, order_key, next_at, last_error, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5, ?5) RETURNING id",
+        )
+        .bind(event_id)
+        .bind(&d.flow)
+        .bind(d.status.as_str())
+        .bind(&d.order_key)
+        .bind(ms(now))
+        .bind(&d.error)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(db)?;
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+pub(super) async fn record_rejected(pool: &SqlitePool, r: Rejected) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO events (id, source, event_type, status, reason, http_status, received_at, request_id,
+                             content_type, headers, query, raw, raw_truncated)
+         VALUES (?1, ?2, '', 'rejected', ?3, ?4, ?5, ?1, ?6, ?7, ?8, ?9, ?10)",
+    )
+    .bind(&r.id)
+    .bind(&r.source)
+    .bind(&r.reason)
+    .bind(i64::from(r.http_status))
+    .bind(ms(r.received_at))
+    .bind(&r.content_type)
+    .bind(r.headers.to_string())
+    .bind(r.query.to_string())
+    .bind(&r.raw)
+    .bind(r.raw_truncated)
+    .execute(pool)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+pub(super) async fn claim(pool: &SqlitePool, owner: &str, now: DateTime<Utc>, lease_until: DateTime<Utc>, limit: usize) -> Result<Vec<Claimed>> {
+    let mut tx = pool.begin().await.map_err(db)?;
+    // Due: pending or retrying whose time has come, or in flight with an expired lease. With an ordering key,
+    // only the oldest open delivery of that key and flow is eligible, so a later event never overtakes.
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "UPDATE deliveries SET status = 'in_flight', lease_owner = ?1, lease_until = ?2, updated_at = ?3
+         WHERE id IN (
+             SELECT d.id FROM deliveries d
+             WHERE d.status IN ('pending', 'retrying', 'in_flight')
+               AND ((d.status != 'in_flight' AND d.next_at <= ?3) OR (d.status = 'in_flight' AND d.lease_until <= ?3))
+               AND (d.order_key IS NULL OR NOT EXISTS (
+                   SELECT 1 FROM deliveries p
+                   WHERE p.flow = d.flow AND p.order_key = d.order_key AND p.id < d.id
+                     AND p.status IN ('pending', 'retrying', 'in_flight')))
+             ORDER BY d.next_at, d.id
+             LIMIT ?4)
+         RETURNING id",
+    )
+    .bind(owner)
+    .bind(ms(lease_until))
+    .bind(ms(now))
+    .bind(limit as i64)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db)?;
+    if ids.is_empty() {
+        tx.commit().await.map_err(db)?;
+        return Ok(Vec::new());
+    }
+    let list = ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+    let drows = sqlx::query(&format!("SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.id IN ({list}) ORDER BY d.id"))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+    let erows = sqlx::query(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE id IN (SELECT event_id FROM deliveries WHERE id IN ({list}))"
+    ))
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    let events: std::collections::HashMap<String, EventRecord> =
+        erows.iter().map(event_from_row).map(|e| e.map(|e| (e.id.clone(), e))).collect::<Result<_>>()?;
+    drows
+        .iter()
+        .map(|r| {
+            let delivery = delivery_from_row(r)?;
+            let event = events.get(&delivery.event_id).cloned().ok_or(StoreError::NotFound)?;
+            Ok(Claimed { delivery, event })
+        })
+        .collect()
+}
+
+pub(super) async fn record_attempt(pool: &SqlitePool, owner: &str, a: NewAttempt, t: Transition, now: DateTime<Utc>) -> Result<()> {
+    let mut tx = pool.begin().await.map_err(db)?;
+    let holder: Option<Option<String>> = sqlx::query_scalar("SELECT lease_owner FROM deliveries WHERE id = ?1 AND status = 'in_flight'")
+        .bind(a.delivery_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+    if holder.flatten().as_deref() != Some(owner) {
+        // The lease ran out and another worker took the delivery: its result is the one that counts. The
+        // attempt is still history, so keep it.
+        insert_attempt(&mut tx, &a).await?;
+        tx.commit().await.map_err(db)?;
+        return Err(StoreError::Conflict(format!("delivery {} is no longer held by {owner}", a.delivery_id)));
+    }
+    insert_attempt(&mut tx, &a).await?;
+    let q = match &t {
+        Transition::Advance { step, outputs } => sqlx::query(
+            "UPDATE deliveries SET step = ?2, tries = 0, outputs = ?3, attempts = attempts + 1, updated_at = ?4, last_error = NULL WHERE id = ?1",
+        )
+        .bind(a.delivery_id)
+        .bind(i64::from(*step))
+        .bind(outputs.to_string())
+        .bind(ms(now)),
+        Transition::Succeeded { outputs } => sqlx::query(
+            "UPDATE deliveries SET status = 'succeeded', step = step + 1, tries = 0, outputs = ?2, attempts = attempts + 1,
+                 lease_owner = NULL, lease_until = NULL, last_error = NULL, updated_at = ?3 WHERE id = ?1",
+        )
+        .bind(a.delivery_id)
+        .bind(outputs.to_string())
+        .bind(ms(now)),
+        Transition::Retry { at, tries, error } => sqlx::query(
+            "UPDATE deliveries SET status = 'retrying', tries = ?2, next_at = ?3, last_error = ?4, attempts = attempts + 1,
+                 lease_owner = NULL, lease_until = NULL, updated_at = ?5 WHERE id = ?1",
+        )
+        .bind(a.delivery_id)
+        .bind(i64::from(*tries))
+        .bind(ms(*at))
+        .bind(error)
+        .bind(ms(now)),
+        Transition::Dead { tries, error } => sqlx::query(
+            "UPDATE deliveries SET status = 'dead', tries = ?2, last_error = ?3, attempts = attempts + 1,
+                 lease_owner = NULL, lease_until = NULL, updated_at = ?4 WHERE id = ?1",
+        )
+        .bind(a.delivery_id)
+        .bind(i64::from(*tries))
+        .bind(error)
+        .bind(ms(now)),
+    };
+    q.execute(&mut *tx).await.map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    Ok(())
+}
+
+async fn insert_attempt(tx: &mut Transaction<'_, Sqlite>, a: &NewAttempt) -> Result<()> {
+    let headers = |h: &[(String, String)]| serde_json::to_string(h).unwrap_or_else(|_| "[]".into());
+    sqlx::query(
+        "INSERT INTO attempts (delivery_id, step, try_no, started_at, duration_ms, outcome, method, url, request_headers,
+                               request_body, response_status, response_headers, response_body, response_truncated, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    )
+    .bind(a.delivery_id)
+    .bind(i64::from(a.step))
+    .bind(i64::from(a.try_no))
+    .bind(ms(a.started_at))
+    .bind(a.duration_ms as i64)
+    .bind(a.outcome)
+    .bind(&a.method)
+    .bind(&a.url)
+    .bind(headers(&a.request_headers))
+    .bind(&a.request_body)
+    .bind(a.response.as_ref().map(|r| i64::from(r.status)))
+    .bind(a.response.as_ref().map(|r| headers(&r.headers)))
+    .bind(a.response.as_ref().map(|r| r.body.as_slice()))
+    .bind(a.response.as_ref().is_some_and(|r| r.truncated))
+    .bind(&a.error)
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+pub(super) async fn release(pool: &SqlitePool, owner: &str, now: DateTime<Utc>) -> Result<u64> {
+    let r = sqlx::query(
+        "UPDATE deliveries SET status = CASE WHEN tries > 0 THEN 'retrying' ELSE 'pending' END,
+             lease_owner = NULL, lease_until = NULL, next_at = MIN(next_at, ?2), updated_at = ?2
+         WHERE status = 'in_flight' AND lease_owner = ?1",
+    )
+    .bind(owner)
+    .bind(ms(now))
+    .execute(pool)
+    .await
+    .map_err(db)?;
+    Ok(r.rows_affected())
+}
+
+pub(super) async fn next_due(pool: &SqlitePool) -> Result<Option<DateTime<Utc>>> {
+    let at: Option<i64> = sqlx::query_scalar(
+        "SELECT MIN(CASE WHEN status = 'in_flight' THEN lease_until ELSE next_at END)
+         FROM deliveries WHERE status IN ('pending', 'retrying', 'in_flight')",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(db)?;
+    Ok(at.map(super::from_ms))
+}
+
+pub(super) async fn retry_delivery(pool: &SqlitePool, id: i64, now: DateTime<Utc>) -> Result<()> {
+    let status: Option<String> = sqlx::query_scalar("SELECT status FROM deliveries WHERE id = ?1").bind(id).fetch_optional(pool).await.map_err(db)?;
+    let status = status.ok_or(StoreError::NotFound)?;
+    if !matches!(Status::parse(&status), Some(Status::Dead | Status::Retrying)) {
+        return Err(StoreError::Conflict(format!("delivery {id} is {status}; only dead or retrying deliveries can be retried")));
+    }
+    sqlx::query(
+        "UPDATE deliveries SET status = 'pending', tries = 0, next_at = ?2, updated_at = ?2
+         WHERE id = ?1 AND status IN ('dead', 'retrying')",
+    )
+    .bind(id)
+    .bind(ms(now))
+    .execute(pool)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+pub(super) async fn retry_dead(pool: &SqlitePool, f: &DeliveryFilter, now: DateTime<Utc>) -> Result<u64> {
+    let mut f = f.clone();
+    f.status = Some(Status::Dead);
+    let (clause, binds) = super::history::delivery_where(&f);
+    let sql = format!(
+        "UPDATE deliveries SET status = 'pending', tries = 0, next_at = ?, updated_at = ?
+         WHERE id IN (SELECT d.id FROM deliveries d JOIN events e ON e.id = d.event_id WHERE {clause})"
+    );
+    let mut q = sqlx::query(&sql).bind(ms(now)).bind(ms(now));
+    for b in binds {
+        q = b.bind_to(q);
+    }
+    Ok(q.execute(pool).await.map_err(db)?.rows_affected())
+}
+
+pub(super) async fn add_deliveries(pool: &SqlitePool, event_id: &str, deliveries: Vec<NewDelivery>, now: DateTime<Utc>) -> Result<Vec<i64>> {
+    let mut tx = pool.begin().await.map_err(db)?;
+    let status: Option<String> = sqlx::query_scalar("SELECT status FROM events WHERE id = ?1").bind(event_id).fetch_optional(&mut *tx).await.map_err(db)?;
+    match status.as_deref() {
+        None => return Err(StoreError::NotFound),
+        Some("accepted") => {}
+        Some(_) => return Err(StoreError::Conflict(format!("event {event_id} was rejected; it has no parsed body to replay"))),
+    }
+    let ids = insert_deliveries(&mut tx, event_id, deliveries, now).await?;
+    tx.commit().await.map_err(db)?;
+    Ok(ids)
+}
+
+pub(super) async fn purge(pool: &SqlitePool, before: DateTime<Utc>, now: DateTime<Utc>) -> Result<u64> {
+    // Attempts and deliveries go with their event (ON DELETE CASCADE).
+    let r = sqlx::query(
+        "DELETE FROM events WHERE received_at < ?1 AND NOT EXISTS (
+             SELECT 1 FROM deliveries d WHERE d.event_id = events.id AND d.status IN ('pending', 'retrying', 'in_flight'))",
+    )
+    .bind(ms(before))
+    .execute(pool)
+    .await
+    .map_err(db)?;
+    sqlx::query("DELETE FROM dedupe WHERE expires_at <= ?1").bind(ms(now)).execute(pool).await.map_err(db)?;
+    // Give freed pages back in bounded steps, so a large purge does not hold the writer for long.
+    sqlx::query("PRAGMA incremental_vacuum(2000)").execute(pool).await.map_err(db)?;
+    Ok(r.rows_affected())
+}

@@ -1,0 +1,301 @@
+//! The command line: `serve`, `check`, `test`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use renkei_core::body::parse_body;
+use renkei_core::config::{load, Loaded, Problem};
+use renkei_core::event::EventView;
+use renkei_core::flow::{classify, plan, render_step, Decision};
+use renkei_core::template::Steps;
+use renkei_core::types::Name;
+use renkei_core::Lang;
+
+use renkei_store::Store;
+
+use crate::app::App;
+use crate::clock::SystemClock;
+use crate::worker::Worker;
+
+#[derive(Debug, Parser)]
+#[command(name = "renkei", version, about = "renkei (連携): a self-hosted integration hub for business SaaS")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the hub: webhook ingress, admin API and delivery worker.
+    Serve {
+        /// The config file.
+        #[arg(long, short, default_value = "renkei.yaml", env = "RENKEI_CONFIG")]
+        config: PathBuf,
+        /// Listen here instead of `server.listen`.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Validate a config file: list every problem with its line, exit 1 if there is any.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Dry run: print the requests a flow would send for an event file. Sends nothing.
+    Test {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The flow to run.
+        #[arg(long)]
+        flow: String,
+        /// A body as the source would receive it (JSON, form, CSV or text).
+        #[arg(long)]
+        event: PathBuf,
+        /// Content-Type of the event file; guessed from its extension when not given.
+        #[arg(long)]
+        content_type: Option<String>,
+    },
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config, listen } => serve(&config, listen).await,
+        Command::Check { config } => Ok(check(&config)),
+        Command::Test { config, flow, event, content_type } => dry_run(&config, &flow, &event, content_type.as_deref()),
+    }
+}
+
+fn lang() -> Lang {
+    Lang::from_header(std::env::var("LANG").ok().as_deref())
+}
+
+/// Reads and loads a config file; `Err` carries every problem, ready to print.
+pub fn load_file(path: &Path) -> Result<Loaded, Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| e.to_string());
+    load(&text, &|k| std::env::var(k).ok(), &read).map_err(|problems| problems.iter().map(|p| describe(path, p, lang())).collect())
+}
+
+fn describe(path: &Path, p: &Problem, lang: Lang) -> String {
+    let loc = match p.line {
+        Some(l) => format!("{}:{l}", path.display()),
+        None => path.display().to_string(),
+    };
+    let at = if p.path.is_empty() { String::new() } else { format!(" {}:", p.path) };
+    format!("{loc}:{at} {}", p.message.get(lang))
+}
+
+fn check(path: &Path) -> ExitCode {
+    match load_file(path) {
+        Ok(l) => {
+            let c = &l.config;
+            println!(
+                "{}: ok ({} sources, {} destinations, {} flows, {} tables)",
+                path.display(),
+                c.sources.len(),
+                c.destinations.len(),
+                c.flows.len(),
+                c.tables.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            let n = problems.len();
+            eprintln!("{}", if lang() == Lang::Ja { format!("{n} 件の問題があります") } else { format!("{n} problem(s) found") });
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn guess_content_type(path: &Path) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        Some("json") => "application/json",
+        Some("csv") => "text/csv",
+        Some("form") | Some("urlencoded") => "application/x-www-form-urlencoded",
+        _ => "text/plain",
+    }
+}
+
+fn dry_run(config: &Path, flow_name: &str, event: &Path, content_type: Option<&str>) -> anyhow::Result<ExitCode> {
+    let loaded = match load_file(config) {
+        Ok(l) => l,
+        Err(problems) => {
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let Some(flow) = loaded.config.flows.get(flow_name) else {
+        let known: Vec<&str> = loaded.config.flows.keys().map(Name::as_str).collect();
+        bail!("there is no flow `{flow_name}` (flows: {})", known.join(", "));
+    };
+    let src = &loaded.config.sources[flow.source.as_str()];
+    let bytes = std::fs::read(event).with_context(|| format!("reading {}", event.display()))?;
+    let ct = content_type.unwrap_or_else(|| guess_content_type(event));
+    let parsed = parse_body(Some(ct), &bytes, src.format, &src.csv).map_err(|e| anyhow::anyhow!("{}: {}", event.display(), e.msg().get(lang())))?;
+    let rows: Vec<(Option<u32>, serde_json::Value)> = match (src.splits(parsed.kind), parsed.value) {
+        (true, serde_json::Value::Array(items)) => items.into_iter().enumerate().map(|(i, v)| (Some(i as u32 + 1), v)).collect(),
+        (_, v) => vec![(None, v)],
+    };
+    let mut failed = false;
+    for (row, body) in rows {
+        let mut view = EventView {
+            id: "dry-run".into(),
+            event_type: String::new(),
+            source: flow.source.to_string(),
+            received_at: chrono::Utc::now(),
+            body,
+            row,
+            headers: Default::default(),
+            query: Default::default(),
+        };
+        if let Some(r) = row {
+            println!("# row {r}");
+        }
+        let (event_type, dedupe) = classify(&loaded, &flow.source, &view).map_err(|e| anyhow::anyhow!(e))?;
+        view.event_type = event_type;
+        println!("# event type: {}{}", view.event_type, dedupe.map(|d| format!(", dedupe key: {d}")).unwrap_or_default());
+        let p = plan(&loaded, &view).into_iter().find(|p| p.flow.as_str() == flow_name).expect("the flow's own source");
+        if let Some(k) = &p.order_key {
+            println!("# order key: {k}");
+        }
+        match p.decision {
+            Decision::Skip => {
+                println!("# skipped: `when` is false for this event\n");
+                continue;
+            }
+            Decision::Fail(e) => {
+                println!("# fails: {e}\n");
+                failed = true;
+                continue;
+            }
+            Decision::Deliver => {}
+        }
+        let mut outputs = Vec::new();
+        for i in 0..flow.steps.len() {
+            let steps = Arc::new(Steps { outputs: outputs.clone() });
+            match render_step(&loaded, flow, i, &view, steps) {
+                Ok(req) => {
+                    println!("# step {i} → {}", req.destination);
+                    println!("{} {}", req.method, loaded.redactor.text(&req.url));
+                    for (k, v) in &req.headers {
+                        println!("{k}: {}", loaded.redactor.header(k, v));
+                    }
+                    println!();
+                    if !req.body.is_empty() {
+                        match std::str::from_utf8(&req.body) {
+                            Ok(s) => println!("{}", loaded.redactor.text(s)),
+                            Err(_) => {
+                                let (text, _, _) = encoding_rs::SHIFT_JIS.decode(&req.body);
+                                println!("{}", loaded.redactor.text(&text));
+                            }
+                        }
+                    }
+                    println!();
+                }
+                Err(e) => {
+                    println!("# step {i} fails: {e}\n");
+                    failed = true;
+                    break;
+                }
+            }
+            // Later steps see a placeholder for the response a dry run never gets.
+            let name = flow.steps[i].name.clone();
+            outputs.push((name, minijinja::Value::from_serialize(serde_json::json!({ "status": 200, "headers": {}, "body": {} }))));
+        }
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+async fn serve(config: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result<ExitCode> {
+    let loaded = match load_file(config) {
+        Ok(l) => l,
+        Err(problems) => {
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            return Ok(ExitCode::from(1));
+        }
+    };
+    crate::telemetry::init(loaded.config.server.log_json);
+    let storage = loaded.config.storage.clone();
+    if !storage.starts_with("sqlite:") {
+        bail!("storage `{}`: only sqlite:// is available in this version", storage.split('@').next_back().unwrap_or(""));
+    }
+    let clock = Arc::new(SystemClock);
+    let store = renkei_store::sqlite::SqliteStore::open(&storage, chrono::Utc::now()).await.with_context(|| format!("opening {storage}"))?;
+    store.save_config(&loaded.text, chrono::Utc::now()).await.context("saving the config revision")?;
+    let addr = listen.unwrap_or(loaded.config.server.listen);
+    let app = App::new(Arc::new(loaded), Arc::new(store), clock, std::env::var("RENKEI_ADMIN_TOKEN").ok());
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, storage = %storage_label(&storage), "renkei is listening");
+    if app.admin_token.is_none() {
+        tracing::warn!("no admin token: the admin API is disabled (set server.admin_token or RENKEI_ADMIN_TOKEN)");
+    }
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let worker = Arc::new(Worker::new(app.clone()));
+    let worker_task = tokio::spawn(worker.run(wait_for(stop_rx.clone())));
+    let purge_task = tokio::spawn(purge_loop(app.clone(), wait_for(stop_rx.clone())));
+    let server = crate::server::serve(listener, app.clone(), wait_for(stop_rx));
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    server.await?;
+    worker_task.await?;
+    purge_task.await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn storage_label(url: &str) -> &str {
+    url.split('?').next().unwrap_or(url)
+}
+
+async fn wait_for(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Deletes finished history older than `history.retention`, hourly.
+async fn purge_loop(app: Arc<App>, shutdown: impl std::future::Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let retention = chrono::Duration::from_std(app.loaded.config.history.retention.0).unwrap_or(chrono::Duration::days(30));
+    loop {
+        let now = app.clock.now();
+        match app.store.purge(now - retention, now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(events = n, "purged old history"),
+            Err(e) => tracing::warn!(error = %e, "purging history failed"),
+        }
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -1,0 +1,78 @@
+//! API errors: a stable `{"error": {"code", "message"}}` body in the reader's language.
+//!
+//! Unexpected errors are logged with their cause and answered as an opaque 500, so internal details (paths,
+//! SQL, DSNs) never reach a client.
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use renkei_core::{Lang, Msg};
+use renkei_store::StoreError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: Msg,
+    pub lang: Lang,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: Msg) -> ApiError {
+        ApiError { status, code, message, lang: Lang::En }
+    }
+
+    /// Answers in the language the request asked for.
+    pub fn lang(mut self, headers: &HeaderMap) -> ApiError {
+        self.lang = Lang::from_header(headers.get("accept-language").and_then(|v| v.to_str().ok()));
+        self
+    }
+
+    pub fn not_found(what: &str) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", Msg::new(format!("{what} not found"), format!("{what} が見つかりません")))
+    }
+
+    pub fn bad_request(en: impl Into<String>, ja: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", Msg::new(en, ja))
+    }
+
+    pub fn internal() -> ApiError {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            Msg::new("internal error; see the server log", "内部エラーです。サーバーのログを確認してください"),
+        )
+    }
+
+    pub fn unavailable() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            Msg::new("storage is unavailable; nothing was stored, please send again later", "ストレージが利用できません。何も保存されていないので、後で再送してください"),
+        )
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::NotFound => ApiError::not_found("record"),
+            StoreError::Conflict(msg) => ApiError::new(StatusCode::CONFLICT, "conflict", Msg::new(msg.clone(), format!("現在の状態では実行できません: {msg}"))),
+            StoreError::Unavailable(cause) => {
+                tracing::error!(%cause, "storage unavailable");
+                ApiError::unavailable()
+            }
+            StoreError::Other(cause) => {
+                tracing::error!(error = %cause, source = ?cause.source(), "storage error");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message.get(self.lang) } });
+        (self.status, Json(body)).into_response()
+    }
+}

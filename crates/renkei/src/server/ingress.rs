@@ -1,0 +1,316 @@
+//! `POST /hooks/{source}`: authenticate, parse, classify, store, answer.
+//!
+//! The answer is 202 only after the events and their deliveries are committed. Every refused request
+//! (unknown source, bad credentials, oversized or malformed body) is recorded as a rejected event with the
+//! bytes as sent (up to `history.max_rejected_body`), so an admin can see what the sender sent, and is
+//! answered with a JSON error saying what is wrong.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use renkei_core::body::{parse_body, BodyError};
+use renkei_core::config::Source;
+use renkei_core::delivery::Status;
+use renkei_core::event::EventView;
+use renkei_core::flow::{classify, plan, Decision};
+use renkei_core::redact::Redactor;
+use renkei_core::types::Name;
+use renkei_core::Msg;
+use renkei_store::{Dedupe, Ingested, NewDelivery, NewEvent, Rejected};
+use subtle::ConstantTimeEq;
+
+use super::ApiError;
+use crate::app::App;
+
+pub async fn receive(State(app): State<Arc<App>>, Path(source): Path<String>, RawQuery(raw_query): RawQuery, headers: HeaderMap, body: Body) -> Response {
+    let now = app.clock.now();
+    let query = parse_query(raw_query.as_deref());
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let cfg = &app.loaded.config;
+    let limit = cfg.server.body_limit.as_usize();
+
+    // Read at most limit + 1 bytes: enough to know the body is too large without holding all of it.
+    let (bytes, too_large) = read_limited(body, limit).await;
+    let reject = Rejection { app: &app, source: &source, now, headers: &headers, query: &query, content_type: content_type.as_deref(), bytes: &bytes, truncated: too_large };
+
+    let Some((name, src)) = cfg.sources.get_key_value(source.as_str()) else {
+        return reject
+            .answer(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_source",
+                Msg::new(format!("there is no source `{source}`"), format!("ソース `{source}` は設定されていません")),
+            ))
+            .await;
+    };
+    if let Err(e) = authenticate(src, &headers, &query) {
+        return reject.answer(e).await;
+    }
+    if too_large {
+        return reject
+            .answer(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                Msg::new(format!("the body is larger than the limit of {limit} bytes"), format!("本文が上限 {limit} バイトを超えています")),
+            ))
+            .await;
+    }
+    let parsed = match parse_body(content_type.as_deref(), &bytes, src.format, &src.csv) {
+        Ok(p) => p,
+        Err(e) => {
+            let (status, code) = match &e {
+                BodyError::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed_body"),
+                BodyError::UnsupportedType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            };
+            return reject.answer(ApiError::new(status, code, e.msg().clone())).await;
+        }
+    };
+
+    let split = src.splits(parsed.kind);
+    let rows: Vec<(Option<u32>, serde_json::Value)> = match (split, parsed.value) {
+        (true, serde_json::Value::Array(items)) => items.into_iter().enumerate().map(|(i, v)| (Some(i as u32 + 1), v)).collect(),
+        (_, value) => vec![(None, value)],
+    };
+    let request_id = uuid::Uuid::now_v7().to_string();
+    let kept_headers = kept_headers(&headers);
+    let kept_query = kept_query(&query);
+    let mut events = Vec::with_capacity(rows.len());
+    for (row, body) in rows {
+        let mut view = EventView {
+            id: uuid::Uuid::now_v7().to_string(),
+            event_type: String::new(),
+            source: source.clone(),
+            received_at: now,
+            body,
+            row,
+            headers: kept_headers.clone(),
+            query: kept_query.clone(),
+        };
+        events.push(new_event(&app, name, src, &mut view, &request_id, content_type.clone(), now));
+    }
+
+    let n = events.len();
+    match app.store.ingest(events, now).await {
+        Ok(outcomes) => {
+            app.wake.notify_one();
+            for o in &outcomes {
+                app.metrics.event(&source, if matches!(o, Ingested::Duplicate { .. }) { "duplicate" } else { "accepted" });
+            }
+            if split {
+                let rows: Vec<_> = outcomes.iter().enumerate().map(|(i, o)| row_result(i + 1, o)).collect();
+                (StatusCode::MULTI_STATUS, Json(serde_json::json!({ "request_id": request_id, "events": rows }))).into_response()
+            } else {
+                let o = outcomes.into_iter().next().expect("one event in, one outcome out");
+                (StatusCode::ACCEPTED, Json(single_result(&o))).into_response()
+            }
+        }
+        Err(e) => {
+            tracing::error!(source = %source, events = n, error = %e, "ingest failed; answered without acknowledging");
+            app.metrics.event(&source, "storage_error");
+            ApiError::from(e).lang(&headers).into_response()
+        }
+    }
+}
+
+/// Classifies and plans one event; a template failure here still stores the event, with dead deliveries
+/// that say why, so nothing is lost and the event can be replayed once the config is fixed.
+fn new_event(app: &App, name: &Name, src: &Source, view: &mut EventView, request_id: &str, content_type: Option<String>, now: DateTime<Utc>) -> NewEvent {
+    let loaded = &app.loaded;
+    let (deliveries, dedupe) = match classify(loaded, name, view) {
+        Ok((event_type, dedupe)) => {
+            view.event_type = event_type;
+            let deliveries = plan(loaded, view).into_iter().map(new_delivery).collect();
+            let window = chrono::Duration::from_std(src.dedupe_window.0).unwrap_or(chrono::Duration::days(7));
+            (deliveries, dedupe.filter(|k| !k.is_empty()).map(|key| Dedupe { key, expires_at: now + window }))
+        }
+        Err(e) => {
+            let deliveries = loaded
+                .config
+                .flows
+                .iter()
+                .filter(|(_, f)| f.enabled && f.source == *name)
+                .map(|(flow, _)| NewDelivery { flow: flow.to_string(), status: Status::Dead, order_key: None, error: Some(e.clone()) })
+                .collect();
+            (deliveries, None)
+        }
+    };
+    NewEvent {
+        id: view.id.clone(),
+        source: view.source.clone(),
+        event_type: view.event_type.clone(),
+        received_at: now,
+        request_id: request_id.to_owned(),
+        row: view.row,
+        content_type,
+        headers: serde_json::Value::Object(view.headers.clone()),
+        query: serde_json::Value::Object(view.query.clone()),
+        body: view.body.clone(),
+        dedupe,
+        deliveries,
+    }
+}
+
+pub fn new_delivery(p: renkei_core::flow::Plan) -> NewDelivery {
+    let (status, error) = match p.decision {
+        Decision::Deliver => (Status::Pending, None),
+        Decision::Skip => (Status::Skipped, None),
+        Decision::Fail(e) => (Status::Dead, Some(e)),
+    };
+    NewDelivery { flow: p.flow.to_string(), status, order_key: p.order_key, error }
+}
+
+fn single_result(o: &Ingested) -> serde_json::Value {
+    match o {
+        Ingested::Stored { event_id, .. } => serde_json::json!({ "event_id": event_id }),
+        Ingested::Duplicate { event_id } => serde_json::json!({ "event_id": event_id, "duplicate": true }),
+    }
+}
+
+fn row_result(row: usize, o: &Ingested) -> serde_json::Value {
+    let mut v = single_result(o);
+    v["row"] = row.into();
+    v["status"] = 202.into();
+    v
+}
+
+fn authenticate(src: &Source, headers: &HeaderMap, query: &[(String, String)]) -> Result<(), ApiError> {
+    let Some(auth) = &src.auth else { return Ok(()) };
+    let unauthorized = |en: &str, ja: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", Msg::new(en, ja));
+    if let Some(expected) = &auth.token {
+        let given = headers
+            .get("x-renkei-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| query.iter().find(|(k, _)| k == "token").map(|(_, v)| v.clone()));
+        match given {
+            Some(g) if bool::from(g.as_bytes().ct_eq(expected.expose().as_bytes())) => {}
+            Some(_) => return Err(unauthorized("the token is wrong", "トークンが正しくありません")),
+            None if auth.basic.is_none() => {
+                return Err(unauthorized(
+                    "a token is required: send it in the X-Renkei-Token header or the token query parameter",
+                    "トークンが必要です。X-Renkei-Token ヘッダーか token クエリパラメーターで送ってください",
+                ))
+            }
+            None => {}
+        }
+        if auth.basic.is_none() {
+            return Ok(());
+        }
+    }
+    if let Some(basic) = &auth.basic {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")))
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+            .and_then(|b| String::from_utf8(b).ok());
+        let Some(given) = given else {
+            return Err(unauthorized("HTTP Basic credentials are required", "HTTP Basic 認証の資格情報が必要です"));
+        };
+        let (user, pass) = given.split_once(':').unwrap_or((&given, ""));
+        let ok = user.as_bytes().ct_eq(basic.username.as_bytes()) & pass.as_bytes().ct_eq(basic.password.expose().as_bytes());
+        if !bool::from(ok) {
+            return Err(unauthorized("the user name or password is wrong", "ユーザー名またはパスワードが正しくありません"));
+        }
+    }
+    Ok(())
+}
+
+struct Rejection<'a> {
+    app: &'a App,
+    source: &'a str,
+    now: DateTime<Utc>,
+    headers: &'a HeaderMap,
+    query: &'a [(String, String)],
+    content_type: Option<&'a str>,
+    bytes: &'a [u8],
+    truncated: bool,
+}
+
+impl Rejection<'_> {
+    /// Records the refused request, then answers with the error.
+    async fn answer(self, err: ApiError) -> Response {
+        let max = self.app.loaded.config.history.max_rejected_body.as_usize();
+        let raw = self.app.loaded.redactor.bytes(&self.bytes[..self.bytes.len().min(max)]);
+        let rejected = Rejected {
+            id: uuid::Uuid::now_v7().to_string(),
+            source: self.source.to_owned(),
+            received_at: self.now,
+            http_status: err.status.as_u16(),
+            reason: err.message.en.clone(),
+            content_type: self.content_type.map(str::to_owned),
+            headers: serde_json::Value::Object(kept_headers(self.headers)),
+            query: serde_json::Value::Object(kept_query(self.query)),
+            raw,
+            raw_truncated: self.truncated || self.bytes.len() > max,
+        };
+        self.app.metrics.event(self.source, err.code);
+        tracing::info!(source = %self.source, status = err.status.as_u16(), code = err.code, "request rejected: {}", err.message.en);
+        if let Err(e) = self.app.store.record_rejected(rejected).await {
+            tracing::warn!(error = %e, "could not record a rejected request");
+        }
+        let mut resp = err.lang(self.headers).into_response();
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"renkei\""));
+        }
+        resp
+    }
+}
+
+async fn read_limited(mut body: Body, limit: usize) -> (Bytes, bool) {
+    use http_body_util::BodyExt;
+    let mut buf = Vec::new();
+    while let Some(frame) = body.frame().await {
+        // A broken connection mid-body leaves what arrived: the request is then rejected as malformed.
+        let Ok(frame) = frame else { break };
+        let Ok(chunk) = frame.into_data() else { continue };
+        if buf.len() + chunk.len() > limit {
+            let room = limit - buf.len();
+            buf.extend_from_slice(&chunk[..room]);
+            return (Bytes::from(buf), true);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    (Bytes::from(buf), false)
+}
+
+fn parse_query(raw: Option<&str>) -> Vec<(String, String)> {
+    raw.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
+}
+
+/// Request headers as stored and shown to templates: names lower-cased, credentials dropped.
+fn kept_headers(headers: &HeaderMap) -> serde_json::Map<String, serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    for (k, v) in headers {
+        let name = k.as_str();
+        if Redactor::is_secret_header(name) {
+            continue;
+        }
+        out.insert(name.to_owned(), serde_json::Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()));
+    }
+    out
+}
+
+/// Query parameters as stored: `token` dropped, repeated keys become lists.
+fn kept_query(query: &[(String, String)]) -> serde_json::Map<String, serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    for (k, v) in query {
+        if k == "token" {
+            continue;
+        }
+        let v = serde_json::Value::String(v.clone());
+        match out.get_mut(k) {
+            Some(serde_json::Value::Array(list)) => list.push(v),
+            Some(existing) => *existing = serde_json::Value::Array(vec![existing.take(), v]),
+            None => {
+                out.insert(k.clone(), v);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,37 @@
+//! The HTTP server: `/hooks/{source}` ingress, the `/api/v1` admin API, `/healthz`, `/readyz`, `/metrics`.
+//!
+//! Handlers only read and enqueue; they never call a destination (that is the worker's job).
+
+mod api;
+mod error;
+mod ingress;
+mod openapi;
+mod ops;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::app::App;
+
+pub use error::ApiError;
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/hooks/{source}", post(ingress::receive))
+        .nest("/api/v1", api::routes(app.clone()))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/", get(ops::index))
+        .fallback(ops::not_found)
+        .with_state(app)
+}
+
+/// Serves until `shutdown` completes, then stops accepting and lets open requests finish.
+pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    axum::serve(listener, router(app)).with_graceful_shutdown(shutdown).await
+}
