@@ -27,7 +27,8 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 6] = [Status::Pending, Status::InFlight, Status::Retrying, Status::Succeeded, Status::Dead, Status::Skipped];
+    pub const ALL: [Status; 6] =
+        [Status::Pending, Status::InFlight, Status::Retrying, Status::Succeeded, Status::Dead, Status::Skipped];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -55,9 +56,14 @@ impl Status {
 pub enum Outcome {
     Success,
     /// Network error, timeout, 408, 429, 5xx: try again later.
-    Transient { reason: String, retry_after: Option<Duration> },
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
     /// Any other 4xx, or a request that cannot be built: trying again would not help.
-    Permanent { reason: String },
+    Permanent {
+        reason: String,
+    },
 }
 
 /// Classifies a response status.
@@ -92,7 +98,13 @@ const RETRY_AFTER_CAP: Duration = Duration::from_secs(24 * 3600);
 /// Decides what follows failed try number `tries` (1-based) of a step. `jitter` is uniform in [0, 1):
 /// the wait is the exponential delay scaled into [delay/2, delay] ("equal jitter"), so retries of many
 /// deliveries that failed together spread out, yet never come sooner than half the schedule.
-pub fn after_failure(policy: &RetryPolicy, tries: u32, outcome: &Outcome, now: DateTime<Utc>, jitter: f64) -> AfterFailure {
+pub fn after_failure(
+    policy: &RetryPolicy,
+    tries: u32,
+    outcome: &Outcome,
+    now: DateTime<Utc>,
+    jitter: f64,
+) -> AfterFailure {
     let (reason, retry_after) = match outcome {
         Outcome::Success => unreachable!("after_failure called with a success"),
         Outcome::Permanent { reason } => return AfterFailure::Dead { reason: reason.clone() },
@@ -159,7 +171,10 @@ mod tests {
     fn retry_after_wins_over_backoff() {
         let now = Utc::now();
         let t = Outcome::Transient { reason: "HTTP 429".into(), retry_after: Some(Duration::from_secs(30)) };
-        assert_eq!(after_failure(&policy(), 1, &t, now, 0.5), AfterFailure::Retry { at: now + chrono::Duration::seconds(30) });
+        assert_eq!(
+            after_failure(&policy(), 1, &t, now, 0.5),
+            AfterFailure::Retry { at: now + chrono::Duration::seconds(30) }
+        );
     }
 
     #[test]

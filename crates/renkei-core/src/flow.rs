@@ -91,7 +91,13 @@ pub struct Request {
 }
 
 /// Renders step `index` of `flow` for an event, with earlier steps' outputs.
-pub fn render_step(loaded: &Loaded, flow: &Flow, index: usize, view: &EventView, steps: Arc<Steps>) -> Result<Request, String> {
+pub fn render_step(
+    loaded: &Loaded,
+    flow: &Flow,
+    index: usize,
+    view: &EventView,
+    steps: Arc<Steps>,
+) -> Result<Request, String> {
     let step = &flow.steps[index];
     let ctx = view.context(steps);
     let engine = &loaded.engine;
@@ -134,7 +140,8 @@ pub fn render_step(loaded: &Loaded, flow: &Flow, index: usize, view: &EventView,
     match &dest.auth {
         Some(HttpAuth::Basic(b)) => {
             use base64::Engine as _;
-            let token = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", b.username, b.password.expose()));
+            let token =
+                base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", b.username, b.password.expose()));
             headers.push(("Authorization".into(), format!("Basic {token}")));
         }
         Some(HttpAuth::Bearer(t)) => headers.push(("Authorization".into(), format!("Bearer {}", t.expose()))),
@@ -167,7 +174,12 @@ pub fn render_step(loaded: &Loaded, flow: &Flow, index: usize, view: &EventView,
     })
 }
 
-fn render_body(loaded: &Loaded, step: &Step, spec: &serde_json::Value, ctx: &minijinja::Value) -> Result<(Vec<u8>, Option<&'static str>), String> {
+fn render_body(
+    loaded: &Loaded,
+    step: &Step,
+    spec: &serde_json::Value,
+    ctx: &minijinja::Value,
+) -> Result<(Vec<u8>, Option<&'static str>), String> {
     let engine = &loaded.engine;
     let raw_template = match spec {
         serde_json::Value::String(s) if crate::template::single_expression(s).is_none() => Some(Tmpl(s.clone())),

@@ -26,6 +26,10 @@ const JSON_PREFIX: &str = "json:";
 /// All of a config's templates, compiled, with the lookup tables they may read.
 pub struct Engine {
     env: Environment<'static>,
+    /// The same environment with chainable undefined values: rendering a template here against an empty
+    /// context finds names MiniJinja only resolves at render time (filters, tests, functions), so a
+    /// misspelt filter is a load error, not a failed delivery.
+    probe: Environment<'static>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -36,8 +40,15 @@ impl std::fmt::Debug for Engine {
 
 impl Engine {
     pub fn new(tables: Arc<IndexMap<Name, Table>>) -> Engine {
-        let mut env = Environment::new();
+        let mut probe = Self::environment(tables.clone());
+        probe.set_undefined_behavior(UndefinedBehavior::Chainable);
+        let mut env = Self::environment(tables);
         env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
+        Engine { env, probe }
+    }
+
+    fn environment(tables: Arc<IndexMap<Name, Table>>) -> Environment<'static> {
+        let mut env = Environment::new();
         env.set_keep_trailing_newline(true);
         env.set_auto_escape_callback(|name| {
             if name.starts_with(JSON_PREFIX) {
@@ -48,7 +59,17 @@ impl Engine {
         });
         env.set_formatter(json_string_formatter);
         env.add_function("lookup", move |table: String, key: Value| lookup(&tables, &table, &key));
-        Engine { env }
+        env
+    }
+
+    /// Renders a newly added template in the probe environment; only "unknown name" errors count.
+    fn probe(&mut self, name: &str, source: &str) -> Result<(), String> {
+        self.probe.add_template_owned(name.to_owned(), source.to_owned()).map_err(describe)?;
+        let tmpl = self.probe.get_template(name).map_err(describe)?;
+        match tmpl.render(minijinja::context! {}) {
+            Err(e) if is_unknown_name(&e) => Err(describe(e)),
+            _ => Ok(()),
+        }
     }
 
     /// Compiles a text template; the error says what and where.
@@ -56,7 +77,8 @@ impl Engine {
         if self.env.get_template(&t.0).is_ok() {
             return Ok(());
         }
-        self.env.add_template_owned(t.0.clone(), t.0.clone()).map_err(describe)
+        self.env.add_template_owned(t.0.clone(), t.0.clone()).map_err(describe)?;
+        self.probe(&t.0, &t.0)
     }
 
     /// Compiles a raw JSON body template (values are JSON-string escaped when printed).
@@ -65,12 +87,18 @@ impl Engine {
         if self.env.get_template(&name).is_ok() {
             return Ok(());
         }
-        self.env.add_template_owned(name, t.0.clone()).map_err(describe)
+        self.env.add_template_owned(name.clone(), t.0.clone()).map_err(describe)?;
+        self.probe(&name, &t.0)
     }
 
     /// Checks that an expression compiles.
     pub fn check_expr(&self, e: &str) -> Result<(), String> {
-        self.env.compile_expression(e).map(|_| ()).map_err(describe)
+        self.env.compile_expression(e).map_err(describe)?;
+        let expr = self.probe.compile_expression(e).map_err(describe)?;
+        match expr.eval(minijinja::context! {}) {
+            Err(err) if is_unknown_name(&err) => Err(describe(err)),
+            _ => Ok(()),
+        }
     }
 
     /// Renders a text template added with [`Engine::add`].
@@ -141,12 +169,14 @@ impl Engine {
                 None => Ok(()),
             },
             J::Array(items) => items.iter().try_for_each(|v| self.add_tree(v)),
-            J::Object(map) => map
-                .iter()
-                .try_for_each(|(k, v)| self.add_tree(v).map_err(|e| format!("{k}: {e}"))),
+            J::Object(map) => map.iter().try_for_each(|(k, v)| self.add_tree(v).map_err(|e| format!("{k}: {e}"))),
             _ => Ok(()),
         }
     }
+}
+
+fn is_unknown_name(e: &Error) -> bool {
+    matches!(e.kind(), ErrorKind::UnknownFilter | ErrorKind::UnknownTest | ErrorKind::UnknownFunction)
 }
 
 /// `{{ expr }}` alone (surrounding spaces allowed) gives `expr`.
@@ -159,9 +189,9 @@ pub fn single_expression(s: &str) -> Option<&str> {
 }
 
 fn lookup(tables: &IndexMap<Name, Table>, table: &str, key: &Value) -> Result<Value, Error> {
-    let t = tables.get(table).ok_or_else(|| {
-        Error::new(ErrorKind::InvalidOperation, format!("lookup: there is no table `{table}`"))
-    })?;
+    let t = tables
+        .get(table)
+        .ok_or_else(|| Error::new(ErrorKind::InvalidOperation, format!("lookup: there is no table `{table}`")))?;
     let key = match key.as_str() {
         Some(s) => s.to_owned(),
         None => key.to_string(),
@@ -171,15 +201,13 @@ fn lookup(tables: &IndexMap<Name, Table>, table: &str, key: &Value) -> Result<Va
 
 /// Prints values inside a raw JSON body as the content of a JSON string: quotes, backslashes and control
 /// characters escaped. Lists and maps print as JSON. Elsewhere, MiniJinja's default.
-fn json_string_formatter(
-    out: &mut minijinja::Output,
-    state: &minijinja::State,
-    value: &Value,
-) -> Result<(), Error> {
+fn json_string_formatter(out: &mut minijinja::Output, state: &minijinja::State, value: &Value) -> Result<(), Error> {
     if !matches!(state.auto_escape(), AutoEscape::Custom("json-string")) || value.is_safe() {
         return minijinja::escape_formatter(out, state, value);
     }
-    if value.is_undefined() && matches!(state.undefined_behavior(), UndefinedBehavior::SemiStrict | UndefinedBehavior::Strict) {
+    if value.is_undefined()
+        && matches!(state.undefined_behavior(), UndefinedBehavior::SemiStrict | UndefinedBehavior::Strict)
+    {
         return Err(Error::from(ErrorKind::UndefinedError));
     }
     let text = if let Some(s) = value.as_str() {
@@ -229,10 +257,7 @@ impl Object for Steps {
             return self.outputs.get(i).map(|(_, v)| v.clone());
         }
         let name = key.as_str()?;
-        self.outputs
-            .iter()
-            .find(|(n, _)| n.as_deref() == Some(name))
-            .map(|(_, v)| v.clone())
+        self.outputs.iter().find(|(n, _)| n.as_deref() == Some(name)).map(|(_, v)| v.clone())
     }
 
     fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {

@@ -16,15 +16,11 @@ pub struct Name(String);
 
 impl Name {
     pub fn parse(s: &str) -> Result<Name, String> {
-        let ok = !s.is_empty()
-            && s.len() <= 64
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        let ok = !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if ok {
             Ok(Name(s.to_owned()))
         } else {
-            Err(format!(
-                "`{s}` is not a valid name: use 1 to 64 letters, digits, `-` or `_`"
-            ))
+            Err(format!("`{s}` is not a valid name: use 1 to 64 letters, digits, `-` or `_`"))
         }
     }
 
@@ -61,9 +57,7 @@ impl Span {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let n: f64 = num
-            .parse()
-            .map_err(|_| format!("`{s}` is not a duration (e.g. 500ms, 30s, 5m, 1h, 7d)"))?;
+        let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration (e.g. 500ms, 30s, 5m, 1h, 7d)"))?;
         let secs = match unit.trim() {
             "ms" => n / 1000.0,
             "" | "s" => n,
@@ -87,9 +81,7 @@ impl<'de> Deserialize<'de> for Span {
                 Span::parse(&secs.to_string()).map_err(serde::de::Error::custom)
             }
             serde_json::Value::String(s) => Span::parse(&s).map_err(serde::de::Error::custom),
-            other => Err(serde::de::Error::custom(format!(
-                "expected a duration like 30s, got {other}"
-            ))),
+            other => Err(serde::de::Error::custom(format!("expected a duration like 30s, got {other}"))),
         }
     }
 }
@@ -103,9 +95,7 @@ impl ByteSize {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("`{s}` is not a size (e.g. 64KiB, 10MiB)"))?;
+        let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a size (e.g. 64KiB, 10MiB)"))?;
         let mult = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "kb" => 1000,
@@ -132,9 +122,7 @@ impl<'de> Deserialize<'de> for ByteSize {
                 .map(ByteSize)
                 .ok_or_else(|| serde::de::Error::custom("a size must be a whole number of bytes")),
             serde_json::Value::String(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
-            other => Err(serde::de::Error::custom(format!(
-                "expected a size like 64KiB, got {other}"
-            ))),
+            other => Err(serde::de::Error::custom(format!("expected a size like 64KiB, got {other}"))),
         }
     }
 }

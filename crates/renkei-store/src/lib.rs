@@ -46,10 +46,22 @@ pub trait Store: Send + Sync + 'static {
 
     /// Claims up to `limit` due deliveries for `owner` until `lease_until`: pending or retrying ones whose time
     /// has come, and in-flight ones whose lease ran out; for an ordering key, only the oldest open delivery.
-    async fn claim(&self, owner: &str, now: DateTime<Utc>, lease_until: DateTime<Utc>, limit: usize) -> Result<Vec<Claimed>>;
+    async fn claim(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Claimed>>;
 
     /// Records one try of one step and moves the delivery as `transition` says, if `owner` still holds it.
-    async fn record_attempt(&self, owner: &str, attempt: NewAttempt, transition: Transition, now: DateTime<Utc>) -> Result<()>;
+    async fn record_attempt(
+        &self,
+        owner: &str,
+        attempt: NewAttempt,
+        transition: Transition,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
 
     /// Gives back every delivery `owner` holds (graceful shutdown), to be claimed again at once.
     async fn release(&self, owner: &str, now: DateTime<Utc>) -> Result<u64>;
@@ -70,7 +82,12 @@ pub trait Store: Send + Sync + 'static {
     /// [`Store::retry_delivery`] for every dead delivery matching `filter` (its `status` is ignored).
     async fn retry_dead(&self, filter: &DeliveryFilter, now: DateTime<Utc>) -> Result<u64>;
     /// Adds deliveries to a stored event (replay through the current flows); returns their ids.
-    async fn add_deliveries(&self, event_id: &str, deliveries: Vec<NewDelivery>, now: DateTime<Utc>) -> Result<Vec<i64>>;
+    async fn add_deliveries(
+        &self,
+        event_id: &str,
+        deliveries: Vec<NewDelivery>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<i64>>;
 
     async fn queue_stats(&self, now: DateTime<Utc>) -> Result<QueueStats>;
     /// Deletes events received before `before` whose deliveries are all finished, with their deliveries and

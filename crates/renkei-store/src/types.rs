@@ -142,10 +142,22 @@ pub struct RecordedResponse {
 #[derive(Clone, Debug)]
 pub enum Transition {
     /// The step succeeded and another follows: the delivery stays claimed, at `step`.
-    Advance { step: u32, outputs: serde_json::Value },
-    Succeeded { outputs: serde_json::Value },
-    Retry { at: DateTime<Utc>, tries: u32, error: String },
-    Dead { tries: u32, error: String },
+    Advance {
+        step: u32,
+        outputs: serde_json::Value,
+    },
+    Succeeded {
+        outputs: serde_json::Value,
+    },
+    Retry {
+        at: DateTime<Utc>,
+        tries: u32,
+        error: String,
+    },
+    Dead {
+        tries: u32,
+        error: String,
+    },
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -28,8 +28,18 @@ impl std::fmt::Debug for App {
 }
 
 impl App {
-    pub fn new(loaded: Arc<Loaded>, store: Arc<dyn Store>, clock: Arc<dyn Clock>, env_admin_token: Option<String>) -> Arc<App> {
-        let admin_token = loaded.config.server.admin_token.clone().or_else(|| env_admin_token.filter(|t| !t.is_empty()).map(Secret::new));
+    pub fn new(
+        loaded: Arc<Loaded>,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        env_admin_token: Option<String>,
+    ) -> Arc<App> {
+        let admin_token = loaded
+            .config
+            .server
+            .admin_token
+            .clone()
+            .or_else(|| env_admin_token.filter(|t| !t.is_empty()).map(Secret::new));
         Arc::new(App { loaded, store, clock, metrics: Metrics::new(), wake: Notify::new(), admin_token })
     }
 }

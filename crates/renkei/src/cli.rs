@@ -76,7 +76,8 @@ pub fn load_file(path: &Path) -> Result<Loaded, Vec<String>> {
     let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| e.to_string());
-    load(&text, &|k| std::env::var(k).ok(), &read).map_err(|problems| problems.iter().map(|p| describe(path, p, lang())).collect())
+    load(&text, &|k| std::env::var(k).ok(), &read)
+        .map_err(|problems| problems.iter().map(|p| describe(path, p, lang())).collect())
 }
 
 fn describe(path: &Path, p: &Problem, lang: Lang) -> String {
@@ -107,7 +108,14 @@ fn check(path: &Path) -> ExitCode {
                 eprintln!("{p}");
             }
             let n = problems.len();
-            eprintln!("{}", if lang() == Lang::Ja { format!("{n} 件の問題があります") } else { format!("{n} problem(s) found") });
+            eprintln!(
+                "{}",
+                if lang() == Lang::Ja {
+                    format!("{n} 件の問題があります")
+                } else {
+                    format!("{n} problem(s) found")
+                }
+            );
             ExitCode::from(1)
         }
     }
@@ -139,9 +147,12 @@ fn dry_run(config: &Path, flow_name: &str, event: &Path, content_type: Option<&s
     let src = &loaded.config.sources[flow.source.as_str()];
     let bytes = std::fs::read(event).with_context(|| format!("reading {}", event.display()))?;
     let ct = content_type.unwrap_or_else(|| guess_content_type(event));
-    let parsed = parse_body(Some(ct), &bytes, src.format, &src.csv).map_err(|e| anyhow::anyhow!("{}: {}", event.display(), e.msg().get(lang())))?;
+    let parsed = parse_body(Some(ct), &bytes, src.format, &src.csv)
+        .map_err(|e| anyhow::anyhow!("{}: {}", event.display(), e.msg().get(lang())))?;
     let rows: Vec<(Option<u32>, serde_json::Value)> = match (src.splits(parsed.kind), parsed.value) {
-        (true, serde_json::Value::Array(items)) => items.into_iter().enumerate().map(|(i, v)| (Some(i as u32 + 1), v)).collect(),
+        (true, serde_json::Value::Array(items)) => {
+            items.into_iter().enumerate().map(|(i, v)| (Some(i as u32 + 1), v)).collect()
+        }
         (_, v) => vec![(None, v)],
     };
     let mut failed = false;
@@ -161,7 +172,11 @@ fn dry_run(config: &Path, flow_name: &str, event: &Path, content_type: Option<&s
         }
         let (event_type, dedupe) = classify(&loaded, &flow.source, &view).map_err(|e| anyhow::anyhow!(e))?;
         view.event_type = event_type;
-        println!("# event type: {}{}", view.event_type, dedupe.map(|d| format!(", dedupe key: {d}")).unwrap_or_default());
+        println!(
+            "# event type: {}{}",
+            view.event_type,
+            dedupe.map(|d| format!(", dedupe key: {d}")).unwrap_or_default()
+        );
         let p = plan(&loaded, &view).into_iter().find(|p| p.flow.as_str() == flow_name).expect("the flow's own source");
         if let Some(k) = &p.order_key {
             println!("# order key: {k}");
@@ -208,7 +223,10 @@ fn dry_run(config: &Path, flow_name: &str, event: &Path, content_type: Option<&s
             }
             // Later steps see a placeholder for the response a dry run never gets.
             let name = flow.steps[i].name.clone();
-            outputs.push((name, minijinja::Value::from_serialize(serde_json::json!({ "status": 200, "headers": {}, "body": {} }))));
+            outputs.push((
+                name,
+                minijinja::Value::from_serialize(serde_json::json!({ "status": 200, "headers": {}, "body": {} })),
+            ));
         }
     }
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
@@ -227,10 +245,15 @@ async fn serve(config: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::R
     crate::telemetry::init(loaded.config.server.log_json);
     let storage = loaded.config.storage.clone();
     if !storage.starts_with("sqlite:") {
-        bail!("storage `{}`: only sqlite:// is available in this version", storage.split('@').next_back().unwrap_or(""));
+        bail!(
+            "storage `{}`: only sqlite:// is available in this version",
+            storage.split('@').next_back().unwrap_or("")
+        );
     }
     let clock = Arc::new(SystemClock);
-    let store = renkei_store::sqlite::SqliteStore::open(&storage, chrono::Utc::now()).await.with_context(|| format!("opening {storage}"))?;
+    let store = renkei_store::sqlite::SqliteStore::open(&storage, chrono::Utc::now())
+        .await
+        .with_context(|| format!("opening {storage}"))?;
     store.save_config(&loaded.text, chrono::Utc::now()).await.context("saving the config revision")?;
     let addr = listen.unwrap_or(loaded.config.server.listen);
     let app = App::new(Arc::new(loaded), Arc::new(store), clock, std::env::var("RENKEI_ADMIN_TOKEN").ok());
@@ -267,7 +290,8 @@ async fn wait_for(mut rx: tokio::sync::watch::Receiver<bool>) {
 /// Deletes finished history older than `history.retention`, hourly.
 async fn purge_loop(app: Arc<App>, shutdown: impl std::future::Future<Output = ()>) {
     tokio::pin!(shutdown);
-    let retention = chrono::Duration::from_std(app.loaded.config.history.retention.0).unwrap_or(chrono::Duration::days(30));
+    let retention =
+        chrono::Duration::from_std(app.loaded.config.history.retention.0).unwrap_or(chrono::Duration::days(30));
     loop {
         let now = app.clock.now();
         match app.store.purge(now - retention, now).await {

@@ -60,7 +60,12 @@ impl Metrics {
 
     /// The text exposition, with queue gauges set from `stats` first.
     pub fn render(&self, stats: &QueueStats, now: chrono::DateTime<chrono::Utc>) -> String {
-        for (status, n) in [("pending", stats.pending), ("retrying", stats.retrying), ("in_flight", stats.in_flight), ("dead", stats.dead)] {
+        for (status, n) in [
+            ("pending", stats.pending),
+            ("retrying", stats.retrying),
+            ("in_flight", stats.in_flight),
+            ("dead", stats.dead),
+        ] {
             self.queue_depth.get_or_create(&vec![("status", status.to_owned())]).set(n as i64);
         }
         let age = stats.oldest_open_at.map(|t| (now - t).num_seconds().max(0)).unwrap_or(0);

@@ -85,7 +85,8 @@ impl Worker {
 
     async fn claim(&self, limit: usize) -> Result<Vec<Claimed>, StoreError> {
         let now = self.app.clock.now();
-        let lease = chrono::Duration::from_std(self.app.loaded.config.worker.lease.0).unwrap_or(chrono::Duration::minutes(2));
+        let lease =
+            chrono::Duration::from_std(self.app.loaded.config.worker.lease.0).unwrap_or(chrono::Duration::minutes(2));
         self.app.store.claim(&self.owner, now, now + lease, limit).await
     }
 
@@ -206,9 +207,14 @@ impl Worker {
                         Transition::Advance { step: index as u32 + 1, outputs: all }
                     }
                 }
-                failure => match after_failure(&flow.retry, tries, failure, self.app.clock.now(), rand::rng().random()) {
-                    AfterFailure::Retry { at } => Transition::Retry { at, tries, error: format!("step {index}: {}", reason(failure)) },
-                    AfterFailure::Dead { reason } => Transition::Dead { tries, error: format!("step {index}: {reason}") },
+                failure => match after_failure(&flow.retry, tries, failure, self.app.clock.now(), rand::rng().random())
+                {
+                    AfterFailure::Retry { at } => {
+                        Transition::Retry { at, tries, error: format!("step {index}: {}", reason(failure)) }
+                    }
+                    AfterFailure::Dead { reason } => {
+                        Transition::Dead { tries, error: format!("step {index}: {reason}") }
+                    }
                 },
             };
             let attempt = self.attempt_record(&c, index, tries, started, &req, response, &result, &outcome);
@@ -350,7 +356,8 @@ fn step_output(resp: Option<&Response>) -> serde_json::Value {
     let Some(resp) = resp else { return serde_json::Value::Null };
     let headers: serde_json::Map<String, serde_json::Value> =
         resp.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), serde_json::Value::String(v.clone()))).collect();
-    let body = serde_json::from_slice(&resp.body).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&resp.body).into_owned()));
+    let body = serde_json::from_slice(&resp.body)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&resp.body).into_owned()));
     serde_json::json!({ "status": resp.status, "headers": headers, "body": body })
 }
 

@@ -33,12 +33,7 @@ pub fn encode_csv(rows: &Value, opts: &CsvOutOptions) -> Result<Vec<u8>, CsvEnco
     let rows = as_rows(rows)?;
     let columns: Vec<String> = match &opts.columns {
         Some(c) => c.clone(),
-        None => rows
-            .iter()
-            .flat_map(|r| r.keys().cloned())
-            .collect::<IndexSet<String>>()
-            .into_iter()
-            .collect(),
+        None => rows.iter().flat_map(|r| r.keys().cloned()).collect::<IndexSet<String>>().into_iter().collect(),
     };
     let sjis = opts.encoding == OutEncoding::ShiftJis;
     let (eol, terminator) = match opts.line_ending {
@@ -51,39 +46,25 @@ pub fn encode_csv(rows: &Value, opts: &CsvOutOptions) -> Result<Vec<u8>, CsvEnco
         text.push_str(&fit(line, sjis, || Place::Option("csv.header_line"))?);
         text.push_str(eol);
     }
-    let mut writer = csv::WriterBuilder::new()
-        .delimiter(delimiter)
-        .terminator(terminator)
-        .from_writer(Vec::new());
+    let mut writer = csv::WriterBuilder::new().delimiter(delimiter).terminator(terminator).from_writer(Vec::new());
     // With no columns at all there is nothing to write per row; csv would write `""` for an empty record.
     if !columns.is_empty() {
         if opts.header {
-            let names = columns
-                .iter()
-                .map(|c| fit(c, sjis, || Place::ColumnName(c)))
-                .collect::<Result<Vec<_>, _>>()?;
-            writer
-                .write_record(names.iter().map(|n| n.as_ref()))
-                .map_err(write_failed)?;
+            let names = columns.iter().map(|c| fit(c, sjis, || Place::ColumnName(c))).collect::<Result<Vec<_>, _>>()?;
+            writer.write_record(names.iter().map(|n| n.as_ref())).map_err(write_failed)?;
         }
         for (i, row) in rows.iter().enumerate() {
             let cells = columns
                 .iter()
                 .map(|c| {
                     let raw = cell_text(row.get(c));
-                    fit(&raw, sjis, || Place::Cell {
-                        row: i + 1,
-                        column: c,
-                    })
-                    .map(Cow::into_owned)
+                    fit(&raw, sjis, || Place::Cell { row: i + 1, column: c }).map(Cow::into_owned)
                 })
                 .collect::<Result<Vec<String>, _>>()?;
             writer.write_record(&cells).map_err(write_failed)?;
         }
     }
-    let body = writer
-        .into_inner()
-        .map_err(|e| write_failed(e.into_error().into()))?;
+    let body = writer.into_inner().map_err(|e| write_failed(e.into_error().into()))?;
     // The writer only ever saw Rust strings, so its output is UTF-8.
     text.push_str(&String::from_utf8_lossy(&body));
     if let Some(line) = &opts.footer_line {
@@ -95,9 +76,7 @@ pub fn encode_csv(rows: &Value, opts: &CsvOutOptions) -> Result<Vec<u8>, CsvEnco
         OutEncoding::Utf8 => Ok(text.into_bytes()),
         OutEncoding::Utf8Bom => Ok([UTF8_BOM, text.as_bytes()].concat()),
         // Every piece was checked by `fit`, so this cannot find an unmappable character.
-        OutEncoding::ShiftJis => {
-            encode_sjis(&text).map_err(|c| unencodable(c, Place::Option("csv")))
-        }
+        OutEncoding::ShiftJis => encode_sjis(&text).map_err(|c| unencodable(c, Place::Option("csv"))),
     }
 }
 
@@ -112,10 +91,7 @@ fn as_rows(rows: &Value) -> Result<Vec<&Map<String, Value>>, CsvEncodeError> {
                     let (en, ja) = kind(item);
                     CsvEncodeError(Msg::new(
                         format!("CSV row {} must be an object, but it is {en}", i + 1),
-                        format!(
-                            "CSV の {} 行目はオブジェクトでなければなりませんが、{ja}です",
-                            i + 1
-                        ),
+                        format!("CSV の {} 行目はオブジェクトでなければなりませんが、{ja}です", i + 1),
                     ))
                 })
             })
@@ -160,11 +136,7 @@ enum Place<'a> {
 
 /// The text as it will be written: for Shift_JIS, with JIS-mapped characters moved to their cp932 twins
 /// and checked to be encodable.
-fn fit<'s, 'p>(
-    s: &'s str,
-    sjis: bool,
-    place: impl FnOnce() -> Place<'p>,
-) -> Result<Cow<'s, str>, CsvEncodeError> {
+fn fit<'s, 'p>(s: &'s str, sjis: bool, place: impl FnOnce() -> Place<'p>) -> Result<Cow<'s, str>, CsvEncodeError> {
     if !sjis {
         return Ok(Cow::Borrowed(s));
     }
@@ -178,14 +150,10 @@ fn fit<'s, 'p>(
 fn unencodable(c: char, place: Place) -> CsvEncodeError {
     let code = format!("U+{:04X}", c as u32);
     let (where_en, where_ja) = match place {
-        Place::Cell { row, column } => (
-            format!("in row {row}, column \"{column}\""),
-            format!("{row} 行目の列「{column}」"),
-        ),
-        Place::ColumnName(name) => (
-            format!("in the column name \"{name}\""),
-            format!("列名「{name}」"),
-        ),
+        Place::Cell { row, column } => {
+            (format!("in row {row}, column \"{column}\""), format!("{row} 行目の列「{column}」"))
+        }
+        Place::ColumnName(name) => (format!("in the column name \"{name}\""), format!("列名「{name}」")),
         Place::Option(name) => (format!("in {name}"), format!("{name} ")),
     };
     CsvEncodeError(Msg::new(
@@ -201,10 +169,7 @@ fn unencodable(c: char, place: Place) -> CsvEncodeError {
 }
 
 fn write_failed(e: csv::Error) -> CsvEncodeError {
-    CsvEncodeError(Msg::new(
-        format!("could not write the CSV: {e}"),
-        format!("CSV を書けませんでした: {e}"),
-    ))
+    CsvEncodeError(Msg::new(format!("could not write the CSV: {e}"), format!("CSV を書けませんでした: {e}")))
 }
 
 #[cfg(test)]
@@ -218,10 +183,7 @@ mod tests {
     }
 
     fn sjis() -> CsvOutOptions {
-        CsvOutOptions {
-            encoding: OutEncoding::ShiftJis,
-            ..opts()
-        }
+        CsvOutOptions { encoding: OutEncoding::ShiftJis, ..opts() }
     }
 
     fn utf8(rows: Value, o: &CsvOutOptions) -> String {
@@ -235,65 +197,33 @@ mod tests {
     #[test]
     fn defaults_crlf_with_header_and_quoting() {
         let rows = json!([{"id": 1, "name": "山田"}, {"id": 2, "name": "a,b"}, {"id": 3, "name": "say \"hi\"\nbye"}]);
-        assert_eq!(
-            utf8(rows, &opts()),
-            "id,name\r\n1,山田\r\n2,\"a,b\"\r\n3,\"say \"\"hi\"\"\nbye\"\r\n"
-        );
+        assert_eq!(utf8(rows, &opts()), "id,name\r\n1,山田\r\n2,\"a,b\"\r\n3,\"say \"\"hi\"\"\nbye\"\r\n");
     }
 
     #[test]
     fn header_and_footer_lines() {
-        let o = CsvOutOptions {
-            header_line: Some("#IMPORT 社員".into()),
-            footer_line: Some("#END".into()),
-            ..opts()
-        };
-        assert_eq!(
-            utf8(json!([{"a": "1"}]), &o),
-            "#IMPORT 社員\r\na\r\n1\r\n#END\r\n"
-        );
-        let o = CsvOutOptions {
-            line_ending: LineEnding::Lf,
-            header: false,
-            ..o
-        };
-        assert_eq!(
-            utf8(json!([{"a": "1"}, {"a": "2"}]), &o),
-            "#IMPORT 社員\n1\n2\n#END\n"
-        );
+        let o =
+            CsvOutOptions { header_line: Some("#IMPORT 社員".into()), footer_line: Some("#END".into()), ..opts() };
+        assert_eq!(utf8(json!([{"a": "1"}]), &o), "#IMPORT 社員\r\na\r\n1\r\n#END\r\n");
+        let o = CsvOutOptions { line_ending: LineEnding::Lf, header: false, ..o };
+        assert_eq!(utf8(json!([{"a": "1"}, {"a": "2"}]), &o), "#IMPORT 社員\n1\n2\n#END\n");
     }
 
     #[test]
     fn shift_jis_round_trip() {
         let rows = json!([{"氏名": "山田太郎", "会社": "㈱髙﨑", "備考": "①№ ～"}]);
-        let bytes = encode_csv(
-            &rows,
-            &CsvOutOptions {
-                footer_line: Some("合計1件".into()),
-                ..sjis()
-            },
-        )
-        .unwrap();
+        let bytes = encode_csv(&rows, &CsvOutOptions { footer_line: Some("合計1件".into()), ..sjis() }).unwrap();
         let (text, _, had_errors) = SHIFT_JIS.decode(&bytes);
         assert!(!had_errors);
-        assert_eq!(
-            text,
-            "氏名,会社,備考\r\n山田太郎,㈱髙﨑,①№ ～\r\n合計1件\r\n"
-        );
+        assert_eq!(text, "氏名,会社,備考\r\n山田太郎,㈱髙﨑,①№ ～\r\n合計1件\r\n");
         // The exact cp932 bytes for ㈱ and 髙, as Windows writes them.
         let row = &bytes[bytes.iter().position(|b| *b == b'\n').unwrap() + 1..];
-        assert!(
-            row.windows(4).any(|w| w == [0x87, 0x8A, 0xFB, 0xFC]),
-            "{row:02X?}"
-        );
+        assert!(row.windows(4).any(|w| w == [0x87, 0x8A, 0xFB, 0xFC]), "{row:02X?}");
     }
 
     #[test]
     fn shift_jis_unencodable_character_is_an_error() {
-        let m = err(
-            json!([{"id": 1, "name": "ok"}, {"id": 2, "name": "笑顔😀"}]),
-            &sjis(),
-        );
+        let m = err(json!([{"id": 1, "name": "ok"}, {"id": 2, "name": "笑顔😀"}]), &sjis());
         assert_eq!(
             m.en,
             "cannot write the CSV in Shift_JIS: the character '😀' (U+1F600) in row 2, column \"name\" has no \
@@ -305,30 +235,13 @@ mod tests {
              取り除くか encoding: utf8 を使ってください"
         );
         let m = err(json!({"店名": "𠮷野家"}), &sjis());
-        assert!(
-            m.en.contains("'𠮷' (U+20BB7) in row 1, column \"店名\""),
-            "{}",
-            m.en
-        );
+        assert!(m.en.contains("'𠮷' (U+20BB7) in row 1, column \"店名\""), "{}", m.en);
         let m = err(json!({"😀": "x"}), &sjis());
         assert!(m.en.contains("in the column name \"😀\""), "{}", m.en);
-        let m = err(
-            json!({"a": "x"}),
-            &CsvOutOptions {
-                footer_line: Some("end 😀".into()),
-                ..sjis()
-            },
-        );
-        assert!(
-            m.en.contains("'😀' (U+1F600) in csv.footer_line"),
-            "{}",
-            m.en
-        );
+        let m = err(json!({"a": "x"}), &CsvOutOptions { footer_line: Some("end 😀".into()), ..sjis() });
+        assert!(m.en.contains("'😀' (U+1F600) in csv.footer_line"), "{}", m.en);
         // The same rows are fine in UTF-8.
-        assert_eq!(
-            utf8(json!({"店名": "𠮷野家😀"}), &opts()),
-            "店名\r\n𠮷野家😀\r\n"
-        );
+        assert_eq!(utf8(json!({"店名": "𠮷野家😀"}), &opts()), "店名\r\n𠮷野家😀\r\n");
     }
 
     #[test]
@@ -340,10 +253,7 @@ mod tests {
 
     #[test]
     fn explicit_columns_order() {
-        let o = CsvOutOptions {
-            columns: Some(vec!["name".into(), "missing".into(), "id".into()]),
-            ..opts()
-        };
+        let o = CsvOutOptions { columns: Some(vec!["name".into(), "missing".into(), "id".into()]), ..opts() };
         let rows = json!([{"id": 1, "name": "a", "extra": "dropped"}]);
         assert_eq!(utf8(rows, &o), "name,missing,id\r\na,,1\r\n");
         assert_eq!(utf8(json!([]), &o), "name,missing,id\r\n");
@@ -364,36 +274,20 @@ mod tests {
     fn value_kinds() {
         let rows = json!({"s": "t", "i": 42, "f": 1.5, "b": true, "n": null, "a": [1, "x"], "o": {"k": 1, "j": [2]}});
         assert_eq!(
-            utf8(
-                rows,
-                &CsvOutOptions {
-                    header: false,
-                    ..opts()
-                }
-            ),
+            utf8(rows, &CsvOutOptions { header: false, ..opts() }),
             "t,42,1.5,true,,\"[1,\"\"x\"\"]\",\"{\"\"k\"\":1,\"\"j\"\":[2]}\"\r\n"
         );
     }
 
     #[test]
     fn bom_and_tab() {
-        let o = CsvOutOptions {
-            encoding: OutEncoding::Utf8Bom,
-            delimiter: '\t',
-            ..opts()
-        };
-        assert_eq!(
-            encode_csv(&json!({"a": "1", "b": "x,y"}), &o).unwrap(),
-            b"\xEF\xBB\xBFa\tb\r\n1\tx,y\r\n"
-        );
+        let o = CsvOutOptions { encoding: OutEncoding::Utf8Bom, delimiter: '\t', ..opts() };
+        assert_eq!(encode_csv(&json!({"a": "1", "b": "x,y"}), &o).unwrap(), b"\xEF\xBB\xBFa\tb\r\n1\tx,y\r\n");
     }
 
     #[test]
     fn no_columns_writes_only_the_free_lines() {
-        let o = CsvOutOptions {
-            header_line: Some("H".into()),
-            ..opts()
-        };
+        let o = CsvOutOptions { header_line: Some("H".into()), ..opts() };
         assert_eq!(utf8(json!([{}, {}]), &o), "H\r\n");
         assert_eq!(utf8(json!([]), &opts()), "");
     }
@@ -402,38 +296,19 @@ mod tests {
     fn rows_that_are_not_objects() {
         let m = err(json!([{"a": 1}, "x"]), &opts());
         assert_eq!(m.en, "CSV row 2 must be an object, but it is a string");
-        assert_eq!(
-            m.ja,
-            "CSV の 2 行目はオブジェクトでなければなりませんが、文字列です"
-        );
+        assert_eq!(m.ja, "CSV の 2 行目はオブジェクトでなければなりませんが、文字列です");
         let m = err(json!(3), &opts());
-        assert_eq!(
-            m.en,
-            "CSV rows must be an array of objects or one object, but got a number"
-        );
+        assert_eq!(m.en, "CSV rows must be an array of objects or one object, but got a number");
         assert!(err(json!(null), &opts()).en.ends_with("but got null"));
-        let m = err(
-            json!({"a": 1}),
-            &CsvOutOptions {
-                delimiter: 'é',
-                ..opts()
-            },
-        );
-        assert!(
-            m.en.starts_with("csv.delimiter 'é' is not usable"),
-            "{}",
-            m.en
-        );
+        let m = err(json!({"a": 1}), &CsvOutOptions { delimiter: 'é', ..opts() });
+        assert!(m.en.starts_with("csv.delimiter 'é' is not usable"), "{}", m.en);
     }
 
     #[test]
     fn content_types() {
         assert_eq!(content_type_for(&sjis()), "text/csv; charset=Shift_JIS");
         assert_eq!(content_type_for(&opts()), "text/csv; charset=utf-8");
-        let bom = CsvOutOptions {
-            encoding: OutEncoding::Utf8Bom,
-            ..opts()
-        };
+        let bom = CsvOutOptions { encoding: OutEncoding::Utf8Bom, ..opts() };
         assert_eq!(content_type_for(&bom), "text/csv; charset=utf-8");
     }
 }

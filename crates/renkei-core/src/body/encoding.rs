@@ -40,14 +40,11 @@ pub(crate) fn encoding_for_label(label: &str) -> Option<&'static Encoding> {
 /// Decodes all of `bytes` with `enc`, failing at the first malformed sequence.
 pub(crate) fn decode_strict(enc: &'static Encoding, bytes: &[u8]) -> Result<String, DecodeFailure> {
     let mut decoder = enc.new_decoder_without_bom_handling();
-    let cap = decoder
-        .max_utf8_buffer_length_without_replacement(bytes.len())
-        .unwrap_or(bytes.len().saturating_mul(3));
+    let cap = decoder.max_utf8_buffer_length_without_replacement(bytes.len()).unwrap_or(bytes.len().saturating_mul(3));
     let mut out = String::with_capacity(cap);
     let mut read_total = 0;
     loop {
-        let (result, read) =
-            decoder.decode_to_string_without_replacement(&bytes[read_total..], &mut out, true);
+        let (result, read) = decoder.decode_to_string_without_replacement(&bytes[read_total..], &mut out, true);
         read_total += read;
         match result {
             DecoderResult::InputEmpty => return Ok(out),
@@ -56,11 +53,7 @@ pub(crate) fn decode_strict(enc: &'static Encoding, bytes: &[u8]) -> Result<Stri
             DecoderResult::Malformed(bad, extra) => {
                 let byte_offset = read_total.saturating_sub(bad as usize + extra as usize);
                 let line = out.matches('\n').count() + 1;
-                return Err(DecodeFailure {
-                    line,
-                    byte_offset,
-                    encoding: enc,
-                });
+                return Err(DecodeFailure { line, byte_offset, encoding: enc });
             }
         }
     }
@@ -68,10 +61,7 @@ pub(crate) fn decode_strict(enc: &'static Encoding, bytes: &[u8]) -> Result<Stri
 
 /// Decodes like a browser does with a declared charset: a BOM overrides the label (it is the stronger
 /// evidence) and is removed. Offsets in a failure count from the start of `bytes`, BOM included.
-pub(crate) fn decode_with_bom(
-    enc: &'static Encoding,
-    bytes: &[u8],
-) -> Result<String, DecodeFailure> {
+pub(crate) fn decode_with_bom(enc: &'static Encoding, bytes: &[u8]) -> Result<String, DecodeFailure> {
     match Encoding::for_bom(bytes) {
         Some((bom_enc, len)) => decode_strict(bom_enc, &bytes[len..]).map_err(|mut f| {
             f.byte_offset += len;
@@ -100,15 +90,7 @@ pub(crate) fn to_cp932_repertoire(s: &str) -> Cow<'_, str> {
     if !s.chars().any(maps) {
         return Cow::Borrowed(s);
     }
-    let mapped = s
-        .chars()
-        .map(|c| {
-            JIS_TO_CP932
-                .iter()
-                .find(|(from, _)| *from == c)
-                .map_or(c, |(_, to)| *to)
-        })
-        .collect();
+    let mapped = s.chars().map(|c| JIS_TO_CP932.iter().find(|(from, _)| *from == c).map_or(c, |(_, to)| *to)).collect();
     Cow::Owned(mapped)
 }
 
@@ -116,14 +98,11 @@ pub(crate) fn to_cp932_repertoire(s: &str) -> Cow<'_, str> {
 /// Callers pass text through [`to_cp932_repertoire`] first.
 pub(crate) fn encode_sjis(s: &str) -> Result<Vec<u8>, char> {
     let mut encoder = SHIFT_JIS.new_encoder();
-    let cap = encoder
-        .max_buffer_length_from_utf8_without_replacement(s.len())
-        .unwrap_or(s.len().saturating_mul(2));
+    let cap = encoder.max_buffer_length_from_utf8_without_replacement(s.len()).unwrap_or(s.len().saturating_mul(2));
     let mut out = Vec::with_capacity(cap);
     let mut read_total = 0;
     loop {
-        let (result, read) =
-            encoder.encode_from_utf8_to_vec_without_replacement(&s[read_total..], &mut out, true);
+        let (result, read) = encoder.encode_from_utf8_to_vec_without_replacement(&s[read_total..], &mut out, true);
         read_total += read;
         match result {
             EncoderResult::InputEmpty => return Ok(out),
@@ -137,14 +116,8 @@ pub(crate) fn encode_sjis(s: &str) -> Result<Vec<u8>, char> {
 pub(crate) fn decode_error(what_en: &str, what_ja: &str, f: DecodeFailure) -> BodyError {
     let name = display_name(f.encoding);
     BodyError::Malformed(Msg::new(
-        format!(
-            "{what_en} is not valid {name}: bad byte at line {}, byte offset {}",
-            f.line, f.byte_offset
-        ),
-        format!(
-            "{what_ja}が {name} として正しくありません（{} 行目、バイト位置 {}）",
-            f.line, f.byte_offset
-        ),
+        format!("{what_en} is not valid {name}: bad byte at line {}, byte offset {}", f.line, f.byte_offset),
+        format!("{what_ja}が {name} として正しくありません（{} 行目、バイト位置 {}）", f.line, f.byte_offset),
     ))
 }
 
@@ -158,19 +131,13 @@ pub(crate) fn decode_csv(
     const WHAT: (&str, &str) = ("the CSV body", "CSV の本文");
     match encoding {
         TextEncoding::Utf8 => {
-            let bom = if bytes.starts_with(UTF8_BOM) {
-                UTF8_BOM.len()
-            } else {
-                0
-            };
+            let bom = if bytes.starts_with(UTF8_BOM) { UTF8_BOM.len() } else { 0 };
             decode_strict(UTF_8, &bytes[bom..]).map_err(|mut f| {
                 f.byte_offset += bom;
                 decode_error(WHAT.0, WHAT.1, f)
             })
         }
-        TextEncoding::ShiftJis => {
-            decode_strict(SHIFT_JIS, bytes).map_err(|f| decode_error(WHAT.0, WHAT.1, f))
-        }
+        TextEncoding::ShiftJis => decode_strict(SHIFT_JIS, bytes).map_err(|f| decode_error(WHAT.0, WHAT.1, f)),
         TextEncoding::Auto => {
             // A BOM is stronger evidence than the sender's label; the label beats guessing.
             if Encoding::for_bom(bytes).is_some() {
@@ -217,17 +184,9 @@ mod tests {
 
     #[test]
     fn labels() {
-        for label in [
-            "shift_jis",
-            "Shift_JIS",
-            "sjis",
-            "windows-31j",
-            "ms932",
-            "cp932",
-            "CP932",
-            "x-sjis",
-            "\"Shift_JIS\"",
-        ] {
+        for label in
+            ["shift_jis", "Shift_JIS", "sjis", "windows-31j", "ms932", "cp932", "CP932", "x-sjis", "\"Shift_JIS\""]
+        {
             assert_eq!(encoding_for_label(label), Some(SHIFT_JIS), "{label}");
         }
         for label in ["utf-8", "UTF8", " utf-8 "] {

@@ -15,10 +15,7 @@ use crate::message::Msg;
 /// application/x-www-form-urlencoded into an object; a repeated key becomes a list. Percent-decoding is
 /// done here on bytes because `form_urlencoded` decodes as UTF-8 lossily, which would turn a Shift_JIS
 /// form into U+FFFD.
-pub(crate) fn parse_form(
-    bytes: &[u8],
-    declared: Option<&'static Encoding>,
-) -> Result<Value, BodyError> {
+pub(crate) fn parse_form(bytes: &[u8], declared: Option<&'static Encoding>) -> Result<Value, BodyError> {
     let enc = declared.unwrap_or(UTF_8);
     let mut fields: IndexMap<String, Vec<String>> = IndexMap::new();
     let mut offset = 0;
@@ -32,20 +29,15 @@ pub(crate) fn parse_form(
             Some(i) => (&pair[..i], &pair[i + 1..]),
             None => (pair, &pair[pair.len()..]),
         };
-        let key =
-            decode_component(enc, raw_key).ok_or_else(|| form_error(enc, declared, None, start))?;
-        let value = decode_component(enc, raw_value)
-            .ok_or_else(|| form_error(enc, declared, Some(&key), start))?;
+        let key = decode_component(enc, raw_key).ok_or_else(|| form_error(enc, declared, None, start))?;
+        let value = decode_component(enc, raw_value).ok_or_else(|| form_error(enc, declared, Some(&key), start))?;
         fields.entry(key).or_default().push(value);
     }
     let object = fields
         .into_iter()
         .map(|(k, mut vs)| {
-            let v = if vs.len() == 1 {
-                Value::String(vs.remove(0))
-            } else {
-                vs.into_iter().map(Value::String).collect()
-            };
+            let v =
+                if vs.len() == 1 { Value::String(vs.remove(0)) } else { vs.into_iter().map(Value::String).collect() };
             (k, v)
         })
         .collect();
@@ -53,8 +45,7 @@ pub(crate) fn parse_form(
 }
 
 fn decode_component(enc: &'static Encoding, raw: &[u8]) -> Option<String> {
-    enc.decode_without_bom_handling_and_without_replacement(&percent_decode(raw))
-        .map(|s| s.into_owned())
+    enc.decode_without_bom_handling_and_without_replacement(&percent_decode(raw)).map(|s| s.into_owned())
 }
 
 /// `+` is a space; `%XX` is a byte; a `%` not followed by two hex digits stays as it is (WHATWG).
@@ -65,10 +56,7 @@ fn percent_decode(raw: &[u8]) -> Vec<u8> {
     while i < raw.len() {
         match raw[i] {
             b'+' => out.push(b' '),
-            b'%' => match (
-                raw.get(i + 1).copied().and_then(hex),
-                raw.get(i + 2).copied().and_then(hex),
-            ) {
+            b'%' => match (raw.get(i + 1).copied().and_then(hex), raw.get(i + 2).copied().and_then(hex)) {
                 (Some(hi), Some(lo)) => {
                     out.push((hi * 16 + lo) as u8);
                     i += 2;
@@ -82,30 +70,17 @@ fn percent_decode(raw: &[u8]) -> Vec<u8> {
     out
 }
 
-fn form_error(
-    enc: &'static Encoding,
-    declared: Option<&'static Encoding>,
-    key: Option<&str>,
-    at: usize,
-) -> BodyError {
+fn form_error(enc: &'static Encoding, declared: Option<&'static Encoding>, key: Option<&str>, at: usize) -> BodyError {
     let name = display_name(enc);
     let (what_en, what_ja) = match key {
-        Some(k) => (
-            format!("the value of form field `{k}`"),
-            format!("フォーム項目 `{k}` の値"),
-        ),
-        None => (
-            "a form field name".to_string(),
-            "フォーム項目名".to_string(),
-        ),
+        Some(k) => (format!("the value of form field `{k}`"), format!("フォーム項目 `{k}` の値")),
+        None => ("a form field name".to_string(), "フォーム項目名".to_string()),
     };
     let (hint_en, hint_ja) = match declared {
         Some(_) => (String::new(), String::new()),
         None => (
-            "; if the sender uses Shift_JIS it must say `charset=Shift_JIS` in the Content-Type"
-                .to_string(),
-            "。送信側が Shift_JIS の場合は Content-Type に `charset=Shift_JIS` が必要です"
-                .to_string(),
+            "; if the sender uses Shift_JIS it must say `charset=Shift_JIS` in the Content-Type".to_string(),
+            "。送信側が Shift_JIS の場合は Content-Type に `charset=Shift_JIS` が必要です".to_string(),
         ),
     };
     BodyError::Malformed(Msg::new(
@@ -138,77 +113,37 @@ mod tests {
 
     #[test]
     fn form_repeated_keys_plus_and_percent() {
-        let p = parse(
-            Some("application/x-www-form-urlencoded"),
-            b"a=1&b=2&name=%E5%B1%B1+%E7%94%B0&b=3&&flag",
-        )
-        .unwrap();
+        let p =
+            parse(Some("application/x-www-form-urlencoded"), b"a=1&b=2&name=%E5%B1%B1+%E7%94%B0&b=3&&flag").unwrap();
         assert_eq!(p.kind, BodyFormat::Form);
-        assert_eq!(
-            p.value,
-            json!({"a": "1", "b": ["2", "3"], "name": "山 田", "flag": ""})
-        );
-        assert_eq!(
-            p.value.as_object().unwrap().keys().collect::<Vec<_>>(),
-            ["a", "b", "name", "flag"]
-        );
+        assert_eq!(p.value, json!({"a": "1", "b": ["2", "3"], "name": "山 田", "flag": ""}));
+        assert_eq!(p.value.as_object().unwrap().keys().collect::<Vec<_>>(), ["a", "b", "name", "flag"]);
     }
 
     #[test]
     fn form_literal_percent_and_encoded_separators() {
-        let p = parse(
-            Some("application/x-www-form-urlencoded"),
-            b"q=100%&r=%zz&s=a%26b%3Dc%2B",
-        )
-        .unwrap();
+        let p = parse(Some("application/x-www-form-urlencoded"), b"q=100%&r=%zz&s=a%26b%3Dc%2B").unwrap();
         assert_eq!(p.value, json!({"q": "100%", "r": "%zz", "s": "a&b=c+"}));
-        assert_eq!(
-            parse(Some("application/x-www-form-urlencoded"), b"")
-                .unwrap()
-                .value,
-            json!({})
-        );
+        assert_eq!(parse(Some("application/x-www-form-urlencoded"), b"").unwrap().value, json!({}));
     }
 
     #[test]
     fn form_shift_jis_charset() {
         let (name, _, _) = SHIFT_JIS.encode("山田太郎 ①㈱髙﨑");
         let (key, _, _) = SHIFT_JIS.encode("氏名");
-        let body = format!(
-            "{}={}&x=1",
-            percent_encode_all(&key),
-            percent_encode_all(&name)
-        );
-        let p = parse(
-            Some("application/x-www-form-urlencoded; charset=Shift_JIS"),
-            body.as_bytes(),
-        )
-        .unwrap();
+        let body = format!("{}={}&x=1", percent_encode_all(&key), percent_encode_all(&name));
+        let p = parse(Some("application/x-www-form-urlencoded; charset=Shift_JIS"), body.as_bytes()).unwrap();
         assert_eq!(p.value, json!({"氏名": "山田太郎 ①㈱髙﨑", "x": "1"}));
         // The same bytes without a charset are not UTF-8: refused, with the offset and a hint.
-        let m = malformed(parse(
-            Some("application/x-www-form-urlencoded"),
-            body.as_bytes(),
-        ));
+        let m = malformed(parse(Some("application/x-www-form-urlencoded"), body.as_bytes()));
         assert_eq!(
             m.en,
             "a form field name at byte offset 0 is not valid UTF-8 after percent-decoding; \
              if the sender uses Shift_JIS it must say `charset=Shift_JIS` in the Content-Type"
         );
-        let m = malformed(parse(
-            Some("application/x-www-form-urlencoded"),
-            b"ok=1&v=%82%A0",
-        ));
-        assert!(
-            m.en.starts_with("the value of form field `v` at byte offset 5 is not valid UTF-8"),
-            "{}",
-            m.en
-        );
-        assert!(
-            m.ja.starts_with("バイト位置 5 のフォーム項目 `v` の値が"),
-            "{}",
-            m.ja
-        );
+        let m = malformed(parse(Some("application/x-www-form-urlencoded"), b"ok=1&v=%82%A0"));
+        assert!(m.en.starts_with("the value of form field `v` at byte offset 5 is not valid UTF-8"), "{}", m.en);
+        assert!(m.ja.starts_with("バイト位置 5 のフォーム項目 `v` の値が"), "{}", m.ja);
     }
 
     #[test]
@@ -223,10 +158,7 @@ mod tests {
         let text = "ソ表能ポ";
         let (bytes, _, _) = SHIFT_JIS.encode(text);
         let body = format!("k={}", percent_encode_all(&bytes));
-        assert_eq!(
-            parse_form(body.as_bytes(), Some(SHIFT_JIS)).unwrap(),
-            json!({"k": text})
-        );
+        assert_eq!(parse_form(body.as_bytes(), Some(SHIFT_JIS)).unwrap(), json!({"k": text}));
     }
 
     #[test]

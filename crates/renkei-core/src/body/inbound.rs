@@ -26,15 +26,9 @@ impl<'a> ContentType<'a> {
         let essence = parts.next().unwrap_or("").trim().to_ascii_lowercase();
         let charset = parts.find_map(|p| {
             let (name, value) = p.split_once('=')?;
-            name.trim()
-                .eq_ignore_ascii_case("charset")
-                .then(|| value.trim().trim_matches('"'))
+            name.trim().eq_ignore_ascii_case("charset").then(|| value.trim().trim_matches('"'))
         });
-        ContentType {
-            raw: raw.trim(),
-            essence,
-            charset,
-        }
+        ContentType { raw: raw.trim(), essence, charset }
     }
 }
 
@@ -79,16 +73,9 @@ fn detect(ct: Option<&ContentType>) -> Result<BodyFormat, BodyError> {
         "application/json" | "text/json" => BodyFormat::Json,
         _ if sub.ends_with("+json") => BodyFormat::Json,
         "application/x-www-form-urlencoded" => BodyFormat::Form,
-        "text/csv"
-        | "application/csv"
-        | "text/comma-separated-values"
-        | "application/vnd.ms-excel" => BodyFormat::Csv,
-        "application/octet-stream" | "application/pdf" | "application/zip" => {
-            return Err(unsupported(ct))
-        }
-        _ if matches!(top, "image" | "audio" | "video" | "multipart") => {
-            return Err(unsupported(ct))
-        }
+        "text/csv" | "application/csv" | "text/comma-separated-values" | "application/vnd.ms-excel" => BodyFormat::Csv,
+        "application/octet-stream" | "application/pdf" | "application/zip" => return Err(unsupported(ct)),
+        _ if matches!(top, "image" | "audio" | "video" | "multipart") => return Err(unsupported(ct)),
         // text/*, application/xml, */*+xml, and types renkei does not know: text keeps any bytes (as
         // base64 when they do not decode), so reading them as text can lose nothing.
         _ => BodyFormat::Text,
@@ -147,16 +134,8 @@ fn parse_json(bytes: &[u8], declared: Option<&'static Encoding>) -> Result<Value
         let suffix = format!(" at line {} column {}", e.line(), e.column());
         let what = full.strip_suffix(&suffix).unwrap_or(&full);
         BodyError::Malformed(Msg::new(
-            format!(
-                "invalid JSON at line {}, column {}: {what}",
-                e.line(),
-                e.column()
-            ),
-            format!(
-                "JSON の形式が正しくありません（{} 行 {} 列）: {what}",
-                e.line(),
-                e.column()
-            ),
+            format!("invalid JSON at line {}, column {}: {what}", e.line(), e.column()),
+            format!("JSON の形式が正しくありません（{} 行 {} 列）: {what}", e.line(), e.column()),
         ))
     })
 }
@@ -167,12 +146,7 @@ fn parse_text(bytes: &[u8], declared: Option<&'static Encoding>) -> Value {
         Ok(text) => Value::String(text),
         Err(_) => {
             let mut m = Map::new();
-            m.insert(
-                "base64".into(),
-                base64::engine::general_purpose::STANDARD
-                    .encode(bytes)
-                    .into(),
-            );
+            m.insert("base64".into(), base64::engine::general_purpose::STANDARD.encode(bytes).into());
             Value::Object(m)
         }
     }
@@ -238,34 +212,16 @@ mod tests {
             let err = parse(Some(ct), b"x").unwrap_err();
             assert_eq!(err.http_status(), 415, "{ct}");
             let m = err.msg();
-            assert!(
-                m.en.starts_with(&format!("unsupported Content-Type `{ct}`")),
-                "{}",
-                m.en
-            );
-            assert!(
-                m.en.contains("application/json") && m.en.contains("text/csv"),
-                "{}",
-                m.en
-            );
-            assert!(
-                m.ja.contains(&format!("Content-Type `{ct}` には対応していません")),
-                "{}",
-                m.ja
-            );
+            assert!(m.en.starts_with(&format!("unsupported Content-Type `{ct}`")), "{}", m.en);
+            assert!(m.en.contains("application/json") && m.en.contains("text/csv"), "{}", m.en);
+            assert!(m.ja.contains(&format!("Content-Type `{ct}` には対応していません")), "{}", m.ja);
         }
     }
 
     #[test]
     fn explicit_format_wins_over_content_type() {
         let p = parse_as(BodyFormat::Json, Some("text/plain"), br#"{"a":1}"#).unwrap();
-        assert_eq!(
-            p,
-            Parsed {
-                value: json!({"a": 1}),
-                kind: BodyFormat::Json
-            }
-        );
+        assert_eq!(p, Parsed { value: json!({"a": 1}), kind: BodyFormat::Json });
         let p = parse_as(BodyFormat::Text, Some("image/png"), b"\x89PNG").unwrap();
         assert_eq!(p.kind, BodyFormat::Text);
         assert_eq!(p.value, json!({"base64": "iVBORw=="}));
@@ -279,34 +235,16 @@ mod tests {
         assert_eq!(p.kind, BodyFormat::Json);
         assert_eq!(p.value, json!({"b": 1, "a": [true, null]}));
         // preserve_order: the sender's key order survives.
-        assert_eq!(
-            p.value.as_object().unwrap().keys().collect::<Vec<_>>(),
-            ["b", "a"]
-        );
-        assert_eq!(
-            parse(Some("application/json"), b"[1,2]").unwrap().value,
-            json!([1, 2])
-        );
-        assert_eq!(
-            parse(Some("application/json"), b" \"x\" ").unwrap().value,
-            json!("x")
-        );
+        assert_eq!(p.value.as_object().unwrap().keys().collect::<Vec<_>>(), ["b", "a"]);
+        assert_eq!(parse(Some("application/json"), b"[1,2]").unwrap().value, json!([1, 2]));
+        assert_eq!(parse(Some("application/json"), b" \"x\" ").unwrap().value, json!("x"));
     }
 
     #[test]
     fn json_malformed_names_line_and_column() {
-        let m = malformed(parse(
-            Some("application/json"),
-            b"{\"a\": 1,\n \"b\": 2\n \"c\": 3}",
-        ));
-        assert_eq!(
-            m.en,
-            "invalid JSON at line 3, column 2: expected `,` or `}`"
-        );
-        assert_eq!(
-            m.ja,
-            "JSON の形式が正しくありません（3 行 2 列）: expected `,` or `}`"
-        );
+        let m = malformed(parse(Some("application/json"), b"{\"a\": 1,\n \"b\": 2\n \"c\": 3}"));
+        assert_eq!(m.en, "invalid JSON at line 3, column 2: expected `,` or `}`");
+        assert_eq!(m.ja, "JSON の形式が正しくありません（3 行 2 列）: expected `,` or `}`");
     }
 
     #[test]
@@ -321,30 +259,18 @@ mod tests {
     fn json_with_bom_and_declared_sjis() {
         let mut body = b"\xEF\xBB\xBF".to_vec();
         body.extend_from_slice(br#"{"a":1}"#);
-        assert_eq!(
-            parse(Some("application/json"), &body).unwrap().value,
-            json!({"a": 1})
-        );
+        assert_eq!(parse(Some("application/json"), &body).unwrap().value, json!({"a": 1}));
         let (sjis, _, _) = SHIFT_JIS.encode(r#"{"name":"山田太郎"}"#);
         let p = parse(Some("application/json; charset=Shift_JIS"), &sjis).unwrap();
         assert_eq!(p.value, json!({"name": "山田太郎"}));
         let m = malformed(parse(Some("application/json"), &sjis));
-        assert_eq!(
-            m.en,
-            "the JSON body is not valid UTF-8: bad byte at line 1, byte offset 9"
-        );
+        assert_eq!(m.en, "the JSON body is not valid UTF-8: bad byte at line 1, byte offset 9");
     }
 
     #[test]
     fn text_with_and_without_charset() {
         let p = parse(Some("text/plain"), "こんにちは".as_bytes()).unwrap();
-        assert_eq!(
-            p,
-            Parsed {
-                value: json!("こんにちは"),
-                kind: BodyFormat::Text
-            }
-        );
+        assert_eq!(p, Parsed { value: json!("こんにちは"), kind: BodyFormat::Text });
         assert_eq!(parse(None, b"hello").unwrap().value, json!("hello"));
         let (sjis, _, _) = SHIFT_JIS.encode("株式会社①");
         let p = parse(Some("text/plain; charset=\"shift_jis\""), &sjis).unwrap();

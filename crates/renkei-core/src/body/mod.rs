@@ -44,12 +44,7 @@ pub enum TextEncoding {
     #[serde(alias = "utf-8")]
     Utf8,
     /// Windows-31J (cp932), which is what Japanese Windows software means by "Shift_JIS".
-    #[serde(
-        alias = "sjis",
-        alias = "cp932",
-        alias = "shift-jis",
-        alias = "windows-31j"
-    )]
+    #[serde(alias = "sjis", alias = "cp932", alias = "shift-jis", alias = "windows-31j")]
     ShiftJis,
 }
 
@@ -117,12 +112,7 @@ pub enum OutEncoding {
     #[serde(alias = "utf-8-bom")]
     Utf8Bom,
     /// Windows-31J (cp932).
-    #[serde(
-        alias = "sjis",
-        alias = "cp932",
-        alias = "shift-jis",
-        alias = "windows-31j"
-    )]
+    #[serde(alias = "sjis", alias = "cp932", alias = "shift-jis", alias = "windows-31j")]
     ShiftJis,
 }
 
@@ -287,33 +277,19 @@ mod tests {
             ("csv", BodyFormat::Csv),
             ("text", BodyFormat::Text),
         ] {
-            assert_eq!(
-                serde_json::from_value::<BodyFormat>(json!(label)).unwrap(),
-                want
-            );
+            assert_eq!(serde_json::from_value::<BodyFormat>(json!(label)).unwrap(), want);
         }
         assert!(serde_json::from_value::<BodyFormat>(json!("xml")).is_err());
     }
 
     #[test]
     fn validate_delimiter() {
-        let mut o = CsvInOptions {
-            delimiter: '\t',
-            ..CsvInOptions::default()
-        };
+        let mut o = CsvInOptions { delimiter: '\t', ..CsvInOptions::default() };
         assert_eq!(o.validate(), Ok(()));
         o.delimiter = '、';
         let m = o.validate().unwrap_err();
-        assert!(
-            m.en.starts_with("csv.delimiter '、' is not usable"),
-            "{}",
-            m.en
-        );
-        assert!(
-            m.ja.starts_with("csv.delimiter の '、' は使えません"),
-            "{}",
-            m.ja
-        );
+        assert!(m.en.starts_with("csv.delimiter '、' is not usable"), "{}", m.en);
+        assert!(m.ja.starts_with("csv.delimiter の '、' は使えません"), "{}", m.ja);
         o.delimiter = '"';
         assert!(o.validate().is_err());
     }
@@ -347,21 +323,10 @@ mod tests {
             "delimiter": ";", "line_ending": "lf"
         }))
         .unwrap();
-        assert_eq!(
-            (o.header, o.delimiter, o.line_ending),
-            (false, ';', LineEnding::Lf)
-        );
-        assert_eq!(
-            (o.header_line.as_deref(), o.footer_line.as_deref()),
-            (Some("H"), Some("F"))
-        );
+        assert_eq!((o.header, o.delimiter, o.line_ending), (false, ';', LineEnding::Lf));
+        assert_eq!((o.header_line.as_deref(), o.footer_line.as_deref()), (Some("H"), Some("F")));
         let e = serde_json::from_value::<CsvOutOptions>(json!({ "line_end": "lf" })).unwrap_err();
         assert!(e.to_string().contains("unknown field `line_end`"), "{e}");
-        assert!(CsvOutOptions {
-            delimiter: '\n',
-            ..CsvOutOptions::default()
-        }
-        .validate()
-        .is_err());
+        assert!(CsvOutOptions { delimiter: '\n', ..CsvOutOptions::default() }.validate().is_err());
     }
 }

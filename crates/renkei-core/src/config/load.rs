@@ -28,7 +28,15 @@ pub struct Loaded {
 }
 
 const SECTIONS: &[&str] = &[
-    "server", "storage", "network", "history", "worker", "tables", "sources", "destinations", "flows",
+    "server",
+    "storage",
+    "network",
+    "history",
+    "worker",
+    "tables",
+    "sources",
+    "destinations",
+    "flows",
     "subscriptions",
 ];
 
@@ -59,7 +67,13 @@ pub fn load(
         }
         serde_json::Value::Null => {}
         _ => {
-            cx.problem(&root, Msg::new("the config must be a mapping of sections", "設定ファイルはセクションのマッピングでなければなりません"));
+            cx.problem(
+                &root,
+                Msg::new(
+                    "the config must be a mapping of sections",
+                    "設定ファイルはセクションのマッピングでなければなりません",
+                ),
+            );
             return Err(cx.problems);
         }
     }
@@ -110,13 +124,19 @@ pub fn load(
         }
         if let Some(auth) = &src.auth {
             if auth.token.is_none() && auth.basic.is_none() {
-                cx.problem(&p.key("auth"), Msg::new("auth needs `token` or `basic`", "auth には token か basic を指定してください"));
+                cx.problem(
+                    &p.key("auth"),
+                    Msg::new("auth needs `token` or `basic`", "auth には token か basic を指定してください"),
+                );
             }
         }
         if src.verify.is_some() {
             cx.problem(
                 &p.key("verify"),
-                Msg::new("callback verification is not available in this version yet", "コールバックによる検証はこのバージョンではまだ使えません"),
+                Msg::new(
+                    "callback verification is not available in this version yet",
+                    "コールバックによる検証はこのバージョンではまだ使えません",
+                ),
             );
         }
     }
@@ -147,7 +167,13 @@ pub fn load(
     for (name, flow) in &flows {
         let p = root.key("flows").key(name.as_str());
         if !sources.contains_key(flow.source.as_str()) {
-            cx.problem(&p.key("source"), Msg::new(format!("there is no source `{}`", flow.source), format!("ソース `{}` がありません", flow.source)));
+            cx.problem(
+                &p.key("source"),
+                Msg::new(
+                    format!("there is no source `{}`", flow.source),
+                    format!("ソース `{}` がありません", flow.source),
+                ),
+            );
         }
         if let Some(e) = &flow.when {
             cx.compile(&p.key("when"), engine.check_expr(&e.0));
@@ -156,13 +182,22 @@ pub fn load(
             cx.compile(&p.key("order_key"), engine.add(t));
         }
         if flow.retry.max_attempts == 0 {
-            cx.problem(&p.key("retry").key("max_attempts"), Msg::new("max_attempts must be at least 1", "max_attempts は 1 以上にしてください"));
+            cx.problem(
+                &p.key("retry").key("max_attempts"),
+                Msg::new("max_attempts must be at least 1", "max_attempts は 1 以上にしてください"),
+            );
         }
         if flow.retry.initial > flow.retry.max {
-            cx.problem(&p.key("retry"), Msg::new("retry.initial is longer than retry.max", "retry.initial が retry.max より長くなっています"));
+            cx.problem(
+                &p.key("retry"),
+                Msg::new("retry.initial is longer than retry.max", "retry.initial が retry.max より長くなっています"),
+            );
         }
         if flow.steps.is_empty() {
-            cx.problem(&p.key("steps"), Msg::new("a flow needs at least one step", "フローには 1 つ以上のステップが必要です"));
+            cx.problem(
+                &p.key("steps"),
+                Msg::new("a flow needs at least one step", "フローには 1 つ以上のステップが必要です"),
+            );
         }
         for (i, step) in flow.steps.iter().enumerate() {
             cx.step(&mut engine, &p.key("steps").index(i), step, &destinations);
@@ -255,7 +290,10 @@ impl Cx<'_> {
             None | Some(serde_json::Value::Null) => return out,
             Some(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
             Some(_) => {
-                self.problem(path, Msg::new("expected a mapping of names to entries", "名前と設定のマッピングを指定してください"));
+                self.problem(
+                    path,
+                    Msg::new("expected a mapping of names to entries", "名前と設定のマッピングを指定してください"),
+                );
                 return out;
             }
         };
@@ -264,7 +302,13 @@ impl Cx<'_> {
             let name = match Name::parse(&key) {
                 Ok(n) => n,
                 Err(e) => {
-                    self.problem(&p, Msg::new(e, format!("`{key}` は名前に使えません。英数字・`-`・`_` の 1〜64 文字にしてください")));
+                    self.problem(
+                        &p,
+                        Msg::new(
+                            e,
+                            format!("`{key}` は名前に使えません。英数字・`-`・`_` の 1〜64 文字にしてください"),
+                        ),
+                    );
                     continue;
                 }
             };
@@ -278,14 +322,24 @@ impl Cx<'_> {
         out
     }
 
-    fn table(&mut self, p: &Path, spec: &TableSpec, read_file: &dyn Fn(&str) -> Result<Vec<u8>, String>) -> Option<Table> {
+    fn table(
+        &mut self,
+        p: &Path,
+        spec: &TableSpec,
+        read_file: &dyn Fn(&str) -> Result<Vec<u8>, String>,
+    ) -> Option<Table> {
         let rows: Vec<serde_json::Value> = match (&spec.rows, &spec.file) {
-            (Some(rows), None) => rows.iter().map(|r| serde_json::Value::Object(r.clone().into_iter().collect())).collect(),
+            (Some(rows), None) => {
+                rows.iter().map(|r| serde_json::Value::Object(r.clone().into_iter().collect())).collect()
+            }
             (None, Some(file)) => {
                 let bytes = match read_file(file) {
                     Ok(b) => b,
                     Err(e) => {
-                        self.problem(&p.key("file"), Msg::new(format!("cannot read `{file}`: {e}"), format!("`{file}` を読めません: {e}")));
+                        self.problem(
+                            &p.key("file"),
+                            Msg::new(format!("cannot read `{file}`: {e}"), format!("`{file}` を読めません: {e}")),
+                        );
                         return None;
                     }
                 };
@@ -295,13 +349,22 @@ impl Cx<'_> {
                         _ => Vec::new(),
                     },
                     Err(e) => {
-                        self.problem(&p.key("file"), Msg::new(format!("{file}: {e}"), format!("{file}: {}", body_error_ja(&e))));
+                        self.problem(
+                            &p.key("file"),
+                            Msg::new(format!("{file}: {e}"), format!("{file}: {}", body_error_ja(&e))),
+                        );
                         return None;
                     }
                 }
             }
             _ => {
-                self.problem(p, Msg::new("a table needs exactly one of `rows` or `file`", "テーブルには rows か file のどちらか一方を指定してください"));
+                self.problem(
+                    p,
+                    Msg::new(
+                        "a table needs exactly one of `rows` or `file`",
+                        "テーブルには rows か file のどちらか一方を指定してください",
+                    ),
+                );
                 return None;
             }
         };
@@ -314,7 +377,10 @@ impl Cx<'_> {
                 _ => {
                     self.problem(
                         &p.key("rows").index(i),
-                        Msg::new(format!("row {} has no `{}` column", i + 1, spec.key), format!("{} 行目にキー列 `{}` がありません", i + 1, spec.key)),
+                        Msg::new(
+                            format!("row {} has no `{}` column", i + 1, spec.key),
+                            format!("{} 行目にキー列 `{}` がありません", i + 1, spec.key),
+                        ),
                     );
                     continue;
                 }
@@ -326,12 +392,24 @@ impl Cx<'_> {
 
     fn step(&mut self, engine: &mut Engine, p: &Path, step: &Step, destinations: &IndexMap<Name, Destination>) {
         let Some(dest) = destinations.get(step.to.as_str()) else {
-            self.problem(&p.key("to"), Msg::new(format!("there is no destination `{}`", step.to), format!("連携先 `{}` がありません", step.to)));
+            self.problem(
+                &p.key("to"),
+                Msg::new(
+                    format!("there is no destination `{}`", step.to),
+                    format!("連携先 `{}` がありません", step.to),
+                ),
+            );
             return;
         };
         let method = step.method().to_ascii_uppercase();
         if !METHODS.contains(&method.as_str()) {
-            self.problem(&p.key("method"), Msg::new(format!("`{method}` is not an HTTP method ({})", METHODS.join(", ")), format!("`{method}` は HTTP メソッドではありません（{}）", METHODS.join(", "))));
+            self.problem(
+                &p.key("method"),
+                Msg::new(
+                    format!("`{method}` is not an HTTP method ({})", METHODS.join(", ")),
+                    format!("`{method}` は HTTP メソッドではありません（{}）", METHODS.join(", ")),
+                ),
+            );
         }
         if let Destination::Http(h) = dest {
             for field in ["action", "key", "record"] {
@@ -341,12 +419,30 @@ impl Cx<'_> {
                     _ => step.record.is_some(),
                 };
                 if set {
-                    self.problem(&p.key(field), Msg::new(format!("`{field}` is for kintone destinations; `{}` is an http destination", step.to), format!("`{field}` は kintone 連携先用です。`{}` は http 連携先です", step.to)));
+                    self.problem(
+                        &p.key(field),
+                        Msg::new(
+                            format!("`{field}` is for kintone destinations; `{}` is an http destination", step.to),
+                            format!("`{field}` は kintone 連携先用です。`{}` は http 連携先です", step.to),
+                        ),
+                    );
                 }
             }
             match (&step.url, &step.path, &h.base_url) {
-                (Some(_), Some(_), _) => self.problem(p, Msg::new("give either `url` or `path`, not both", "url と path はどちらか一方だけを指定してください")),
-                (None, _, None) => self.problem(p, Msg::new(format!("destination `{}` has no base_url, so this step needs a `url`", step.to), format!("連携先 `{}` に base_url がないため、このステップには url が必要です", step.to))),
+                (Some(_), Some(_), _) => self.problem(
+                    p,
+                    Msg::new(
+                        "give either `url` or `path`, not both",
+                        "url と path はどちらか一方だけを指定してください",
+                    ),
+                ),
+                (None, _, None) => self.problem(
+                    p,
+                    Msg::new(
+                        format!("destination `{}` has no base_url, so this step needs a `url`", step.to),
+                        format!("連携先 `{}` に base_url がないため、このステップには url が必要です", step.to),
+                    ),
+                ),
                 _ => {}
             }
         }
@@ -364,8 +460,14 @@ impl Cx<'_> {
         }
         if let Some(body) = &step.body {
             let result = match body {
-                serde_json::Value::String(s) if step.format == OutFormat::Json && crate::template::single_expression(s).is_none() => engine.add_json(&Tmpl(s.clone())),
-                serde_json::Value::String(s) if crate::template::single_expression(s).is_none() => engine.add(&Tmpl(s.clone())),
+                serde_json::Value::String(s)
+                    if step.format == OutFormat::Json && crate::template::single_expression(s).is_none() =>
+                {
+                    engine.add_json(&Tmpl(s.clone()))
+                }
+                serde_json::Value::String(s) if crate::template::single_expression(s).is_none() => {
+                    engine.add(&Tmpl(s.clone()))
+                }
                 tree => engine.add_tree(tree),
             };
             self.compile(&p.key("body"), result);

@@ -27,11 +27,7 @@ pub struct Problem {
 
 impl Problem {
     fn new(path: &Path, line: Option<usize>, en: String, ja: String) -> Problem {
-        Problem {
-            path: path.to_string(),
-            line,
-            message: Msg::new(en, ja),
-        }
+        Problem { path: path.to_string(), line, message: Msg::new(en, ja) }
     }
 }
 
@@ -137,19 +133,13 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<YamlDoc
     if !b.problems.is_empty() {
         return Err(b.problems);
     }
-    Ok(YamlDoc {
-        value: b.root.unwrap_or(Value::Null),
-        lines: b.lines,
-        secret: b.secret,
-    })
+    Ok(YamlDoc { value: b.root.unwrap_or(Value::Null), lines: b.lines, secret: b.secret })
 }
 
 impl YamlDoc {
     /// Line (1-based) of the node at `path`, or of its nearest ancestor that has one.
     pub fn line_of(&self, path: &Path) -> Option<usize> {
-        (0..=path.0.len())
-            .rev()
-            .find_map(|n| self.lines.get(&path.0[..n]).copied())
+        (0..=path.0.len()).rev().find_map(|n| self.lines.get(&path.0[..n]).copied())
     }
 
     /// The node at `path`, if any.
@@ -162,10 +152,7 @@ impl YamlDoc {
 
     /// Deserializes the sub-tree at `path` into `T`, mapping a serde error to a Problem at the failing
     /// node's path and line. A missing sub-tree deserializes like `null`.
-    pub fn deserialize_at<T: serde::de::DeserializeOwned>(
-        &self,
-        path: &Path,
-    ) -> Result<T, Problem> {
+    pub fn deserialize_at<T: serde::de::DeserializeOwned>(&self, path: &Path) -> Result<T, Problem> {
         let null = Value::Null;
         let err = match serde_path_to_error::deserialize(self.get(path).unwrap_or(&null)) {
             Ok(v) => return Ok(v),
@@ -176,9 +163,7 @@ impl YamlDoc {
             match seg {
                 serde_path_to_error::Segment::Seq { index } => full.0.push(Seg::Index(*index)),
                 serde_path_to_error::Segment::Map { key } => full.0.push(Seg::Key(key.clone())),
-                serde_path_to_error::Segment::Enum { variant } => {
-                    full.0.push(Seg::Key(variant.clone()))
-                }
+                serde_path_to_error::Segment::Enum { variant } => full.0.push(Seg::Key(variant.clone())),
                 serde_path_to_error::Segment::Unknown => {}
             }
         }
@@ -205,25 +190,19 @@ fn redact(msg: &str, value: Option<&Value>) -> String {
         Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
         _ => return msg.to_owned(),
     };
-    msg.replace(&format!("{text:?}"), "\"***\"")
-        .replace(&format!("`{text}`"), "`***`")
+    msg.replace(&format!("{text:?}"), "\"***\"").replace(&format!("`{text}`"), "`***`")
 }
 
 /// "`name`, expected one of `a`, `b`" → (name, "`a`, `b`"), as serde words unknown fields and variants.
 fn listing(rest: &str) -> Option<(String, String)> {
     let (name, tail) = rest.strip_prefix('`')?.split_once("`, ")?;
-    let allowed = tail
-        .strip_prefix("expected one of ")
-        .or_else(|| tail.strip_prefix("expected "))
-        .unwrap_or("(なし)");
+    let allowed = tail.strip_prefix("expected one of ").or_else(|| tail.strip_prefix("expected ")).unwrap_or("(なし)");
     // serde joins the last two with " or ", which reads oddly inside a Japanese sentence.
     Some((name.to_owned(), allowed.replace("` or `", "`, `")))
 }
 
 fn unknown_field(msg: &str) -> Option<String> {
-    msg.strip_prefix("unknown field ")
-        .and_then(listing)
-        .map(|(name, _)| name)
+    msg.strip_prefix("unknown field ").and_then(listing).map(|(name, _)| name)
 }
 
 /// The Japanese for a serde message, covering the shapes users usually hit.
@@ -267,11 +246,7 @@ struct Frame {
 /// Where the next node goes.
 enum Target {
     Key,
-    Node {
-        path: Path,
-        line: usize,
-        record: bool,
-    },
+    Node { path: Path, line: usize, record: bool },
 }
 
 struct Builder<'e> {
@@ -300,8 +275,7 @@ impl MarkedEventReceiver for Builder<'_> {
                         &Path::root(),
                         line,
                         "the file must contain a single YAML document (found another `---`)".into(),
-                        "YAML ドキュメントは 1 つだけにしてください（2 つ目の `---` があります）"
-                            .into(),
+                        "YAML ドキュメントは 1 つだけにしてください（2 つ目の `---` があります）".into(),
                     );
                 }
             }
@@ -309,24 +283,15 @@ impl MarkedEventReceiver for Builder<'_> {
                 Target::Key => self.on_key(text, style, tag, line),
                 Target::Node { path, line, record } => {
                     let forced_str = self.check_tag(tag.as_ref(), "str", &path, line);
-                    let value = self.interpolate(
-                        &text,
-                        &path,
-                        line,
-                        style == TScalarStyle::Plain && !forced_str,
-                    );
+                    let value = self.interpolate(&text, &path, line, style == TScalarStyle::Plain && !forced_str);
                     if record {
                         self.lines.insert(path.0.clone(), line);
                     }
                     self.finish(value, anchor, path);
                 }
             },
-            Event::SequenceStart(anchor, tag) => {
-                self.start(Kind::Seq(Vec::new()), anchor, tag, "seq", line)
-            }
-            Event::MappingStart(anchor, tag) => {
-                self.start(Kind::Map(Map::new(), None), anchor, tag, "map", line)
-            }
+            Event::SequenceStart(anchor, tag) => self.start(Kind::Seq(Vec::new()), anchor, tag, "seq", line),
+            Event::MappingStart(anchor, tag) => self.start(Kind::Map(Map::new(), None), anchor, tag, "map", line),
             Event::SequenceEnd | Event::MappingEnd => {
                 let Some(frame) = self.stack.pop() else {
                     return;
@@ -345,11 +310,7 @@ impl MarkedEventReceiver for Builder<'_> {
                 Target::Key => self.bad_key(line),
                 Target::Node { path, line, record } => {
                     // The parser rejects unknown anchors before emitting an alias, so the default is unused.
-                    let (value, secret) = self
-                        .anchors
-                        .get(&id)
-                        .cloned()
-                        .unwrap_or((Value::Null, false));
+                    let (value, secret) = self.anchors.get(&id).cloned().unwrap_or((Value::Null, false));
                     if secret {
                         self.secret.insert(path.0.clone());
                     }
@@ -372,25 +333,15 @@ impl Builder<'_> {
 
     fn target(&self, mark_line: usize) -> Target {
         let Some(top) = self.stack.last() else {
-            return Target::Node {
-                path: Path::root(),
-                line: mark_line,
-                record: true,
-            };
+            return Target::Node { path: Path::root(), line: mark_line, record: true };
         };
         match &top.kind {
-            Kind::Seq(items) => Target::Node {
-                path: top.path.index(items.len()),
-                line: mark_line,
-                record: top.record,
-            },
+            Kind::Seq(items) => Target::Node { path: top.path.index(items.len()), line: mark_line, record: top.record },
             Kind::Map(_, None) => Target::Key,
             // A map value's line is its key's line, which is what a reader looks for.
-            Kind::Map(_, Some(k)) => Target::Node {
-                path: top.path.key(&k.text),
-                line: k.line,
-                record: top.record && k.keep,
-            },
+            Kind::Map(_, Some(k)) => {
+                Target::Node { path: top.path.key(&k.text), line: k.line, record: top.record && k.keep }
+            }
         }
     }
 
@@ -398,14 +349,7 @@ impl Builder<'_> {
         let (path, record, as_key) = match self.target(line) {
             Target::Key => {
                 self.bad_key(line);
-                (
-                    self.stack
-                        .last()
-                        .map(|f| f.path.clone())
-                        .unwrap_or_default(),
-                    false,
-                    true,
-                )
+                (self.stack.last().map(|f| f.path.clone()).unwrap_or_default(), false, true)
             }
             Target::Node { path, line, record } => {
                 if record {
@@ -415,13 +359,7 @@ impl Builder<'_> {
             }
         };
         self.check_tag(tag.as_ref(), core, &path, line);
-        self.stack.push(Frame {
-            path,
-            anchor,
-            record,
-            as_key,
-            kind,
-        });
+        self.stack.push(Frame { path, anchor, record, as_key, kind });
     }
 
     fn on_key(&mut self, text: String, style: TScalarStyle, tag: Option<Tag>, line: usize) {
@@ -463,11 +401,7 @@ impl Builder<'_> {
     }
 
     fn bad_key(&mut self, line: usize) {
-        let path = self
-            .stack
-            .last()
-            .map(|f| f.path.clone())
-            .unwrap_or_default();
+        let path = self.stack.last().map(|f| f.path.clone()).unwrap_or_default();
         self.problem(
             &path,
             line,
@@ -478,11 +412,7 @@ impl Builder<'_> {
     }
 
     fn set_key(&mut self, text: String, line: usize, keep: bool) {
-        if let Some(Frame {
-            kind: Kind::Map(_, pending),
-            ..
-        }) = self.stack.last_mut()
-        {
+        if let Some(Frame { kind: Kind::Map(_, pending), .. }) = self.stack.last_mut() {
             *pending = Some(PendingKey { text, line, keep });
         }
     }
@@ -494,11 +424,7 @@ impl Builder<'_> {
         if tag.handle == "tag:yaml.org,2002:" && tag.suffix == core {
             return true;
         }
-        let shown = if tag.handle == "tag:yaml.org,2002:" {
-            "!!"
-        } else {
-            &tag.handle
-        };
+        let shown = if tag.handle == "tag:yaml.org,2002:" { "!!" } else { &tag.handle };
         let t = format!("{shown}{}", tag.suffix);
         self.problem(
             path,
@@ -572,10 +498,7 @@ impl Builder<'_> {
                 );
                 continue;
             }
-            match (
-                (self.env)(name).filter(|v| !v.is_empty() || default.is_none()),
-                default,
-            ) {
+            match ((self.env)(name).filter(|v| !v.is_empty() || default.is_none()), default) {
                 (Some(v), _) => {
                     out.push_str(&v);
                     from_env = true;
@@ -612,24 +535,16 @@ fn resolve_plain(s: &str) -> Value {
         _ => {}
     }
     let digits = |t: &str, radix: u32| !t.is_empty() && t.chars().all(|c| c.is_digit(radix));
-    let radix = [("0x", 16), ("0o", 8)]
-        .into_iter()
-        .find_map(|(p, r)| Some((s.strip_prefix(p)?, r)));
+    let radix = [("0x", 16), ("0o", 8)].into_iter().find_map(|(p, r)| Some((s.strip_prefix(p)?, r)));
     if let Some((body, radix)) = radix {
-        if let Some(n) = digits(body, radix)
-            .then(|| u64::from_str_radix(body, radix).ok())
-            .flatten()
-        {
+        if let Some(n) = digits(body, radix).then(|| u64::from_str_radix(body, radix).ok()).flatten() {
             return Value::Number(n.into());
         }
         return Value::String(s.to_owned());
     }
     let unsigned = s.strip_prefix(['-', '+']).unwrap_or(s);
     if digits(unsigned, 10) {
-        let n = s
-            .parse::<i64>()
-            .map(Number::from)
-            .or_else(|_| s.parse::<u64>().map(Number::from));
+        let n = s.parse::<i64>().map(Number::from).or_else(|_| s.parse::<u64>().map(Number::from));
         return n.map_or_else(|_| Value::String(s.to_owned()), Value::Number);
     }
     let (mantissa, exponent) = unsigned.split_once(['e', 'E']).unwrap_or((unsigned, "0"));
@@ -637,10 +552,7 @@ fn resolve_plain(s: &str) -> Value {
     let is_float = (digits(int, 10) || (int.is_empty() && digits(frac, 10)))
         && (frac.is_empty() || digits(frac, 10))
         && digits(exponent.strip_prefix(['-', '+']).unwrap_or(exponent), 10);
-    match is_float
-        .then(|| s.parse::<f64>().ok().and_then(Number::from_f64))
-        .flatten()
-    {
+    match is_float.then(|| s.parse::<f64>().ok().and_then(Number::from_f64)).flatten() {
         Some(n) => Value::Number(n),
         None => Value::String(s.to_owned()),
     }
@@ -672,12 +584,7 @@ mod tests {
     }
 
     fn problems(text: &str) -> Vec<String> {
-        parse(text, &env)
-            .err()
-            .expect("problems")
-            .iter()
-            .map(|p| p.to_string())
-            .collect()
+        parse(text, &env).err().expect("problems").iter().map(|p| p.to_string()).collect()
     }
 
     #[test]
@@ -699,19 +606,12 @@ mod tests {
         assert_eq!(line(&["flows", "a", "steps", "0", "method"]), Some(10));
         assert_eq!(line(&["flows", "a", "steps", "1"]), Some(12));
         assert_eq!(doc.get(&p(&["inline", "port"])), Some(&json!(80)));
-        assert_eq!(
-            doc.get(&p(&["flows", "a", "steps", "1", "name"])),
-            Some(&json!("two"))
-        );
+        assert_eq!(doc.get(&p(&["flows", "a", "steps", "1", "name"])), Some(&json!("two")));
     }
 
     #[test]
     fn block_scalar_is_at_its_keys_line() {
-        let doc = parse(
-            "a: 1\nscript: |\n  line one\n  line two\nafter: x\n",
-            &no_env,
-        )
-        .unwrap();
+        let doc = parse("a: 1\nscript: |\n  line one\n  line two\nafter: x\n", &no_env).unwrap();
         assert_eq!(doc.line_of(&p(&["script"])), Some(2));
         assert_eq!(doc.line_of(&p(&["after"])), Some(5));
         assert_eq!(doc.value["script"], json!("line one\nline two\n"));
@@ -760,8 +660,7 @@ mod tests {
 
     #[test]
     fn env_problems_name_the_variable_with_its_line() {
-        let text =
-            "a: ok\ntoken: ${RAKURAKU_TOKEN}\nboth: ${X1}${TOKEN}${X2}\nopen: ${PORT\nempty: ${}\n";
+        let text = "a: ok\ntoken: ${RAKURAKU_TOKEN}\nboth: ${X1}${TOKEN}${X2}\nopen: ${PORT\nempty: ${}\n";
         let all = problems(text);
         assert_eq!(
             all,
@@ -775,49 +674,28 @@ mod tests {
         );
         assert!(all.iter().all(|p| !p.contains("s3cr3t")));
         let ja = parse("token: ${RAKURAKU_TOKEN}", &env).err().unwrap();
-        assert_eq!(
-            ja[0].message.ja,
-            "環境変数 RAKURAKU_TOKEN が設定されていません"
-        );
+        assert_eq!(ja[0].message.ja, "環境変数 RAKURAKU_TOKEN が設定されていません");
     }
 
     #[test]
     fn duplicate_keys_syntax_errors_merge_keys_and_documents() {
-        assert_eq!(
-            problems("a: 1\nb:\n  c: 2\n  c: 3\n"),
-            ["line 4: b.c: duplicate key `c`"]
-        );
+        assert_eq!(problems("a: 1\nb:\n  c: 2\n  c: 3\n"), ["line 4: b.c: duplicate key `c`"]);
         let syntax = parse("a: 1\nb: [1, 2\nc: 3\n", &no_env).err().unwrap();
         assert_eq!(syntax.len(), 1);
         assert_eq!(syntax[0].line, Some(3));
-        assert!(
-            syntax[0].message.ja.starts_with("YAML の構文エラー: "),
-            "{syntax:?}"
-        );
+        assert!(syntax[0].message.ja.starts_with("YAML の構文エラー: "), "{syntax:?}");
         let merge = problems("a: &x {b: 1}\nc:\n  <<: *x\n");
-        assert_eq!(
-            merge,
-            ["line 3: c.<<: merge keys (`<<`) are not supported; write the keys out"]
-        );
+        assert_eq!(merge, ["line 3: c.<<: merge keys (`<<`) are not supported; write the keys out"]);
         let docs = problems("a: 1\n---\nb: 2\n");
-        assert_eq!(
-            docs,
-            ["line 2: the file must contain a single YAML document (found another `---`)"]
-        );
-        assert_eq!(
-            parse("# only a comment\n", &no_env).unwrap().value,
-            Value::Null
-        );
+        assert_eq!(docs, ["line 2: the file must contain a single YAML document (found another `---`)"]);
+        assert_eq!(parse("# only a comment\n", &no_env).unwrap().value, Value::Null);
     }
 
     #[test]
     fn aliases_copy_the_anchored_value_at_the_alias_line() {
         let text = "base: &b\n  method: POST\n  retry: 3\nflows:\n  a: *b\n  list: [&n 1, *n]\n";
         let doc = parse(text, &no_env).unwrap();
-        assert_eq!(
-            doc.value["flows"]["a"],
-            json!({"method": "POST", "retry": 3})
-        );
+        assert_eq!(doc.value["flows"]["a"], json!({"method": "POST", "retry": 3}));
         assert_eq!(doc.value["flows"]["list"], json!([1, 1]));
         assert_eq!(doc.line_of(&p(&["flows", "a", "retry"])), Some(5));
         assert_eq!(doc.line_of(&p(&["base", "retry"])), Some(3));
@@ -851,86 +729,42 @@ mod tests {
             err.to_string(),
             "line 6: flows.a.steps[1].methd: unknown field `methd`, expected `method` or `port`"
         );
-        assert_eq!(
-            err.message.ja,
-            "不明なキー `methd` です。使えるキー: `method`, `port`"
-        );
+        assert_eq!(err.message.ja, "不明なキー `methd` です。使えるキー: `method`, `port`");
         let err = doc.deserialize_at::<Flow>(&flows.key("b")).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "line 9: flows.b.steps[0]: missing field `method`"
-        );
+        assert_eq!(err.to_string(), "line 9: flows.b.steps[0]: missing field `method`");
         assert_eq!(err.message.ja, "必須のキー `method` がありません");
         // A wrong type names the value only when it did not come from the environment.
         let err = doc.deserialize_at::<Flow>(&flows.key("c")).unwrap_err();
         assert_eq!(err.path, "flows.c.steps[0].port");
         assert_eq!(err.line, Some(13));
         assert_eq!(err.message.en, "invalid type: string \"***\", expected u16");
-        assert_eq!(
-            err.message.ja,
-            "型が正しくありません: string \"***\", expected u16"
-        );
+        assert_eq!(err.message.ja, "型が正しくありません: string \"***\", expected u16");
         let doc = parse("steps:\n  - method: [1]\n", &no_env).unwrap();
         let err = doc.deserialize_at::<Flow>(&Path::root()).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "line 2: steps[0].method: invalid type: sequence, expected a string"
-        );
+        assert_eq!(err.to_string(), "line 2: steps[0].method: invalid type: sequence, expected a string");
         // A missing sub-tree is null, reported at its nearest ancestor's line.
-        let err = doc
-            .deserialize_at::<u16>(&Path::root().key("missing"))
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "line 1: missing: invalid type: null, expected u16"
-        );
+        let err = doc.deserialize_at::<u16>(&Path::root().key("missing")).unwrap_err();
+        assert_eq!(err.to_string(), "line 1: missing: invalid type: null, expected u16");
     }
 
     #[test]
     fn path_display_quotes_keys_that_need_it() {
-        let path = Path::root()
-            .key("flows")
-            .key("approval-to-esm")
-            .key("steps")
-            .index(0)
-            .key("body");
+        let path = Path::root().key("flows").key("approval-to-esm").key("steps").index(0).key("body");
         assert_eq!(
             path.key("deals.deal.status").to_string(),
             "flows.approval-to-esm.steps[0].body.\"deals.deal.status\""
         );
-        assert_eq!(
-            Path::root()
-                .index(2)
-                .key("")
-                .key("a b")
-                .key("q\"")
-                .to_string(),
-            "[2].\"\".\"a b\".\"q\\\"\""
-        );
+        assert_eq!(Path::root().index(2).key("").key("a b").key("q\"").to_string(), "[2].\"\".\"a b\".\"q\\\"\"");
         assert_eq!(Path::root().to_string(), "");
-        let problem = Problem {
-            path: String::new(),
-            line: None,
-            message: Msg::new("m", "m"),
-        };
+        let problem = Problem { path: String::new(), line: None, message: Msg::new("m", "m") };
         assert_eq!(problem.to_string(), "m");
     }
 
     #[test]
     fn japanese_keys_and_values() {
-        let doc = parse(
-            "担当者:\n  山田太郎: 佐藤花子\n  件名: \"承認 ${NOPE:-済み}\"\n",
-            &no_env,
-        )
-        .unwrap();
-        assert_eq!(
-            doc.value,
-            json!({"担当者": {"山田太郎": "佐藤花子", "件名": "承認 済み"}})
-        );
+        let doc = parse("担当者:\n  山田太郎: 佐藤花子\n  件名: \"承認 ${NOPE:-済み}\"\n", &no_env).unwrap();
+        assert_eq!(doc.value, json!({"担当者": {"山田太郎": "佐藤花子", "件名": "承認 済み"}}));
         assert_eq!(doc.line_of(&p(&["担当者", "件名"])), Some(3));
-        assert_eq!(
-            problems("山田太郎: 1\n山田太郎: 2\n"),
-            ["line 2: 山田太郎: duplicate key `山田太郎`"]
-        );
+        assert_eq!(problems("山田太郎: 1\n山田太郎: 2\n"), ["line 2: 山田太郎: duplicate key `山田太郎`"]);
     }
 }

@@ -37,13 +37,19 @@ pub(super) async fn list_events(pool: &SqlitePool, f: &EventFilter) -> Result<Ve
         binds.push(Bind::Int(ms(u)));
     }
     if let Some(q) = &f.q {
-        clauses.push("(id = ? OR event_type LIKE ? ESCAPE '\\' OR body LIKE ? ESCAPE '\\' OR reason LIKE ? ESCAPE '\\')".into());
+        clauses.push(
+            "(id = ? OR event_type LIKE ? ESCAPE '\\' OR body LIKE ? ESCAPE '\\' OR reason LIKE ? ESCAPE '\\')".into(),
+        );
         binds.push(Bind::Text(q.clone()));
         for _ in 0..3 {
             binds.push(Bind::Text(contains(q)));
         }
     }
-    let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE {} ORDER BY id DESC LIMIT {}", clauses.join(" AND "), limit(f.limit));
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE {} ORDER BY id DESC LIMIT {}",
+        clauses.join(" AND "),
+        limit(f.limit)
+    );
     let mut q = sqlx::query(&sql);
     for b in binds {
         q = b.bind_to(q);
@@ -52,7 +58,11 @@ pub(super) async fn list_events(pool: &SqlitePool, f: &EventFilter) -> Result<Ve
 }
 
 pub(super) async fn get_event(pool: &SqlitePool, id: &str) -> Result<EventRecord> {
-    let row = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1")).bind(id).fetch_optional(pool).await.map_err(db)?;
+    let row = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .map_err(db)?;
     event_from_row(&row.ok_or(StoreError::NotFound)?)
 }
 
@@ -89,7 +99,9 @@ pub(super) fn delivery_where(f: &DeliveryFilter) -> (String, Vec<Bind>) {
         binds.push(Bind::Int(ms(u)));
     }
     if let Some(q) = &f.q {
-        clauses.push("(d.last_error LIKE ? ESCAPE '\\' OR d.order_key LIKE ? ESCAPE '\\' OR e.body LIKE ? ESCAPE '\\')".into());
+        clauses.push(
+            "(d.last_error LIKE ? ESCAPE '\\' OR d.order_key LIKE ? ESCAPE '\\' OR e.body LIKE ? ESCAPE '\\')".into(),
+        );
         for _ in 0..3 {
             binds.push(Bind::Text(contains(q)));
         }
@@ -111,11 +123,13 @@ pub(super) async fn list_deliveries(pool: &SqlitePool, f: &DeliveryFilter) -> Re
 }
 
 pub(super) async fn get_delivery(pool: &SqlitePool, id: i64) -> Result<DeliveryRecord> {
-    let row = sqlx::query(&format!("SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.id = ?1"))
-        .bind(id)
-        .fetch_optional(pool)
-        .await
-        .map_err(db)?;
+    let row = sqlx::query(&format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.id = ?1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map_err(db)?;
     delivery_from_row(&row.ok_or(StoreError::NotFound)?)
 }
 
@@ -173,10 +187,12 @@ pub(super) async fn queue_stats(pool: &SqlitePool) -> Result<QueueStats> {
             _ => stats.dead = n,
         }
     }
-    let oldest: Option<i64> = sqlx::query_scalar("SELECT MIN(created_at) FROM deliveries WHERE status IN ('pending', 'retrying', 'in_flight')")
-        .fetch_one(pool)
-        .await
-        .map_err(db)?;
+    let oldest: Option<i64> = sqlx::query_scalar(
+        "SELECT MIN(created_at) FROM deliveries WHERE status IN ('pending', 'retrying', 'in_flight')",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(db)?;
     stats.oldest_open_at = oldest.map(from_ms);
     Ok(stats)
 }

@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 use crate::*;
 
@@ -44,7 +46,11 @@ impl SqliteStore {
             .or_else(|| url.strip_prefix("sqlite:"))
             .ok_or_else(|| StoreError::Unavailable(format!("not a sqlite URL: {url}")))?;
         let memory = path == ":memory:";
-        let base = if memory { SqliteConnectOptions::from_str("sqlite::memory:").map_err(other)? } else { SqliteConnectOptions::new().filename(path) };
+        let base = if memory {
+            SqliteConnectOptions::from_str("sqlite::memory:").map_err(other)?
+        } else {
+            SqliteConnectOptions::new().filename(path)
+        };
         let opts = base
             .create_if_missing(true)
             .journal_mode(if memory { SqliteJournalMode::Memory } else { SqliteJournalMode::Wal })
@@ -55,13 +61,18 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10));
 
         let lock = if memory { None } else { Some(take_lock(path)?) };
-        let writer = SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(opts.clone()).await.map_err(unavailable)?;
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(opts.clone())
+            .await
+            .map_err(unavailable)?;
         migrate(&writer).await?;
         // An in-memory database exists per connection: readers must share the writer.
         let reader = if memory {
             writer.clone()
         } else {
-            SqlitePoolOptions::new().max_connections(4).connect_with(opts.read_only(true)).await.map_err(unavailable)?
+            SqlitePoolOptions::new().max_connections(4).connect_with(opts).await.map_err(unavailable)?
         };
         let store = SqliteStore { writer, reader, _lock: lock, path: (!memory).then(|| PathBuf::from(path)) };
         let released = store.release_all(now).await?;
@@ -88,7 +99,8 @@ impl SqliteStore {
 fn take_lock(path: &str) -> Result<std::fs::File> {
     let lock_path = format!("{path}.lock");
     if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
     }
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -97,17 +109,22 @@ fn take_lock(path: &str) -> Result<std::fs::File> {
         .open(&lock_path)
         .map_err(|e| StoreError::Unavailable(format!("cannot open {lock_path}: {e}")))?;
     file.try_lock().map_err(|_| {
-        StoreError::Unavailable(format!("{path} is in use by another renkei process (lock {lock_path}); one process per SQLite file"))
+        StoreError::Unavailable(format!(
+            "{path} is in use by another renkei process (lock {lock_path}); one process per SQLite file"
+        ))
     })?;
     Ok(file)
 }
 
 async fn migrate(pool: &SqlitePool) -> Result<()> {
-    sqlx::query("CREATE TABLE IF NOT EXISTS renkei_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
-        .execute(pool)
-        .await
-        .map_err(db)?;
-    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM renkei_migrations").fetch_all(pool).await.map_err(db)?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS renkei_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )
+    .execute(pool)
+    .await
+    .map_err(db)?;
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM renkei_migrations").fetch_all(pool).await.map_err(db)?;
     for (version, sql) in MIGRATIONS {
         if applied.contains(version) {
             continue;
@@ -136,7 +153,9 @@ pub(crate) fn from_ms(v: i64) -> DateTime<Utc> {
 pub(crate) fn db(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::RowNotFound => StoreError::NotFound,
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => StoreError::Unavailable(e.to_string()),
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            StoreError::Unavailable(e.to_string())
+        }
         sqlx::Error::Database(d) if is_unavailable_code(d.code().as_deref()) => StoreError::Unavailable(e.to_string()),
         _ => StoreError::Other(Box::new(e)),
     }
@@ -167,11 +186,23 @@ impl Store for SqliteStore {
         queue::record_rejected(&self.writer, r).await
     }
 
-    async fn claim(&self, owner: &str, now: DateTime<Utc>, lease_until: DateTime<Utc>, limit: usize) -> Result<Vec<Claimed>> {
+    async fn claim(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Claimed>> {
         queue::claim(&self.writer, owner, now, lease_until, limit).await
     }
 
-    async fn record_attempt(&self, owner: &str, attempt: NewAttempt, transition: Transition, now: DateTime<Utc>) -> Result<()> {
+    async fn record_attempt(
+        &self,
+        owner: &str,
+        attempt: NewAttempt,
+        transition: Transition,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         queue::record_attempt(&self.writer, owner, attempt, transition, now).await
     }
 
@@ -212,7 +243,12 @@ impl Store for SqliteStore {
         queue::retry_dead(&self.writer, f, now).await
     }
 
-    async fn add_deliveries(&self, event_id: &str, deliveries: Vec<NewDelivery>, now: DateTime<Utc>) -> Result<Vec<i64>> {
+    async fn add_deliveries(
+        &self,
+        event_id: &str,
+        deliveries: Vec<NewDelivery>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<i64>> {
         queue::add_deliveries(&self.writer, event_id, deliveries, now).await
     }
 
@@ -225,10 +261,17 @@ impl Store for SqliteStore {
     }
 
     async fn save_config(&self, text: &str, now: DateTime<Utc>) -> Result<()> {
-        let last: Option<String> =
-            sqlx::query_scalar("SELECT text FROM config_revisions ORDER BY id DESC LIMIT 1").fetch_optional(&self.writer).await.map_err(db)?;
+        let last: Option<String> = sqlx::query_scalar("SELECT text FROM config_revisions ORDER BY id DESC LIMIT 1")
+            .fetch_optional(&self.writer)
+            .await
+            .map_err(db)?;
         if last.as_deref() != Some(text) {
-            sqlx::query("INSERT INTO config_revisions (loaded_at, text) VALUES (?1, ?2)").bind(ms(now)).bind(text).execute(&self.writer).await.map_err(db)?;
+            sqlx::query("INSERT INTO config_revisions (loaded_at, text) VALUES (?1, ?2)")
+                .bind(ms(now))
+                .bind(text)
+                .execute(&self.writer)
+                .await
+                .map_err(db)?;
         }
         Ok(())
     }

@@ -66,7 +66,12 @@ pub(super) async fn ingest(pool: &SqlitePool, events: Vec<NewEvent>, now: DateTi
     Ok(out)
 }
 
-async fn insert_deliveries(tx: &mut Transaction<'_, Sqlite>, event_id: &str, deliveries: Vec<NewDelivery>, now: DateTime<Utc>) -> Result<Vec<i64>> {
+async fn insert_deliveries(
+    tx: &mut Transaction<'_, Sqlite>,
+    event_id: &str,
+    deliveries: Vec<NewDelivery>,
+    now: DateTime<Utc>,
+) -> Result<Vec<i64>> {
     let mut ids = Vec::with_capacity(deliveries.len());
     for d in deliveries {
         let id: i64 = sqlx::query_scalar(
@@ -109,7 +114,13 @@ pub(super) async fn record_rejected(pool: &SqlitePool, r: Rejected) -> Result<()
     Ok(())
 }
 
-pub(super) async fn claim(pool: &SqlitePool, owner: &str, now: DateTime<Utc>, lease_until: DateTime<Utc>, limit: usize) -> Result<Vec<Claimed>> {
+pub(super) async fn claim(
+    pool: &SqlitePool,
+    owner: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: usize,
+) -> Result<Vec<Claimed>> {
     let mut tx = pool.begin().await.map_err(db)?;
     // Due: pending or retrying whose time has come, or in flight with an expired lease. With an ordering key,
     // only the oldest open delivery of that key and flow is eligible, so a later event never overtakes.
@@ -162,13 +173,20 @@ pub(super) async fn claim(pool: &SqlitePool, owner: &str, now: DateTime<Utc>, le
         .collect()
 }
 
-pub(super) async fn record_attempt(pool: &SqlitePool, owner: &str, a: NewAttempt, t: Transition, now: DateTime<Utc>) -> Result<()> {
+pub(super) async fn record_attempt(
+    pool: &SqlitePool,
+    owner: &str,
+    a: NewAttempt,
+    t: Transition,
+    now: DateTime<Utc>,
+) -> Result<()> {
     let mut tx = pool.begin().await.map_err(db)?;
-    let holder: Option<Option<String>> = sqlx::query_scalar("SELECT lease_owner FROM deliveries WHERE id = ?1 AND status = 'in_flight'")
-        .bind(a.delivery_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?;
+    let holder: Option<Option<String>> =
+        sqlx::query_scalar("SELECT lease_owner FROM deliveries WHERE id = ?1 AND status = 'in_flight'")
+            .bind(a.delivery_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
     if holder.flatten().as_deref() != Some(owner) {
         // The lease ran out and another worker took the delivery: its result is the one that counts. The
         // attempt is still history, so keep it.
@@ -269,10 +287,16 @@ pub(super) async fn next_due(pool: &SqlitePool) -> Result<Option<DateTime<Utc>>>
 }
 
 pub(super) async fn retry_delivery(pool: &SqlitePool, id: i64, now: DateTime<Utc>) -> Result<()> {
-    let status: Option<String> = sqlx::query_scalar("SELECT status FROM deliveries WHERE id = ?1").bind(id).fetch_optional(pool).await.map_err(db)?;
+    let status: Option<String> = sqlx::query_scalar("SELECT status FROM deliveries WHERE id = ?1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .map_err(db)?;
     let status = status.ok_or(StoreError::NotFound)?;
     if !matches!(Status::parse(&status), Some(Status::Dead | Status::Retrying)) {
-        return Err(StoreError::Conflict(format!("delivery {id} is {status}; only dead or retrying deliveries can be retried")));
+        return Err(StoreError::Conflict(format!(
+            "delivery {id} is {status}; only dead or retrying deliveries can be retried"
+        )));
     }
     sqlx::query(
         "UPDATE deliveries SET status = 'pending', tries = 0, next_at = ?2, updated_at = ?2
@@ -301,13 +325,24 @@ pub(super) async fn retry_dead(pool: &SqlitePool, f: &DeliveryFilter, now: DateT
     Ok(q.execute(pool).await.map_err(db)?.rows_affected())
 }
 
-pub(super) async fn add_deliveries(pool: &SqlitePool, event_id: &str, deliveries: Vec<NewDelivery>, now: DateTime<Utc>) -> Result<Vec<i64>> {
+pub(super) async fn add_deliveries(
+    pool: &SqlitePool,
+    event_id: &str,
+    deliveries: Vec<NewDelivery>,
+    now: DateTime<Utc>,
+) -> Result<Vec<i64>> {
     let mut tx = pool.begin().await.map_err(db)?;
-    let status: Option<String> = sqlx::query_scalar("SELECT status FROM events WHERE id = ?1").bind(event_id).fetch_optional(&mut *tx).await.map_err(db)?;
+    let status: Option<String> = sqlx::query_scalar("SELECT status FROM events WHERE id = ?1")
+        .bind(event_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
     match status.as_deref() {
         None => return Err(StoreError::NotFound),
         Some("accepted") => {}
-        Some(_) => return Err(StoreError::Conflict(format!("event {event_id} was rejected; it has no parsed body to replay"))),
+        Some(_) => {
+            return Err(StoreError::Conflict(format!("event {event_id} was rejected; it has no parsed body to replay")))
+        }
     }
     let ids = insert_deliveries(&mut tx, event_id, deliveries, now).await?;
     tx.commit().await.map_err(db)?;

@@ -1,17 +1,19 @@
 //! Row ↔ record mapping, and the filter binds of dynamic queries.
 
 use renkei_core::delivery::Status;
-use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::query::Query;
+use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{Row, Sqlite};
 
 use super::{db, from_ms};
 use crate::*;
 
-pub(super) const EVENT_COLUMNS: &str = "id, source, event_type, status, reason, http_status, received_at, request_id, row_no,
+pub(super) const EVENT_COLUMNS: &str =
+    "id, source, event_type, status, reason, http_status, received_at, request_id, row_no,
     content_type, headers, query, body, raw, raw_truncated, dedupe_key";
 
-pub(super) const DELIVERY_COLUMNS: &str = "d.id, d.event_id, d.flow, d.status, d.order_key, d.step, d.tries, d.attempts, d.outputs,
+pub(super) const DELIVERY_COLUMNS: &str =
+    "d.id, d.event_id, d.flow, d.status, d.order_key, d.step, d.tries, d.attempts, d.outputs,
     d.next_at, d.lease_owner, d.lease_until, d.last_error, d.created_at, d.updated_at, e.source, e.event_type";
 
 pub(super) const ATTEMPT_COLUMNS: &str = "a.id, a.delivery_id, a.step, a.try_no, a.started_at, a.duration_ms, a.outcome, a.method, a.url,
@@ -52,7 +54,8 @@ pub(super) fn delivery_from_row(r: &SqliteRow) -> Result<DeliveryRecord> {
         id: r.try_get("id").map_err(db)?,
         event_id: r.try_get("event_id").map_err(db)?,
         flow: r.try_get("flow").map_err(db)?,
-        status: Status::parse(&status).ok_or_else(|| StoreError::Other(format!("unknown delivery status {status}").into()))?,
+        status: Status::parse(&status)
+            .ok_or_else(|| StoreError::Other(format!("unknown delivery status {status}").into()))?,
         order_key: r.try_get("order_key").map_err(db)?,
         step: r.try_get::<i64, _>("step").map_err(db)? as u32,
         tries: r.try_get::<i64, _>("tries").map_err(db)? as u32,
@@ -106,7 +109,10 @@ pub(super) enum Bind {
 }
 
 impl Bind {
-    pub(super) fn bind_to<'q>(self, q: Query<'q, Sqlite, SqliteArguments<'q>>) -> Query<'q, Sqlite, SqliteArguments<'q>> {
+    pub(super) fn bind_to<'q>(
+        self,
+        q: Query<'q, Sqlite, SqliteArguments<'q>>,
+    ) -> Query<'q, Sqlite, SqliteArguments<'q>> {
         match self {
             Bind::Text(s) => q.bind(s),
             Bind::Int(i) => q.bind(i),

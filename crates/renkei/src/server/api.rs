@@ -58,7 +58,10 @@ async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) ->
         _ => ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            Msg::new("a valid admin token is required (Authorization: Bearer …)", "有効な管理トークンが必要です（Authorization: Bearer …）"),
+            Msg::new(
+                "a valid admin token is required (Authorization: Bearer …)",
+                "有効な管理トークンが必要です（Authorization: Bearer …）",
+            ),
         )
         .lang(&headers)
         .into_response(),
@@ -88,14 +91,21 @@ fn status_param(s: &Option<String>) -> Result<Option<Status>, ApiError> {
         None => Ok(None),
         Some(v) => Status::parse(v).map(Some).ok_or_else(|| {
             let all = Status::ALL.map(Status::as_str).join(", ");
-            ApiError::bad_request(format!("unknown status `{v}`; use one of {all}"), format!("不明な状態 `{v}` です。{all} のいずれかを指定してください"))
+            ApiError::bad_request(
+                format!("unknown status `{v}`; use one of {all}"),
+                format!("不明な状態 `{v}` です。{all} のいずれかを指定してください"),
+            )
         }),
     }
 }
 
 fn before_id(b: &Option<String>) -> Result<Option<i64>, ApiError> {
     b.as_deref()
-        .map(|v| v.parse::<i64>().map_err(|_| ApiError::bad_request("`before` must be a delivery or attempt id", "before には ID を指定してください")))
+        .map(|v| {
+            v.parse::<i64>().map_err(|_| {
+                ApiError::bad_request("`before` must be a delivery or attempt id", "before には ID を指定してください")
+            })
+        })
         .transpose()
 }
 
@@ -106,7 +116,11 @@ fn page<T: serde::Serialize>(items: Vec<T>, limit: u32, cursor: impl Fn(&T) -> S
     Json(serde_json::json!({ "items": items, "next_before": next }))
 }
 
-async fn list_events(State(app): State<Arc<App>>, headers: HeaderMap, Query(p): Query<ListParams>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn list_events(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(p): Query<ListParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let f = EventFilter {
         source: p.source,
         event_type: p.event_type,
@@ -121,7 +135,11 @@ async fn list_events(State(app): State<Arc<App>>, headers: HeaderMap, Query(p): 
     Ok(page(items, f.limit, |e| e.id.clone()))
 }
 
-async fn get_event(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn get_event(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let event = app.store.get_event(&id).await.map_err(|e| not_found(e, "event", &headers))?;
     let deliveries = app
         .store
@@ -136,13 +154,20 @@ async fn get_event(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Pa
 }
 
 /// Runs a stored event through the flows of the current config again, as new deliveries.
-async fn replay_event(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn replay_event(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let event = app.store.get_event(&id).await.map_err(|e| not_found(e, "event", &headers))?;
     if event.status != "accepted" {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "rejected_event",
-            Msg::new("a rejected event has no parsed body to replay; ask the sender to send it again", "拒否されたイベントは再実行できません。送信元から再送してください"),
+            Msg::new(
+                "a rejected event has no parsed body to replay; ask the sender to send it again",
+                "拒否されたイベントは再実行できません。送信元から再送してください",
+            ),
         )
         .lang(&headers));
     }
@@ -152,7 +177,10 @@ async fn replay_event(State(app): State<Arc<App>>, headers: HeaderMap, Path(id):
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "unknown_source",
-            Msg::new(format!("source `{source}` is no longer configured"), format!("ソース `{source}` は現在の設定にありません")),
+            Msg::new(
+                format!("source `{source}` is no longer configured"),
+                format!("ソース `{source}` は現在の設定にありません"),
+            ),
         )
         .lang(&headers));
     }
@@ -161,12 +189,20 @@ async fn replay_event(State(app): State<Arc<App>>, headers: HeaderMap, Path(id):
         view.event_type = event_type;
     }
     let deliveries: Vec<_> = plan(loaded, &view).into_iter().map(super::ingress::new_delivery).collect();
-    let ids = app.store.add_deliveries(&id, deliveries, app.clock.now()).await.map_err(|e| ApiError::from(e).lang(&headers))?;
+    let ids = app
+        .store
+        .add_deliveries(&id, deliveries, app.clock.now())
+        .await
+        .map_err(|e| ApiError::from(e).lang(&headers))?;
     app.wake.notify_one();
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "event_id": id, "delivery_ids": ids }))).into_response())
 }
 
-async fn list_deliveries(State(app): State<Arc<App>>, headers: HeaderMap, Query(p): Query<ListParams>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn list_deliveries(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(p): Query<ListParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let f = DeliveryFilter {
         flow: p.flow,
         source: p.source,
@@ -182,7 +218,11 @@ async fn list_deliveries(State(app): State<Arc<App>>, headers: HeaderMap, Query(
     Ok(page(items, f.limit, |d| d.id.to_string()))
 }
 
-async fn get_delivery(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<i64>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn get_delivery(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let d = app.store.get_delivery(id).await.map_err(|e| not_found(e, "delivery", &headers))?;
     let attempts = app
         .store
@@ -194,7 +234,11 @@ async fn get_delivery(State(app): State<Arc<App>>, headers: HeaderMap, Path(id):
     Ok(Json(v))
 }
 
-async fn retry_delivery(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<i64>) -> Result<Response, ApiError> {
+async fn retry_delivery(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Result<Response, ApiError> {
     let d = app.store.retry_delivery(id, app.clock.now()).await.map_err(|e| not_found(e, "delivery", &headers))?;
     app.wake.notify_one();
     Ok((StatusCode::ACCEPTED, Json(d)).into_response())
@@ -211,15 +255,24 @@ struct RetryFilter {
 }
 
 /// Retries every dead delivery matching the filter (all dead deliveries when the body is `{}`).
-async fn retry_dead(State(app): State<Arc<App>>, headers: HeaderMap, body: Option<Json<RetryFilter>>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn retry_dead(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Option<Json<RetryFilter>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let f = body.map(|Json(f)| f).unwrap_or_default();
-    let filter = DeliveryFilter { flow: f.flow, source: f.source, since: f.since, until: f.until, q: f.q, ..Default::default() };
+    let filter =
+        DeliveryFilter { flow: f.flow, source: f.source, since: f.since, until: f.until, q: f.q, ..Default::default() };
     let n = app.store.retry_dead(&filter, app.clock.now()).await.map_err(|e| ApiError::from(e).lang(&headers))?;
     app.wake.notify_one();
     Ok(Json(serde_json::json!({ "retried": n })))
 }
 
-async fn list_attempts(State(app): State<Arc<App>>, headers: HeaderMap, Query(p): Query<ListParams>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn list_attempts(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(p): Query<ListParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let f = AttemptFilter {
         delivery_id: p.delivery_id,
         flow: p.flow,

@@ -29,7 +29,11 @@ impl ApiError {
     }
 
     pub fn not_found(what: &str) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", Msg::new(format!("{what} not found"), format!("{what} が見つかりません")))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            Msg::new(format!("{what} not found"), format!("{what} が見つかりません")),
+        )
     }
 
     pub fn bad_request(en: impl Into<String>, ja: impl Into<String>) -> ApiError {
@@ -48,7 +52,10 @@ impl ApiError {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "storage_unavailable",
-            Msg::new("storage is unavailable; nothing was stored, please send again later", "ストレージが利用できません。何も保存されていないので、後で再送してください"),
+            Msg::new(
+                "storage is unavailable; nothing was stored, please send again later",
+                "ストレージが利用できません。何も保存されていないので、後で再送してください",
+            ),
         )
     }
 }
@@ -57,7 +64,11 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {
             StoreError::NotFound => ApiError::not_found("record"),
-            StoreError::Conflict(msg) => ApiError::new(StatusCode::CONFLICT, "conflict", Msg::new(msg.clone(), format!("現在の状態では実行できません: {msg}"))),
+            StoreError::Conflict(msg) => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                Msg::new(msg.clone(), format!("現在の状態では実行できません: {msg}")),
+            ),
             StoreError::Unavailable(cause) => {
                 tracing::error!(%cause, "storage unavailable");
                 ApiError::unavailable()

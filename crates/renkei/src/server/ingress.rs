@@ -28,7 +28,13 @@ use subtle::ConstantTimeEq;
 use super::ApiError;
 use crate::app::App;
 
-pub async fn receive(State(app): State<Arc<App>>, Path(source): Path<String>, RawQuery(raw_query): RawQuery, headers: HeaderMap, body: Body) -> Response {
+pub async fn receive(
+    State(app): State<Arc<App>>,
+    Path(source): Path<String>,
+    RawQuery(raw_query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let now = app.clock.now();
     let query = parse_query(raw_query.as_deref());
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -37,7 +43,16 @@ pub async fn receive(State(app): State<Arc<App>>, Path(source): Path<String>, Ra
 
     // Read at most limit + 1 bytes: enough to know the body is too large without holding all of it.
     let (bytes, too_large) = read_limited(body, limit).await;
-    let reject = Rejection { app: &app, source: &source, now, headers: &headers, query: &query, content_type: content_type.as_deref(), bytes: &bytes, truncated: too_large };
+    let reject = Rejection {
+        app: &app,
+        source: &source,
+        now,
+        headers: &headers,
+        query: &query,
+        content_type: content_type.as_deref(),
+        bytes: &bytes,
+        truncated: too_large,
+    };
 
     let Some((name, src)) = cfg.sources.get_key_value(source.as_str()) else {
         return reject
@@ -56,7 +71,10 @@ pub async fn receive(State(app): State<Arc<App>>, Path(source): Path<String>, Ra
             .answer(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
-                Msg::new(format!("the body is larger than the limit of {limit} bytes"), format!("本文が上限 {limit} バイトを超えています")),
+                Msg::new(
+                    format!("the body is larger than the limit of {limit} bytes"),
+                    format!("本文が上限 {limit} バイトを超えています"),
+                ),
             ))
             .await;
     }
@@ -73,7 +91,9 @@ pub async fn receive(State(app): State<Arc<App>>, Path(source): Path<String>, Ra
 
     let split = src.splits(parsed.kind);
     let rows: Vec<(Option<u32>, serde_json::Value)> = match (split, parsed.value) {
-        (true, serde_json::Value::Array(items)) => items.into_iter().enumerate().map(|(i, v)| (Some(i as u32 + 1), v)).collect(),
+        (true, serde_json::Value::Array(items)) => {
+            items.into_iter().enumerate().map(|(i, v)| (Some(i as u32 + 1), v)).collect()
+        }
         (_, value) => vec![(None, value)],
     };
     let request_id = uuid::Uuid::now_v7().to_string();
@@ -99,11 +119,13 @@ pub async fn receive(State(app): State<Arc<App>>, Path(source): Path<String>, Ra
         Ok(outcomes) => {
             app.wake.notify_one();
             for o in &outcomes {
-                app.metrics.event(&source, if matches!(o, Ingested::Duplicate { .. }) { "duplicate" } else { "accepted" });
+                app.metrics
+                    .event(&source, if matches!(o, Ingested::Duplicate { .. }) { "duplicate" } else { "accepted" });
             }
             if split {
                 let rows: Vec<_> = outcomes.iter().enumerate().map(|(i, o)| row_result(i + 1, o)).collect();
-                (StatusCode::MULTI_STATUS, Json(serde_json::json!({ "request_id": request_id, "events": rows }))).into_response()
+                (StatusCode::MULTI_STATUS, Json(serde_json::json!({ "request_id": request_id, "events": rows })))
+                    .into_response()
             } else {
                 let o = outcomes.into_iter().next().expect("one event in, one outcome out");
                 (StatusCode::ACCEPTED, Json(single_result(&o))).into_response()
@@ -119,7 +141,15 @@ pub async fn receive(State(app): State<Arc<App>>, Path(source): Path<String>, Ra
 
 /// Classifies and plans one event; a template failure here still stores the event, with dead deliveries
 /// that say why, so nothing is lost and the event can be replayed once the config is fixed.
-fn new_event(app: &App, name: &Name, src: &Source, view: &mut EventView, request_id: &str, content_type: Option<String>, now: DateTime<Utc>) -> NewEvent {
+fn new_event(
+    app: &App,
+    name: &Name,
+    src: &Source,
+    view: &mut EventView,
+    request_id: &str,
+    content_type: Option<String>,
+    now: DateTime<Utc>,
+) -> NewEvent {
     let loaded = &app.loaded;
     let (deliveries, dedupe) = match classify(loaded, name, view) {
         Ok((event_type, dedupe)) => {
@@ -134,7 +164,12 @@ fn new_event(app: &App, name: &Name, src: &Source, view: &mut EventView, request
                 .flows
                 .iter()
                 .filter(|(_, f)| f.enabled && f.source == *name)
-                .map(|(flow, _)| NewDelivery { flow: flow.to_string(), status: Status::Dead, order_key: None, error: Some(e.clone()) })
+                .map(|(flow, _)| NewDelivery {
+                    flow: flow.to_string(),
+                    status: Status::Dead,
+                    order_key: None,
+                    error: Some(e.clone()),
+                })
                 .collect();
             (deliveries, None)
         }
@@ -213,9 +248,13 @@ fn authenticate(src: &Source, headers: &HeaderMap, query: &[(String, String)]) -
             return Err(unauthorized("HTTP Basic credentials are required", "HTTP Basic 認証の資格情報が必要です"));
         };
         let (user, pass) = given.split_once(':').unwrap_or((&given, ""));
-        let ok = user.as_bytes().ct_eq(basic.username.as_bytes()) & pass.as_bytes().ct_eq(basic.password.expose().as_bytes());
+        let ok = user.as_bytes().ct_eq(basic.username.as_bytes())
+            & pass.as_bytes().ct_eq(basic.password.expose().as_bytes());
         if !bool::from(ok) {
-            return Err(unauthorized("the user name or password is wrong", "ユーザー名またはパスワードが正しくありません"));
+            return Err(unauthorized(
+                "the user name or password is wrong",
+                "ユーザー名またはパスワードが正しくありません",
+            ));
         }
     }
     Ok(())
@@ -249,14 +288,17 @@ impl Rejection<'_> {
             raw,
             raw_truncated: self.truncated || self.bytes.len() > max,
         };
-        self.app.metrics.event(self.source, err.code);
+        // Only configured names become metric labels: a caller must not be able to mint new series.
+        let label = if self.app.loaded.config.sources.contains_key(self.source) { self.source } else { "_unknown" };
+        self.app.metrics.event(label, err.code);
         tracing::info!(source = %self.source, status = err.status.as_u16(), code = err.code, "request rejected: {}", err.message.en);
         if let Err(e) = self.app.store.record_rejected(rejected).await {
             tracing::warn!(error = %e, "could not record a rejected request");
         }
         let mut resp = err.lang(self.headers).into_response();
         if resp.status() == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"renkei\""));
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"renkei\""));
         }
         resp
     }

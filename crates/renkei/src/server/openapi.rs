@@ -11,11 +11,16 @@ pub async fn document() -> Json<serde_json::Value> {
 pub fn spec() -> serde_json::Value {
     let error = serde_json::json!({ "$ref": "#/components/schemas/Error" });
     let list_params = |names: &[&str]| -> Vec<serde_json::Value> {
-        names.iter().map(|n| serde_json::json!({ "name": n, "in": "query", "required": false, "schema": { "type": "string" } })).collect()
+        names
+            .iter()
+            .map(|n| serde_json::json!({ "name": n, "in": "query", "required": false, "schema": { "type": "string" } }))
+            .collect()
     };
-    let id_param = |kind: &str| serde_json::json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": kind } }]);
+    let id_param =
+        |kind: &str| serde_json::json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": kind } }]);
     let ok = |desc: &str| serde_json::json!({ "description": desc, "content": { "application/json": { "schema": { "type": "object" } } } });
-    let err = |desc: &str| serde_json::json!({ "description": desc, "content": { "application/json": { "schema": error } } });
+    let err =
+        |desc: &str| serde_json::json!({ "description": desc, "content": { "application/json": { "schema": error } } });
     serde_json::json!({
         "openapi": "3.0.3",
         "info": {

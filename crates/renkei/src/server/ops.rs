@@ -27,7 +27,11 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     let now = app.clock.now();
     let stats = app.store.queue_stats(now).await.unwrap_or_default();
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], app.metrics.render(&stats, now)).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        app.metrics.render(&stats, now),
+    )
+        .into_response()
 }
 
 pub async fn index() -> Html<&'static str> {

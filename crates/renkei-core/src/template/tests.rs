@@ -1,0 +1,117 @@
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use serde_json::json;
+
+use super::*;
+
+fn engine() -> Engine {
+    let mut rows = IndexMap::new();
+    rows.insert(
+        "山田太郎".to_owned(),
+        json!({"applicant": "山田太郎", "approver1": "佐藤花子"}).as_object().unwrap().clone(),
+    );
+    let mut tables = IndexMap::new();
+    tables.insert(Name::parse("approvers").unwrap(), Table { key: "applicant".into(), rows });
+    Engine::new(Arc::new(tables))
+}
+
+fn ctx(body: serde_json::Value) -> Value {
+    minijinja::context! { body => Value::from_serialize(&body), event => minijinja::context! { type => "t" } }
+}
+
+/// Renders a body tree: one helper, many small cases.
+fn tree(spec: serde_json::Value, body: serde_json::Value) -> Result<serde_json::Value, String> {
+    let mut e = engine();
+    e.add_tree(&spec)?;
+    e.render_tree(&spec, &ctx(body))
+}
+
+#[test]
+fn a_lone_expression_keeps_its_type() {
+    assert_eq!(tree(json!({"n": "{{ body.n }}"}), json!({"n": 5})).unwrap(), json!({"n": 5}));
+    assert_eq!(tree(json!({"l": "{{ body.l }}"}), json!({"l": [1, "a"]})).unwrap(), json!({"l": [1, "a"]}));
+    assert_eq!(tree(json!({"b": "{{ body.n > 3 }}"}), json!({"n": 5})).unwrap(), json!({"b": true}));
+    assert_eq!(tree(json!({"s": "no {{ body.n }}"}), json!({"n": 5})).unwrap(), json!({"s": "no 5"}));
+    assert_eq!(tree(json!({"lit": "plain", "k": 1}), json!({})).unwrap(), json!({"lit": "plain", "k": 1}));
+}
+
+#[test]
+fn quotes_and_newlines_cannot_break_tree_bodies() {
+    let v = tree(json!({"name": "{{ body.name }}様"}), json!({"name": "a\"b\nc"})).unwrap();
+    assert_eq!(v, json!({"name": "a\"b\nc様"}));
+}
+
+#[test]
+fn dotted_keys_stay_literal() {
+    let v = tree(json!({"deals.deal.status": "{{ event.type }}"}), json!({})).unwrap();
+    assert_eq!(v, json!({"deals.deal.status": "t"}));
+}
+
+#[test]
+fn lookup_reads_tables() {
+    let v = tree(json!({"a": "{{ lookup('approvers', body.who).approver1 }}"}), json!({"who": "山田太郎"})).unwrap();
+    assert_eq!(v, json!({"a": "佐藤花子"}));
+    let missing = tree(json!({"a": "{{ lookup('approvers', body.who).approver1 }}"}), json!({"who": "誰か"}));
+    assert!(missing.is_err(), "{missing:?}");
+    let err = tree(json!({"a": "{{ lookup('nope', 'x') }}"}), json!({})).unwrap_err();
+    assert!(err.contains("there is no table `nope`"), "{err}");
+}
+
+#[test]
+fn undefined_values_are_errors_with_the_key() {
+    let err = tree(json!({"x": {"y": "{{ body.missing }}"}}), json!({})).unwrap_err();
+    assert!(err.starts_with("x: y: "), "{err}");
+    assert!(err.contains("undefined"), "{err}");
+    // ...unless the template says what to do.
+    assert_eq!(tree(json!({"y": "{{ body.missing | default('-') }}"}), json!({})).unwrap(), json!({"y": "-"}));
+    assert_eq!(
+        tree(json!({"y": "{% if body.missing %}a{% else %}b{% endif %}"}), json!({})).unwrap(),
+        json!({"y": "b"})
+    );
+}
+
+#[test]
+fn raw_json_templates_escape_strings_and_must_parse() {
+    let mut e = engine();
+    let t = Tmpl(r#"{"name": "{{ body.name }}", "n": {{ body.n }}, "tags": {{ body.tags }}}"#.into());
+    e.add_json(&t).unwrap();
+    let v = e.render_json(&t, &ctx(json!({"name": "山田 \"特急\"\n\\", "n": 3, "tags": ["a"]}))).unwrap();
+    assert_eq!(v, json!({"name": "山田 \"特急\"\n\\", "n": 3, "tags": ["a"]}));
+
+    let broken = Tmpl(r#"{"name": {{ body.name }}}"#.into());
+    e.add_json(&broken).unwrap();
+    let err = e.render_json(&broken, &ctx(json!({"name": "x"}))).unwrap_err();
+    assert!(err.contains("not valid JSON (line 1"), "{err}");
+}
+
+#[test]
+fn compile_errors_say_where() {
+    let mut e = engine();
+    let err = e.add(&Tmpl("{{ body.name | nosuchfilter }}".into())).unwrap_err();
+    assert!(err.contains("nosuchfilter"), "{err}");
+    let err = e.add(&Tmpl("{{ body.name ".into())).unwrap_err();
+    assert!(err.contains("line 1"), "{err}");
+    assert!(e.check_expr("event.type is startingwith('x')").is_ok());
+    assert!(e.check_expr("event.type ==").is_err());
+}
+
+#[test]
+fn steps_by_index_and_name() {
+    let mut e = engine();
+    let steps =
+        Arc::new(Steps { outputs: vec![(Some("find".into()), Value::from_serialize(json!({"body": {"id": 7}})))] });
+    let c = minijinja::context! { steps => Value::from_dyn_object(steps) };
+    let t = Tmpl("{{ steps[0].body.id }}-{{ steps.find.body.id }}".into());
+    e.add(&t).unwrap();
+    assert_eq!(e.render(&t, &c).unwrap(), "7-7");
+}
+
+#[test]
+fn single_expression_detection() {
+    assert_eq!(single_expression("{{ a.b }}"), Some("a.b"));
+    assert_eq!(single_expression("  {{a}}  "), Some("a"));
+    assert_eq!(single_expression("{{ a }} {{ b }}"), None);
+    assert_eq!(single_expression("x{{ a }}"), None);
+    assert_eq!(single_expression("{% if a %}{{ a }}{% endif %}"), None);
+}

@@ -1,0 +1,304 @@
+//! The one test harness: the real app on port 0 with a fresh SQLite file, a manual clock, a worker that
+//! tests drain by hand, and a recording receiver that answers what the test says.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use renkei::app::App;
+use renkei::clock::ManualClock;
+use renkei::worker::Worker;
+use renkei_core::config::load;
+use renkei_store::sqlite::SqliteStore;
+use tempfile::TempDir;
+use tokio::sync::Notify;
+
+pub const ADMIN: &str = "test-admin-token";
+
+pub fn t0() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-22T09:00:00+09:00").unwrap().with_timezone(&Utc)
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    pub worker: Arc<Worker>,
+    pub clock: Arc<ManualClock>,
+    pub http: reqwest::Client,
+    pub dir: Arc<TempDir>,
+    config: String,
+    env: Vec<(String, String)>,
+    server: tokio::task::JoinHandle<()>,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Starts renkei with `config` (YAML). `${VAR}` is looked up in `env` only, never the process environment.
+pub async fn spawn_app(config: &str) -> TestApp {
+    spawn_app_env(config, &[]).await
+}
+
+pub async fn spawn_app_env(config: &str, env: &[(&str, &str)]) -> TestApp {
+    let dir = Arc::new(TempDir::new().unwrap());
+    let clock = Arc::new(ManualClock::new(t0()));
+    let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    start(config.to_owned(), env, dir, clock).await
+}
+
+async fn start(config: String, env: Vec<(String, String)>, dir: Arc<TempDir>, clock: Arc<ManualClock>) -> TestApp {
+    let lookup: HashMap<String, String> = env.iter().cloned().collect();
+    let base = dir.path().to_path_buf();
+    let loaded =
+        load(&config, &|k| lookup.get(k).cloned(), &|f| std::fs::read(base.join(f)).map_err(|e| e.to_string()))
+            .unwrap_or_else(|problems| panic!("test config does not load: {problems:#?}"));
+    let url = format!("sqlite://{}", dir.path().join("renkei.db").display());
+    let store = SqliteStore::open(&url, clock.now_utc()).await.expect("open store");
+    let app = App::new(Arc::new(loaded), Arc::new(store), clock.clone(), Some(ADMIN.to_owned()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(renkei::server::serve(listener, app.clone(), async move {
+        let _ = stopped.await;
+    }));
+    let server = tokio::spawn(async move {
+        server.await.unwrap().unwrap();
+    });
+    let worker = Arc::new(Worker::new(app.clone()));
+    TestApp { addr, app, worker, clock, http: reqwest::Client::new(), dir, config, env, server, stop }
+}
+
+trait NowUtc {
+    fn now_utc(&self) -> DateTime<Utc>;
+}
+
+impl NowUtc for ManualClock {
+    fn now_utc(&self) -> DateTime<Utc> {
+        renkei::clock::Clock::now(self)
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn post(&self, path: &str, content_type: &str, body: impl Into<Vec<u8>>) -> Answer {
+        Answer::read(
+            self.http.post(self.url(path)).header("content-type", content_type).body(body.into()).send().await.unwrap(),
+        )
+        .await
+    }
+
+    pub async fn post_json(&self, path: &str, body: serde_json::Value) -> Answer {
+        self.post(path, "application/json", body.to_string()).await
+    }
+
+    /// Runs the worker until nothing is due at the clock's current time.
+    pub async fn drain(&self) -> usize {
+        self.worker.drain().await.expect("worker drain")
+    }
+
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+
+    pub async fn api(&self, path: &str) -> serde_json::Value {
+        let r = self.http.get(self.url(&format!("/api/v1{path}"))).bearer_auth(ADMIN).send().await.unwrap();
+        assert_eq!(r.status(), 200, "GET {path}");
+        r.json().await.unwrap()
+    }
+
+    pub async fn api_post(&self, path: &str, body: serde_json::Value) -> Answer {
+        Answer::read(
+            self.http.post(self.url(&format!("/api/v1{path}"))).bearer_auth(ADMIN).json(&body).send().await.unwrap(),
+        )
+        .await
+    }
+
+    /// The deliveries, oldest first.
+    pub async fn deliveries(&self) -> Vec<serde_json::Value> {
+        let mut items = self.api("/deliveries?limit=500").await["items"].as_array().unwrap().clone();
+        items.reverse();
+        items
+    }
+
+    pub async fn delivery(&self, id: i64) -> serde_json::Value {
+        self.api(&format!("/deliveries/{id}")).await
+    }
+
+    /// Stops this app (as a crash would: nothing is released) and starts a new one on the same database,
+    /// config and clock.
+    pub async fn restart(self) -> TestApp {
+        let TestApp { app, worker, clock, dir, config, env, server, stop, http, .. } = self;
+        // Close the client's connections so the server's graceful stop completes.
+        drop(http);
+        let _ = stop.send(());
+        server.await.unwrap();
+        drop(worker);
+        let store = app.store.clone();
+        drop(app);
+        // The store (and its file lock) goes when the last handle does.
+        assert_eq!(Arc::strong_count(&store), 1, "something still holds the store");
+        drop(store);
+        start(config, env, dir, clock).await
+    }
+}
+
+/// A response read whole.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub text: String,
+}
+
+impl Answer {
+    async fn read(r: reqwest::Response) -> Answer {
+        Answer { status: r.status().as_u16(), text: r.text().await.unwrap() }
+    }
+
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+}
+
+/// What the receiver got.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Received {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// How the receiver answers one request.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    /// Never answer (until the test ends): a target that hangs.
+    pub hang: bool,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Reply {
+        Reply { status, headers: Vec::new(), body: String::new(), hang: false }
+    }
+
+    pub fn json(status: u16, body: serde_json::Value) -> Reply {
+        Reply {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.to_string(),
+            hang: false,
+        }
+    }
+
+    pub fn header(mut self, k: &str, v: &str) -> Reply {
+        self.headers.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn hang() -> Reply {
+        Reply { hang: true, ..Reply::status(200) }
+    }
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    received: Mutex<Vec<Received>>,
+    script: Mutex<VecDeque<Reply>>,
+    arrived: Notify,
+}
+
+/// A recording HTTP receiver: answers from a script, then 200.
+#[derive(Clone)]
+pub struct Receiver {
+    pub url: String,
+    state: Arc<ReceiverState>,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let state = Arc::new(ReceiverState::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let router = axum::Router::new().fallback(record).with_state(state.clone());
+        tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        Receiver { url, state }
+    }
+
+    /// Queues answers for the next requests, in order.
+    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.state.script.lock().unwrap().extend(replies);
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().unwrap().clone()
+    }
+
+    /// Waits until `n` requests have arrived (fails the test after 10 s).
+    pub async fn wait_for(&self, n: usize) {
+        let wait = async {
+            loop {
+                let notified = self.state.arrived.notified();
+                if self.state.received.lock().unwrap().len() >= n {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .unwrap_or_else(|_| panic!("receiver did not get {n} requests"));
+    }
+}
+
+async fn record(
+    State(state): State<Arc<ReceiverState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    state.received.lock().unwrap().push(Received {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+        query: uri.query().map(str::to_owned),
+        headers,
+        body,
+    });
+    state.arrived.notify_waiters();
+    let reply = state.script.lock().unwrap().pop_front().unwrap_or(Reply::status(200));
+    if reply.hang {
+        std::future::pending::<()>().await;
+    }
+    let mut resp = (StatusCode::from_u16(reply.status).unwrap(), reply.body).into_response();
+    for (k, v) in reply.headers {
+        resp.headers_mut().insert(axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+    }
+    resp
+}

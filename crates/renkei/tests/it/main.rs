@@ -1,0 +1,8 @@
+//! renkei's integration tests: the real server on port 0, a real SQLite file, a recording receiver.
+//! One binary, one harness (`harness.rs`); a file per part of the engine.
+
+mod harness;
+
+mod delivery;
+mod ingress;
+mod ops;
