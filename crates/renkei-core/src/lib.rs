@@ -7,6 +7,7 @@
 
 pub mod body;
 pub mod config;
+pub mod dates;
 pub mod delivery;
 pub mod event;
 pub mod flow;

@@ -59,6 +59,9 @@ impl Engine {
         });
         env.set_formatter(json_string_formatter);
         env.add_function("lookup", move |table: String, key: Value| lookup(&tables, &table, &key));
+        env.add_filter("date", date_filter);
+        env.add_filter("datetime", datetime_filter);
+        env.add_filter("wareki", wareki_filter);
         env
     }
 
@@ -173,6 +176,39 @@ impl Engine {
             _ => Ok(()),
         }
     }
+}
+
+/// `{{ body.d | date }}` → `2026-11-22`; `{{ body.d | date('%Y/%m/%d') }}` → `2026/11/22`. Reads every
+/// common Japanese form (`2026年11月22日`, `R8.11.22`, `令和8年11月22日`, `2026/11/22`, ISO).
+fn date_filter(value: String, fmt: Option<String>) -> Result<String, Error> {
+    let d = crate::dates::parse_date(&value)
+        .ok_or_else(|| Error::new(ErrorKind::InvalidOperation, format!("date: `{value}` is not a date")))?;
+    Ok(crate::dates::format_date(d, fmt.as_deref().unwrap_or("%Y-%m-%d")))
+}
+
+/// `{{ body.t | datetime }}` → RFC 3339 in UTC (`2026-11-22T01:30:00Z`, what kintone wants);
+/// `{{ body.t | datetime('%Y-%m-%d %H:%M') }}` formats in JST. A time without an offset is JST.
+fn datetime_filter(value: String, fmt: Option<String>) -> Result<String, Error> {
+    let t = crate::dates::parse_datetime(&value)
+        .ok_or_else(|| Error::new(ErrorKind::InvalidOperation, format!("datetime: `{value}` is not a date-time")))?;
+    Ok(match fmt {
+        None => t.with_timezone(&chrono::Utc).format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        Some(f) => {
+            let local = t.with_timezone(&crate::dates::jst());
+            let mut out = String::new();
+            use std::fmt::Write as _;
+            write!(out, "{}", local.format(&f))
+                .map_err(|_| Error::new(ErrorKind::InvalidOperation, format!("datetime: bad format `{f}`")))?;
+            out
+        }
+    })
+}
+
+/// `{{ body.d | wareki }}` → `令和8年11月22日`.
+fn wareki_filter(value: String) -> Result<String, Error> {
+    crate::dates::parse_date(&value).and_then(crate::dates::wareki).ok_or_else(|| {
+        Error::new(ErrorKind::InvalidOperation, format!("wareki: `{value}` is not a date in the era range"))
+    })
 }
 
 fn is_unknown_name(e: &Error) -> bool {

@@ -220,7 +220,7 @@ impl Worker {
             let attempt = self.attempt_record(&c, index, tries, started, &req, response, &result, &outcome);
             let done = !matches!(transition, Transition::Advance { .. });
             let label = transition_label(&transition);
-            match self.app.store.record_attempt(&self.owner, attempt, transition, self.app.clock.now()).await {
+            match self.record(attempt, transition).await {
                 Ok(()) => {}
                 Err(StoreError::Conflict(msg)) => {
                     tracing::warn!(delivery = d.id, %msg, "lease lost; another worker owns this delivery now");
@@ -260,11 +260,33 @@ impl Worker {
             error: error.map(|e| self.app.loaded.redactor.text(&e).into_owned()),
         };
         tracing::warn!(delivery = c.delivery.id, flow = %c.delivery.flow, "delivery failed before sending: {}", attempt.error.as_deref().unwrap_or(""));
-        if let Err(e) = self.app.store.record_attempt(&self.owner, attempt, transition, self.app.clock.now()).await {
+        if let Err(e) = self.record(attempt, transition).await {
             tracing::error!(delivery = c.delivery.id, error = %e, "recording a failed delivery failed");
             return;
         }
         self.app.metrics.delivery(&c.delivery.flow, "dead");
+    }
+
+    /// Stores an attempt and its transition. A store that is briefly unavailable (locked, I/O hiccup) is tried
+    /// again a few times: giving up means the delivery waits for its lease to run out and is sent again.
+    async fn record(&self, attempt: NewAttempt, transition: Transition) -> Result<(), StoreError> {
+        let mut wait = Duration::from_millis(50);
+        for _ in 0..5 {
+            match self
+                .app
+                .store
+                .record_attempt(&self.owner, attempt.clone(), transition.clone(), self.app.clock.now())
+                .await
+            {
+                Err(StoreError::Unavailable(e)) => {
+                    tracing::warn!(delivery = attempt.delivery_id, error = %e, "storage unavailable; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                other => return other,
+            }
+        }
+        self.app.store.record_attempt(&self.owner, attempt, transition, self.app.clock.now()).await
     }
 
     #[allow(clippy::too_many_arguments)]

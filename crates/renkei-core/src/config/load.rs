@@ -122,6 +122,9 @@ pub fn load(
         if let Some(t) = &src.dedupe {
             cx.compile(&p.key("dedupe"), engine.add(t));
         }
+        if let Err(m) = src.csv.validate() {
+            cx.problem(&p.key("csv"), m);
+        }
         if let Some(auth) = &src.auth {
             if auth.token.is_none() && auth.basic.is_none() {
                 cx.problem(
@@ -401,6 +404,9 @@ impl Cx<'_> {
             );
             return;
         };
+        if let Err(m) = step.csv.validate() {
+            self.problem(&p.key("csv"), m);
+        }
         let method = step.method().to_ascii_uppercase();
         if !METHODS.contains(&method.as_str()) {
             self.problem(

@@ -115,3 +115,25 @@ fn single_expression_detection() {
     assert_eq!(single_expression("x{{ a }}"), None);
     assert_eq!(single_expression("{% if a %}{{ a }}{% endif %}"), None);
 }
+
+#[test]
+fn japanese_dates_in_templates() {
+    let cases = [
+        ("{{ body.d | date }}", "R8.11.22", "2026-11-22"),
+        ("{{ body.d | date('%Y/%m/%d') }}", "2026年1月5日", "2026/01/05"),
+        ("{{ body.d | datetime }}", "2026-11-22 10:30", "2026-11-22T01:30:00Z"),
+        ("{{ body.d | datetime('%Y-%m-%d %H:%M') }}", "2026-11-22T01:30:00Z", "2026-11-22 10:30"),
+        ("{{ body.d | wareki }}", "2019-05-01", "令和元年5月1日"),
+    ];
+    for (src, input, want) in cases {
+        let mut e = engine();
+        let t = Tmpl(src.into());
+        e.add(&t).unwrap();
+        assert_eq!(e.render(&t, &ctx(json!({"d": input}))).unwrap(), want, "{src} with {input}");
+    }
+    let mut e = engine();
+    let t = Tmpl("{{ body.d | date }}".into());
+    e.add(&t).unwrap();
+    let err = e.render(&t, &ctx(json!({"d": "2026-02-30"}))).unwrap_err();
+    assert!(err.contains("`2026-02-30` is not a date"), "{err}");
+}

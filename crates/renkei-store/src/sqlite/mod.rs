@@ -1,8 +1,9 @@
 //! The SQLite backend: one file, WAL mode, full durability, the queue in the same file.
 //!
-//! All writes go through one connection (`writer`), so write transactions never race for SQLite's single
-//! write lock (a deferred transaction that reads then writes can otherwise fail with `SQLITE_BUSY` no matter
-//! the busy timeout). Reads use a small separate pool and see the last committed state (WAL).
+//! All writes go through one connection (`writer`), and every write transaction starts with `BEGIN
+//! IMMEDIATE`: a deferred transaction that reads and then writes can fail with `SQLITE_BUSY` at once, whatever
+//! the busy timeout, when another connection (a reader opening, a checkpoint) touched the lock in between;
+//! an immediate one waits its turn. Reads use a small separate pool and see the last committed state (WAL).
 //!
 //! One renkei process per file: [`SqliteStore::open`] takes an exclusive lock on `<file>.lock`, and, because
 //! no other process can hold claims then, releases the claims a crashed predecessor left behind.
@@ -129,7 +130,7 @@ async fn migrate(pool: &SqlitePool) -> Result<()> {
         if applied.contains(version) {
             continue;
         }
-        let mut tx = pool.begin().await.map_err(db)?;
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
         sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(db)?;
         sqlx::query("INSERT INTO renkei_migrations (version, applied_at) VALUES (?1, ?2)")
             .bind(version)

@@ -9,7 +9,7 @@ use super::{db, ms};
 use crate::*;
 
 pub(super) async fn ingest(pool: &SqlitePool, events: Vec<NewEvent>, now: DateTime<Utc>) -> Result<Vec<Ingested>> {
-    let mut tx = pool.begin().await.map_err(db)?;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
     let mut out = Vec::with_capacity(events.len());
     for ev in events {
         if let Some(d) = &ev.dedupe {
@@ -121,7 +121,7 @@ pub(super) async fn claim(
     lease_until: DateTime<Utc>,
     limit: usize,
 ) -> Result<Vec<Claimed>> {
-    let mut tx = pool.begin().await.map_err(db)?;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
     // Due: pending or retrying whose time has come, or in flight with an expired lease. With an ordering key,
     // only the oldest open delivery of that key and flow is eligible, so a later event never overtakes.
     let ids: Vec<i64> = sqlx::query_scalar(
@@ -180,7 +180,7 @@ pub(super) async fn record_attempt(
     t: Transition,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let mut tx = pool.begin().await.map_err(db)?;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
     let holder: Option<Option<String>> =
         sqlx::query_scalar("SELECT lease_owner FROM deliveries WHERE id = ?1 AND status = 'in_flight'")
             .bind(a.delivery_id)
@@ -331,7 +331,7 @@ pub(super) async fn add_deliveries(
     deliveries: Vec<NewDelivery>,
     now: DateTime<Utc>,
 ) -> Result<Vec<i64>> {
-    let mut tx = pool.begin().await.map_err(db)?;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
     let status: Option<String> = sqlx::query_scalar("SELECT status FROM events WHERE id = ?1")
         .bind(event_id)
         .fetch_optional(&mut *tx)

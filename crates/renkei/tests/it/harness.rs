@@ -178,6 +178,8 @@ pub struct Received {
     pub query: Option<String>,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The status the receiver answered (0 when it hung).
+    pub answered: u16,
 }
 
 impl Received {
@@ -229,6 +231,8 @@ impl Reply {
 struct ReceiverState {
     received: Mutex<Vec<Received>>,
     script: Mutex<VecDeque<Reply>>,
+    /// The answer once the script is used up (200 when unset).
+    default: Mutex<Option<Reply>>,
     arrived: Notify,
 }
 
@@ -254,6 +258,11 @@ impl Receiver {
     /// Queues answers for the next requests, in order.
     pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
         self.state.script.lock().unwrap().extend(replies);
+    }
+
+    /// Sets the answer given once the script is used up.
+    pub fn answer_by_default(&self, reply: Reply) {
+        *self.state.default.lock().unwrap() = Some(reply);
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -284,15 +293,17 @@ async fn record(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let scripted = state.script.lock().unwrap().pop_front();
+    let reply = scripted.or_else(|| state.default.lock().unwrap().clone()).unwrap_or(Reply::status(200));
     state.received.lock().unwrap().push(Received {
         method: method.to_string(),
         path: uri.path().to_owned(),
         query: uri.query().map(str::to_owned),
         headers,
         body,
+        answered: if reply.hang { 0 } else { reply.status },
     });
     state.arrived.notify_waiters();
-    let reply = state.script.lock().unwrap().pop_front().unwrap_or(Reply::status(200));
     if reply.hang {
         std::future::pending::<()>().await;
     }

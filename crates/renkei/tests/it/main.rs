@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod cli;
 mod delivery;
 mod ingress;
 mod ops;
