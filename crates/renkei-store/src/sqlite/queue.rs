@@ -360,7 +360,13 @@ pub(super) async fn purge(pool: &SqlitePool, before: DateTime<Utc>, now: DateTim
     .await
     .map_err(db)?;
     sqlx::query("DELETE FROM dedupe WHERE expires_at <= ?1").bind(ms(now)).execute(pool).await.map_err(db)?;
-    // Give freed pages back in bounded steps, so a large purge does not hold the writer for long.
-    sqlx::query("PRAGMA incremental_vacuum(2000)").execute(pool).await.map_err(db)?;
+    // Give freed pages back in bounded steps (8 MB each), so other writes interleave with a large purge.
+    for _ in 0..10_000 {
+        sqlx::query("PRAGMA incremental_vacuum(2000)").execute(pool).await.map_err(db)?;
+        let free: i64 = sqlx::query_scalar("PRAGMA freelist_count").fetch_one(pool).await.map_err(db)?;
+        if free == 0 {
+            break;
+        }
+    }
     Ok(r.rows_affected())
 }

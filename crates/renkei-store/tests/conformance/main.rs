@@ -1,0 +1,337 @@
+//! What every Store backend must do. Each case runs once per backend: SQLite always, PostgreSQL when
+//! `RENKEI_TEST_POSTGRES_URL` is set (`.ci/run` always sets it).
+
+mod backends;
+
+use chrono::{DateTime, Duration, Utc};
+use renkei_core::delivery::Status;
+use renkei_store::*;
+use serde_json::json;
+
+pub fn t0() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-22T00:00:00Z").unwrap().with_timezone(&Utc)
+}
+
+fn ev(id: &str, source: &str, deliveries: Vec<NewDelivery>) -> NewEvent {
+    NewEvent {
+        id: id.into(),
+        source: source.into(),
+        event_type: "t".into(),
+        received_at: t0(),
+        request_id: format!("req-{id}"),
+        row: None,
+        content_type: Some("application/json".into()),
+        headers: json!({"user-agent": "test"}),
+        query: json!({}),
+        body: json!({"id": id, "name": "山田 太郎"}),
+        dedupe: None,
+        deliveries,
+    }
+}
+
+fn pending(flow: &str, key: Option<&str>) -> NewDelivery {
+    NewDelivery { flow: flow.into(), status: Status::Pending, order_key: key.map(Into::into), error: None }
+}
+
+fn attempt(delivery_id: i64, try_no: u32) -> NewAttempt {
+    NewAttempt {
+        delivery_id,
+        step: 0,
+        try_no,
+        started_at: t0(),
+        duration_ms: 12,
+        outcome: "success",
+        method: "PUT".into(),
+        url: "http://x/y".into(),
+        request_headers: vec![("Authorization".into(), "[REDACTED]".into())],
+        request_body: b"{\"a\":1}".to_vec(),
+        response: Some(RecordedResponse {
+            status: 200,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: b"{}".to_vec(),
+            truncated: false,
+        }),
+        error: None,
+    }
+}
+
+fn succeeded() -> Transition {
+    Transition::Succeeded { outputs: json!([{"status": 200}]) }
+}
+
+async fn claim(s: &dyn Store, owner: &str, now: DateTime<Utc>) -> Vec<Claimed> {
+    s.claim(owner, now, now + Duration::minutes(2), 100).await.unwrap()
+}
+
+pub async fn ingest_claim_and_succeed(s: &dyn Store) {
+    let out = s.ingest(vec![ev("e1", "src", vec![pending("f", None)])], t0()).await.unwrap();
+    assert_eq!(out, [Ingested::Stored { event_id: "e1".into(), deliveries: 1 }]);
+    let c = claim(s, "w1", t0()).await;
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].event.body, Some(json!({"id": "e1", "name": "山田 太郎"})));
+    assert_eq!(c[0].delivery.status, Status::InFlight);
+    assert_eq!(c[0].delivery.lease_owner.as_deref(), Some("w1"));
+    assert!(claim(s, "w2", t0()).await.is_empty(), "a claimed delivery is not claimed twice");
+
+    let id = c[0].delivery.id;
+    s.record_attempt("w1", attempt(id, 1), succeeded(), t0()).await.unwrap();
+    let d = s.get_delivery(id).await.unwrap();
+    assert_eq!(d.status, Status::Succeeded);
+    assert_eq!(d.attempts, 1);
+    assert_eq!(d.outputs, json!([{"status": 200}]));
+    assert!(d.lease_owner.is_none());
+    let a = s.list_attempts(&AttemptFilter { delivery_id: Some(id), ..Default::default() }).await.unwrap();
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].request.method, "PUT");
+    assert_eq!(a[0].request.body, b"{\"a\":1}");
+    assert_eq!(a[0].response.as_ref().unwrap().status, 200);
+    assert!(claim(s, "w1", t0() + Duration::hours(1)).await.is_empty());
+}
+
+pub async fn retries_wait_for_their_time_and_leases_expire(s: &dyn Store) {
+    s.ingest(vec![ev("e1", "src", vec![pending("f", None)])], t0()).await.unwrap();
+    let id = claim(s, "w1", t0()).await[0].delivery.id;
+    let retry = Transition::Retry { at: t0() + Duration::seconds(10), tries: 1, error: "HTTP 500".into() };
+    s.record_attempt("w1", attempt(id, 1), retry, t0()).await.unwrap();
+    let d = s.get_delivery(id).await.unwrap();
+    assert_eq!((d.status, d.tries, d.last_error.as_deref()), (Status::Retrying, 1, Some("HTTP 500")));
+    assert_eq!(s.next_due().await.unwrap(), Some(t0() + Duration::seconds(10)));
+    assert!(claim(s, "w1", t0() + Duration::seconds(9)).await.is_empty());
+    let c = claim(s, "w1", t0() + Duration::seconds(10)).await;
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].delivery.tries, 1);
+
+    // w1 goes silent; after its lease w2 takes the delivery over and w1 can no longer write it.
+    let lease_end = t0() + Duration::seconds(10) + Duration::minutes(2);
+    assert_eq!(s.next_due().await.unwrap(), Some(lease_end));
+    assert!(claim(s, "w2", lease_end - Duration::milliseconds(1)).await.is_empty());
+    assert_eq!(claim(s, "w2", lease_end).await.len(), 1);
+    let late = s.record_attempt("w1", attempt(id, 2), succeeded(), lease_end).await;
+    assert!(matches!(late, Err(StoreError::Conflict(_))), "{late:?}");
+    s.record_attempt("w2", attempt(id, 2), succeeded(), lease_end).await.unwrap();
+    assert_eq!(s.get_delivery(id).await.unwrap().status, Status::Succeeded);
+    let attempts = s.list_attempts(&AttemptFilter { delivery_id: Some(id), ..Default::default() }).await.unwrap();
+    assert_eq!(attempts.len(), 3, "the late attempt is still history");
+}
+
+pub async fn an_ordering_key_lets_one_delivery_through_at_a_time(s: &dyn Store) {
+    let batch = vec![
+        ev("e1", "src", vec![pending("f", Some("A")), pending("g", Some("A"))]),
+        ev("e2", "src", vec![pending("f", Some("A"))]),
+        ev("e3", "src", vec![pending("f", Some("B"))]),
+    ];
+    s.ingest(batch, t0()).await.unwrap();
+    let c = claim(s, "w", t0()).await;
+    let got: Vec<(String, String)> = c.iter().map(|c| (c.event.id.clone(), c.delivery.flow.clone())).collect();
+    assert_eq!(got, [("e1".into(), "f".into()), ("e1".into(), "g".into()), ("e3".into(), "f".into())]);
+    let first = c[0].delivery.id;
+    // While e1/f retries, e2/f waits, even when e2 would be due.
+    let retry = Transition::Retry { at: t0() + Duration::seconds(30), tries: 1, error: "x".into() };
+    s.record_attempt("w", attempt(first, 1), retry, t0()).await.unwrap();
+    assert!(claim(s, "w", t0() + Duration::seconds(5)).await.is_empty());
+    // A dead delivery no longer holds the key.
+    let c = claim(s, "w", t0() + Duration::seconds(30)).await;
+    assert_eq!(c.len(), 1);
+    s.record_attempt("w", attempt(first, 2), Transition::Dead { tries: 2, error: "gone".into() }, t0()).await.unwrap();
+    let c = claim(s, "w", t0() + Duration::seconds(30)).await;
+    assert_eq!(c.iter().map(|c| c.event.id.as_str()).collect::<Vec<_>>(), ["e2"]);
+}
+
+pub async fn dedupe_keys_hold_until_they_expire(s: &dyn Store) {
+    let with_key = |id: &str, expires: DateTime<Utc>| {
+        let mut e = ev(id, "src", vec![pending("f", None)]);
+        e.dedupe = Some(Dedupe { key: "1001:submit".into(), expires_at: expires });
+        e
+    };
+    let exp = t0() + Duration::days(7);
+    let out = s.ingest(vec![with_key("e1", exp), with_key("e2", exp)], t0()).await.unwrap();
+    assert_eq!(
+        out,
+        [Ingested::Stored { event_id: "e1".into(), deliveries: 1 }, Ingested::Duplicate { event_id: "e1".into() }]
+    );
+    let out = s.ingest(vec![with_key("e3", exp)], t0() + Duration::days(1)).await.unwrap();
+    assert_eq!(out, [Ingested::Duplicate { event_id: "e1".into() }]);
+    assert!(matches!(s.get_event("e3").await, Err(StoreError::NotFound)));
+    // Another source may use the same key.
+    let mut other = ev("e4", "other", vec![]);
+    other.dedupe = Some(Dedupe { key: "1001:submit".into(), expires_at: exp });
+    assert_eq!(s.ingest(vec![other], t0()).await.unwrap(), [Ingested::Stored { event_id: "e4".into(), deliveries: 0 }]);
+    // After expiry the key is taken by the next event.
+    let later = t0() + Duration::days(8);
+    let out = s.ingest(vec![with_key("e5", later + Duration::days(7))], later).await.unwrap();
+    assert_eq!(out, [Ingested::Stored { event_id: "e5".into(), deliveries: 1 }]);
+}
+
+pub async fn rejected_requests_are_kept(s: &dyn Store) {
+    s.record_rejected(Rejected {
+        id: "r1".into(),
+        source: "src".into(),
+        received_at: t0(),
+        http_status: 401,
+        reason: "the token is wrong".into(),
+        content_type: Some("application/json".into()),
+        headers: json!({}),
+        query: json!({}),
+        raw: b"{\"a\":".to_vec(),
+        raw_truncated: false,
+    })
+    .await
+    .unwrap();
+    s.ingest(vec![ev("e1", "src", vec![])], t0()).await.unwrap();
+    let r = s.list_events(&EventFilter { status: Some("rejected".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(r.len(), 1);
+    assert_eq!((r[0].id.as_str(), r[0].http_status, r[0].reason.as_deref()), ("r1", 401, Some("the token is wrong")));
+    assert_eq!(r[0].raw.as_deref(), Some(&b"{\"a\":"[..]));
+    assert!(r[0].body.is_none());
+    // A rejected event has nothing to replay.
+    let replay = s.add_deliveries("r1", vec![pending("f", None)], t0()).await;
+    assert!(matches!(replay, Err(StoreError::Conflict(_))), "{replay:?}");
+}
+
+pub async fn retry_replay_and_release(s: &dyn Store) {
+    s.ingest(vec![ev("e1", "src", vec![pending("f", None), pending("g", None)])], t0()).await.unwrap();
+    let c = claim(s, "w", t0()).await;
+    let (f, g) = (c[0].delivery.id, c[1].delivery.id);
+    s.record_attempt("w", attempt(f, 1), Transition::Dead { tries: 1, error: "HTTP 404".into() }, t0()).await.unwrap();
+    assert!(matches!(s.retry_delivery(g, t0()).await, Err(StoreError::Conflict(_))), "in flight");
+    assert!(matches!(s.retry_delivery(9999, t0()).await, Err(StoreError::NotFound)));
+
+    // Graceful stop: g goes back to the queue at once.
+    assert_eq!(s.release("w", t0()).await.unwrap(), 1);
+    assert_eq!(s.get_delivery(g).await.unwrap().status, Status::Pending);
+
+    let later = t0() + Duration::hours(1);
+    let d = s.retry_delivery(f, later).await.unwrap();
+    assert_eq!((d.status, d.tries), (Status::Pending, 0));
+    let mut ids: Vec<i64> = claim(s, "w", later).await.iter().map(|c| c.delivery.id).collect();
+    ids.sort();
+    assert_eq!(ids, [f, g]);
+    for id in [f, g] {
+        s.record_attempt("w", attempt(id, 1), Transition::Dead { tries: 1, error: "HTTP 404".into() }, later)
+            .await
+            .unwrap();
+    }
+    let n = s.retry_dead(&DeliveryFilter { flow: Some("g".into()), ..Default::default() }, later).await.unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(s.get_delivery(g).await.unwrap().status, Status::Pending);
+    assert_eq!(s.get_delivery(f).await.unwrap().status, Status::Dead);
+
+    let new = s.add_deliveries("e1", vec![pending("f", None)], later).await.unwrap();
+    assert_eq!(new.len(), 1);
+    assert_eq!(s.get_delivery(new[0]).await.unwrap().status, Status::Pending);
+    assert!(matches!(s.add_deliveries("nope", vec![], later).await, Err(StoreError::NotFound)));
+}
+
+pub async fn multi_step_progress_is_kept(s: &dyn Store) {
+    s.ingest(vec![ev("e1", "src", vec![pending("f", None)])], t0()).await.unwrap();
+    let id = claim(s, "w", t0()).await[0].delivery.id;
+    let advance = Transition::Advance { step: 1, outputs: json!([{"status": 200, "body": {"id": 7}}]) };
+    s.record_attempt("w", attempt(id, 1), advance, t0()).await.unwrap();
+    let d = s.get_delivery(id).await.unwrap();
+    assert_eq!((d.status, d.step, d.tries), (Status::InFlight, 1, 0), "still held by its worker");
+    let retry = Transition::Retry { at: t0(), tries: 1, error: "step 1: HTTP 503".into() };
+    s.record_attempt("w", attempt(id, 1), retry, t0()).await.unwrap();
+    let c = claim(s, "w", t0()).await;
+    assert_eq!((c[0].delivery.step, c[0].delivery.tries), (1, 1));
+    assert_eq!(c[0].delivery.outputs, json!([{"status": 200, "body": {"id": 7}}]));
+}
+
+pub async fn skipped_and_failed_deliveries_are_history_only(s: &dyn Store) {
+    let skipped = NewDelivery { flow: "f".into(), status: Status::Skipped, order_key: None, error: None };
+    let failed =
+        NewDelivery { flow: "g".into(), status: Status::Dead, order_key: None, error: Some("when: boom".into()) };
+    s.ingest(vec![ev("e1", "src", vec![skipped, failed])], t0()).await.unwrap();
+    assert!(claim(s, "w", t0()).await.is_empty());
+    let all = s.list_deliveries(&DeliveryFilter { event_id: Some("e1".into()), ..Default::default() }).await.unwrap();
+    let mut got: Vec<(Status, Option<String>)> = all.iter().map(|d| (d.status, d.last_error.clone())).collect();
+    got.sort_by_key(|(s, _)| s.as_str());
+    assert_eq!(got, [(Status::Dead, Some("when: boom".into())), (Status::Skipped, None)]);
+}
+
+pub async fn listings_filter_search_and_page(s: &dyn Store) {
+    for i in 0..5 {
+        let mut e = ev(&format!("e{i}"), if i % 2 == 0 { "even" } else { "odd" }, vec![pending("f", None)]);
+        e.event_type = format!("type{i}");
+        e.received_at = t0() + Duration::minutes(i);
+        if i == 3 {
+            e.body = json!({"name": "目印 100%_x"});
+        }
+        s.ingest(vec![e], t0()).await.unwrap();
+    }
+    let ids = |v: Vec<EventRecord>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    assert_eq!(ids(s.list_events(&EventFilter { limit: 2, ..Default::default() }).await.unwrap()), ["e4", "e3"]);
+    let f = EventFilter { limit: 2, before: Some("e3".into()), ..Default::default() };
+    assert_eq!(ids(s.list_events(&f).await.unwrap()), ["e2", "e1"]);
+    let f = EventFilter { source: Some("even".into()), ..Default::default() };
+    assert_eq!(ids(s.list_events(&f).await.unwrap()), ["e4", "e2", "e0"]);
+    let f = EventFilter { q: Some("100%_".into()), ..Default::default() };
+    assert_eq!(ids(s.list_events(&f).await.unwrap()), ["e3"], "LIKE wildcards in q are literal");
+    let f = EventFilter { since: Some(t0() + Duration::minutes(3)), ..Default::default() };
+    assert_eq!(ids(s.list_events(&f).await.unwrap()), ["e4", "e3"]);
+    let f = EventFilter { event_type: Some("type1".into()), ..Default::default() };
+    assert_eq!(ids(s.list_events(&f).await.unwrap()), ["e1"]);
+
+    let f = DeliveryFilter { source: Some("odd".into()), ..Default::default() };
+    let ds = s.list_deliveries(&f).await.unwrap();
+    assert_eq!(ds.iter().map(|d| d.event_id.as_str()).collect::<Vec<_>>(), ["e3", "e1"]);
+    let f = DeliveryFilter { q: Some("目印".into()), status: Some(Status::Pending), ..Default::default() };
+    assert_eq!(s.list_deliveries(&f).await.unwrap().len(), 1);
+    let stats = s.queue_stats(t0()).await.unwrap();
+    assert_eq!((stats.pending, stats.in_flight, stats.retrying, stats.dead), (5, 0, 0, 0));
+    assert_eq!(stats.oldest_open_at, Some(t0()));
+}
+
+pub async fn purge_removes_finished_history_only(s: &dyn Store) {
+    let mut old = ev("old", "src", vec![pending("f", None)]);
+    old.dedupe = Some(Dedupe { key: "k".into(), expires_at: t0() + Duration::days(1) });
+    let open = ev("open", "src", vec![pending("f", None)]);
+    s.ingest(vec![old, open], t0()).await.unwrap();
+    let c = claim(s, "w", t0()).await;
+    let old_id = c.iter().find(|c| c.event.id == "old").unwrap().delivery.id;
+    s.record_attempt("w", attempt(old_id, 1), succeeded(), t0()).await.unwrap();
+    s.release("w", t0()).await.unwrap();
+    let mut recent = ev("recent", "src", vec![]);
+    recent.received_at = t0() + Duration::days(40);
+    s.ingest(vec![recent], t0() + Duration::days(40)).await.unwrap();
+
+    let now = t0() + Duration::days(40);
+    let n = s.purge(now - Duration::days(30), now).await.unwrap();
+    assert_eq!(n, 1);
+    assert!(matches!(s.get_event("old").await, Err(StoreError::NotFound)));
+    assert!(matches!(s.get_delivery(old_id).await, Err(StoreError::NotFound)));
+    assert!(s
+        .list_attempts(&AttemptFilter { delivery_id: Some(old_id), ..Default::default() })
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(s.get_event("open").await.is_ok(), "an event with an open delivery is kept");
+    assert!(s.get_event("recent").await.is_ok());
+    // The expired dedupe key went too: the key is free.
+    let mut again = ev("again", "src", vec![]);
+    again.dedupe = Some(Dedupe { key: "k".into(), expires_at: now + Duration::days(1) });
+    assert_eq!(
+        s.ingest(vec![again], now).await.unwrap(),
+        [Ingested::Stored { event_id: "again".into(), deliveries: 0 }]
+    );
+}
+
+pub async fn config_revisions_and_ping(s: &dyn Store) {
+    s.save_config("a: 1", t0()).await.unwrap();
+    s.save_config("a: 1", t0()).await.unwrap();
+    s.save_config("a: 2", t0()).await.unwrap();
+    s.ping().await.unwrap();
+}
+
+backends::for_each_backend!(
+    ingest_claim_and_succeed,
+    retries_wait_for_their_time_and_leases_expire,
+    an_ordering_key_lets_one_delivery_through_at_a_time,
+    dedupe_keys_hold_until_they_expire,
+    rejected_requests_are_kept,
+    retry_replay_and_release,
+    multi_step_progress_is_kept,
+    skipped_and_failed_deliveries_are_history_only,
+    listings_filter_search_and_page,
+    purge_removes_finished_history_only,
+    config_revisions_and_ping
+);
