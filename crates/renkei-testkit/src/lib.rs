@@ -1,0 +1,1 @@
+//! renkei-testkit: fakes of the systems renkei talks to, for tests only.
