@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -66,6 +67,35 @@ async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) ->
         .lang(&headers)
         .into_response(),
     }
+}
+
+/// Query parameters; a bad one is answered with the API's JSON error, naming it.
+pub struct Query<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let raw = parts.uri.query().unwrap_or("");
+        serde_urlencoded_like(raw).map(Query).map_err(|e| {
+            ApiError::bad_request(format!("bad query parameter: {e}"), format!("クエリパラメーターが正しくありません: {e}"))
+                .lang(&parts.headers)
+        })
+    }
+}
+
+/// Query strings are read through serde_json so the parameters' types (numbers, times) are checked by the
+/// target struct, with its `deny_unknown_fields`.
+fn serde_urlencoded_like<T: serde::de::DeserializeOwned>(raw: &str) -> Result<T, String> {
+    let mut map = serde_json::Map::new();
+    for (k, v) in form_urlencoded::parse(raw.as_bytes()) {
+        let value = match v.parse::<i64>() {
+            Ok(n) if k == "limit" || k == "delivery_id" => serde_json::Value::from(n),
+            _ => serde_json::Value::String(v.into_owned()),
+        };
+        map.insert(k.into_owned(), value);
+    }
+    serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -86,6 +86,12 @@ async fn listings_filter_and_page() {
     assert!(since["items"].as_array().unwrap().is_empty());
     let r = app.http.get(app.url("/api/v1/deliveries?status=bogus")).bearer_auth(ADMIN).send().await.unwrap();
     assert_eq!(r.status(), 400);
+    for bad in ["/api/v1/events?colour=red", "/api/v1/events?limit=many", "/api/v1/events?since=yesterday"] {
+        let r = app.http.get(app.url(bad)).bearer_auth(ADMIN).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "bad_request", "{bad}: {v}");
+    }
 }
 
 #[tokio::test]
