@@ -4,3 +4,4 @@
 //! not render templates, decide retries or touch the store. Only the worker calls them.
 
 pub mod http;
+pub mod kintone;

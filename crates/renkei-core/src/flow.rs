@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::body::{content_type_for, encode_csv};
-use crate::config::{Destination, Flow, HttpAuth, Loaded, OutFormat, Step, Tmpl};
+use crate::config::{Destination, Flow, HttpAuth, HttpDestination, KintoneAction, Loaded, OutFormat, Step, Tmpl};
 use crate::event::EventView;
 use crate::template::Steps;
 use crate::types::Name;
@@ -90,6 +90,29 @@ pub struct Request {
     pub timeout: Duration,
 }
 
+/// A step rendered for an event: an HTTP request as it will be sent, or a kintone operation that the kintone
+/// connector turns into requests (it needs the app's field types, which only it can fetch).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Rendered {
+    Http(Request),
+    Kintone(KintoneOp),
+}
+
+/// One kintone record operation, with values as the templates produced them (not yet converted to the
+/// fields' types).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KintoneOp {
+    pub destination: Name,
+    pub action: KintoneAction,
+    pub id: Option<String>,
+    /// `(field code, value)` of a unique field.
+    pub key: Option<(String, String)>,
+    pub record: serde_json::Map<String, serde_json::Value>,
+    pub status: Option<String>,
+    pub assignee: Option<String>,
+    pub comment: Option<String>,
+}
+
 /// Renders step `index` of `flow` for an event, with earlier steps' outputs.
 pub fn render_step(
     loaded: &Loaded,
@@ -97,13 +120,62 @@ pub fn render_step(
     index: usize,
     view: &EventView,
     steps: Arc<Steps>,
-) -> Result<Request, String> {
+) -> Result<Rendered, String> {
     let step = &flow.steps[index];
     let ctx = view.context(steps);
+    match &loaded.config.destinations[step.to.as_str()] {
+        Destination::Http(dest) => render_http(loaded, step, dest, &ctx).map(Rendered::Http),
+        Destination::Kintone(_) => render_kintone(loaded, step, &ctx).map(Rendered::Kintone),
+    }
+}
+
+fn render_kintone(loaded: &Loaded, step: &Step, ctx: &minijinja::Value) -> Result<KintoneOp, String> {
     let engine = &loaded.engine;
-    let Destination::Http(dest) = &loaded.config.destinations[step.to.as_str()] else {
-        return Err(format!("destination `{}` cannot be written to by this version", step.to));
+    let text = |name: &str, t: &Option<Tmpl>| -> Result<Option<String>, String> {
+        t.as_ref().map(|t| engine.render(t, ctx).map_err(|e| format!("{name}: {e}"))).transpose()
     };
+    let record = match &step.record {
+        Some(tree) => match engine.render_tree(tree, ctx).map_err(|e| format!("record: {e}"))? {
+            serde_json::Value::Object(map) => map,
+            _ => return Err("record: must map field codes to values".into()),
+        },
+        None => serde_json::Map::new(),
+    };
+    let key = match &step.key {
+        Some(k) => Some((k.field.clone(), engine.render(&k.value, ctx).map_err(|e| format!("key.value: {e}"))?)),
+        None => None,
+    };
+    let id = text("id", &step.id)?.map(|s| s.trim().to_owned());
+    if let Some(id) = &id {
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
+            return Err(format!("id: `{id}` is not a record id (a number)"));
+        }
+    }
+    if let Some((field, value)) = &key {
+        if value.is_empty() {
+            return Err(format!("key.value: the value of `{field}` is empty, so no record can be found by it"));
+        }
+    }
+    Ok(KintoneOp {
+        destination: step.to.clone(),
+        action: step.action.ok_or("a kintone step needs an action")?,
+        id,
+        key,
+        record,
+        status: text("status", &step.status)?,
+        assignee: text("assignee", &step.assignee)?.filter(|a| !a.is_empty()),
+        comment: text("comment", &step.comment)?,
+    })
+}
+
+fn render_http(
+    loaded: &Loaded,
+    step: &Step,
+    dest: &HttpDestination,
+    ctx: &minijinja::Value,
+) -> Result<Request, String> {
+    let ctx = ctx.clone();
+    let engine = &loaded.engine;
 
     let mut url = match (&step.url, &step.path) {
         (Some(u), _) => engine.render(u, &ctx).map_err(|e| format!("url: {e}"))?,

@@ -6,10 +6,13 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use renkei_connectors::kintone::api as kintone_api;
+use renkei_connectors::kintone::Target;
 use renkei_core::body::parse_body;
 use renkei_core::config::{load, Loaded, Problem};
+use renkei_core::config::{Destination, KintoneAction};
 use renkei_core::event::EventView;
-use renkei_core::flow::{classify, plan, render_step, Decision};
+use renkei_core::flow::{classify, plan, render_step, Decision, Rendered, Request};
 use renkei_core::template::Steps;
 use renkei_core::types::Name;
 use renkei_core::Lang;
@@ -197,23 +200,13 @@ fn dry_run(config: &Path, flow_name: &str, event: &Path, content_type: Option<&s
         for i in 0..flow.steps.len() {
             let steps = Arc::new(Steps { outputs: outputs.clone() });
             match render_step(&loaded, flow, i, &view, steps) {
-                Ok(req) => {
+                Ok(rendered) => {
+                    let (req, note) = dry_request(&loaded, rendered);
                     println!("# step {i} → {}", req.destination);
-                    println!("{} {}", req.method, loaded.redactor.text(&req.url));
-                    for (k, v) in &req.headers {
-                        println!("{k}: {}", loaded.redactor.header(k, v));
+                    if let Some(note) = note {
+                        println!("# {note}");
                     }
-                    println!();
-                    if !req.body.is_empty() {
-                        match std::str::from_utf8(&req.body) {
-                            Ok(s) => println!("{}", loaded.redactor.text(s)),
-                            Err(_) => {
-                                let (text, _, _) = encoding_rs::SHIFT_JIS.decode(&req.body);
-                                println!("{}", loaded.redactor.text(&text));
-                            }
-                        }
-                    }
-                    println!();
+                    print_request(&loaded, &req);
                 }
                 Err(e) => {
                     println!("# step {i} fails: {e}\n");
@@ -230,6 +223,60 @@ fn dry_run(config: &Path, flow_name: &str, event: &Path, content_type: Option<&s
         }
     }
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// The request a step would send. A kintone step shows its values as rendered: when sent, they are converted
+/// to the app's field types, which a dry run does not read.
+fn dry_request(loaded: &Loaded, rendered: Rendered) -> (Request, Option<String>) {
+    match rendered {
+        Rendered::Http(req) => (req, None),
+        Rendered::Kintone(op) => {
+            let Some(Destination::Kintone(dest)) = loaded.config.destinations.get(op.destination.as_str()) else {
+                unreachable!("a kintone op comes from a kintone destination")
+            };
+            let record = (!op.record.is_empty())
+                .then(|| op.record.iter().map(|(k, v)| (k.clone(), serde_json::json!({ "value": v }))).collect());
+            let (target, note) = match (&op.id, &op.key, op.action) {
+                (Some(id), _, _) => (Target::Id(id.clone()), None),
+                (None, Some((f, v)), KintoneAction::Delete | KintoneAction::Status | KintoneAction::Comment) => (
+                    Target::Id("<id>".into()),
+                    Some(format!("the record's id is looked up first: records.json query {f} = \"{v}\"")),
+                ),
+                (None, Some((f, v)), _) => (Target::Key(f.clone(), v.clone()), None),
+                (None, None, _) => (Target::None, None),
+            };
+            let req = kintone_api::single_request(
+                dest,
+                op.destination.as_str(),
+                op.action,
+                &target,
+                record,
+                op.status.as_deref(),
+                op.assignee.as_deref(),
+                op.comment.as_deref(),
+            );
+            let convert = "values as rendered; converted to the app's field types when sent";
+            (req, Some(note.map_or(convert.to_owned(), |n| format!("{n}; {convert}"))))
+        }
+    }
+}
+
+fn print_request(loaded: &Loaded, req: &Request) {
+    println!("{} {}", req.method, loaded.redactor.text(&req.url));
+    for (k, v) in &req.headers {
+        println!("{k}: {}", loaded.redactor.header(k, v));
+    }
+    println!();
+    if !req.body.is_empty() {
+        match std::str::from_utf8(&req.body) {
+            Ok(s) => println!("{}", loaded.redactor.text(s)),
+            Err(_) => {
+                let (text, _, _) = encoding_rs::SHIFT_JIS.decode(&req.body);
+                println!("{}", loaded.redactor.text(&text));
+            }
+        }
+    }
+    println!();
 }
 
 async fn serve(config: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result<ExitCode> {

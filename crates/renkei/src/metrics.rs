@@ -13,6 +13,9 @@ type Labels = Vec<(&'static str, String)>;
 
 pub struct Metrics {
     registry: Registry,
+    kintone_requests: Family<Labels, Counter>,
+    /// kintone requests per (JST day, destination, app): the daily limit counts per app per day.
+    kintone_daily: std::sync::Mutex<std::collections::BTreeMap<(String, String, u64), u64>>,
     events: Family<Labels, Counter>,
     deliveries: Family<Labels, Counter>,
     attempt_seconds: Family<Labels, Histogram>,
@@ -41,7 +44,22 @@ impl Metrics {
         registry.register("queue_depth", "Open deliveries, by status", queue_depth.clone());
         let oldest_open_age = Gauge::default();
         registry.register("queue_oldest_age_seconds", "Age of the oldest open delivery", oldest_open_age.clone());
-        Metrics { registry, events, deliveries, attempt_seconds, queue_depth, oldest_open_age }
+        let kintone_requests = Family::<Labels, Counter>::default();
+        registry.register(
+            "kintone_requests",
+            "Requests sent to kintone, by destination and app (kintone limits requests per app per day)",
+            kintone_requests.clone(),
+        );
+        Metrics {
+            registry,
+            kintone_requests,
+            kintone_daily: Default::default(),
+            events,
+            deliveries,
+            attempt_seconds,
+            queue_depth,
+            oldest_open_age,
+        }
     }
 
     /// `outcome`: accepted, duplicate, or the rejection code (unauthorized, malformed_body, ...).
@@ -56,6 +74,27 @@ impl Metrics {
 
     pub fn attempt(&self, destination: &str, seconds: f64) {
         self.attempt_seconds.get_or_create(&vec![("destination", destination.to_owned())]).observe(seconds);
+    }
+
+    pub fn kintone_request(&self, destination: &str, app: u64, now: chrono::DateTime<chrono::Utc>) {
+        self.kintone_requests
+            .get_or_create(&vec![("destination", destination.to_owned()), ("app", app.to_string())])
+            .inc();
+        let day = jst_day(now);
+        let mut daily = self.kintone_daily.lock().expect("metrics lock");
+        daily.retain(|(d, _, _), _| *d == day);
+        *daily.entry((day, destination.to_owned(), app)).or_default() += 1;
+    }
+
+    /// kintone requests today (JST), per destination and app, as counted by this process.
+    pub fn kintone_today(&self, now: chrono::DateTime<chrono::Utc>) -> Vec<(String, String, u64, u64)> {
+        let day = jst_day(now);
+        let daily = self.kintone_daily.lock().expect("metrics lock");
+        daily
+            .iter()
+            .filter(|((d, _, _), _)| *d == day)
+            .map(|((d, dest, app), n)| (d.clone(), dest.clone(), *app, *n))
+            .collect()
     }
 
     /// The text exposition, with queue gauges set from `stats` first.
@@ -74,4 +113,9 @@ impl Metrics {
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
     }
+}
+
+/// The calendar day in Japan, which is when kintone's daily counts reset.
+fn jst_day(now: chrono::DateTime<chrono::Utc>) -> String {
+    now.with_timezone(&renkei_core::dates::jst()).format("%Y-%m-%d").to_string()
 }

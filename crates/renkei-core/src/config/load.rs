@@ -150,20 +150,23 @@ pub fn load(
             Destination::Http(h) => {
                 if let Some(url) = &h.base_url {
                     if !(url.starts_with("http://") || url.starts_with("https://")) {
-                        cx.problem(&p.key("base_url"), Msg::new("base_url must start with http:// or https://", "base_url は http:// か https:// で始めてください"));
+                        cx.problem(
+                            &p.key("base_url"),
+                            Msg::new(
+                                "base_url must start with http:// or https://",
+                                "base_url は http:// か https:// で始めてください",
+                            ),
+                        );
                     }
                 }
                 if h.concurrency == 0 {
-                    cx.problem(&p.key("concurrency"), Msg::new("concurrency must be at least 1", "concurrency は 1 以上にしてください"));
+                    cx.problem(
+                        &p.key("concurrency"),
+                        Msg::new("concurrency must be at least 1", "concurrency は 1 以上にしてください"),
+                    );
                 }
             }
-            Destination::Kintone(_) => cx.problem(
-                &p.key("type"),
-                Msg::new(
-                    "kintone destinations are not available in this version yet; use type: http with kintone's REST API meanwhile",
-                    "kintone 連携先はこのバージョンではまだ使えません。当面は type: http で kintone の REST API を呼んでください",
-                ),
-            ),
+            Destination::Kintone(k) => cx.kintone_destination(&p, k),
         }
     }
 
@@ -221,12 +224,17 @@ pub fn load(
         }
     }
     for dest in destinations.values() {
-        if let Destination::Http(HttpDestination { auth: Some(auth), .. }) = dest {
-            secrets.push(match auth {
+        match dest {
+            Destination::Http(HttpDestination { auth: Some(auth), .. }) => secrets.push(match auth {
                 HttpAuth::Basic(b) => b.password.expose().to_owned(),
                 HttpAuth::Bearer(t) => t.expose().to_owned(),
                 HttpAuth::Header { value, .. } => value.expose().to_owned(),
-            });
+            }),
+            Destination::Http(_) => {}
+            Destination::Kintone(k) => {
+                secrets.extend(k.api_token.iter().chain(&k.api_tokens).map(|t| t.expose().to_owned()));
+                secrets.extend(k.login.iter().chain(&k.basic).map(|b| b.password.expose().to_owned()));
+            }
         }
     }
 
@@ -417,40 +425,47 @@ impl Cx<'_> {
                 ),
             );
         }
-        if let Destination::Http(h) = dest {
-            for field in ["action", "key", "record"] {
-                let set = match field {
-                    "action" => step.action.is_some(),
-                    "key" => step.key.is_some(),
-                    _ => step.record.is_some(),
-                };
-                if set {
-                    self.problem(
-                        &p.key(field),
+        match dest {
+            Destination::Http(h) => {
+                let kintone_only = [
+                    ("action", step.action.is_some()),
+                    ("id", step.id.is_some()),
+                    ("key", step.key.is_some()),
+                    ("record", step.record.is_some()),
+                    ("status", step.status.is_some()),
+                    ("assignee", step.assignee.is_some()),
+                    ("comment", step.comment.is_some()),
+                ];
+                for (field, set) in kintone_only {
+                    if set {
+                        self.problem(
+                            &p.key(field),
+                            Msg::new(
+                                format!("`{field}` is for kintone destinations; `{}` is an http destination", step.to),
+                                format!("`{field}` は kintone 連携先用です。`{}` は http 連携先です", step.to),
+                            ),
+                        );
+                    }
+                }
+                match (&step.url, &step.path, &h.base_url) {
+                    (Some(_), Some(_), _) => self.problem(
+                        p,
                         Msg::new(
-                            format!("`{field}` is for kintone destinations; `{}` is an http destination", step.to),
-                            format!("`{field}` は kintone 連携先用です。`{}` は http 連携先です", step.to),
+                            "give either `url` or `path`, not both",
+                            "url と path はどちらか一方だけを指定してください",
                         ),
-                    );
+                    ),
+                    (None, _, None) => self.problem(
+                        p,
+                        Msg::new(
+                            format!("destination `{}` has no base_url, so this step needs a `url`", step.to),
+                            format!("連携先 `{}` に base_url がないため、このステップには url が必要です", step.to),
+                        ),
+                    ),
+                    _ => {}
                 }
             }
-            match (&step.url, &step.path, &h.base_url) {
-                (Some(_), Some(_), _) => self.problem(
-                    p,
-                    Msg::new(
-                        "give either `url` or `path`, not both",
-                        "url と path はどちらか一方だけを指定してください",
-                    ),
-                ),
-                (None, _, None) => self.problem(
-                    p,
-                    Msg::new(
-                        format!("destination `{}` has no base_url, so this step needs a `url`", step.to),
-                        format!("連携先 `{}` に base_url がないため、このステップには url が必要です", step.to),
-                    ),
-                ),
-                _ => {}
-            }
+            Destination::Kintone(_) => self.kintone_step(engine, p, step),
         }
         if let Some(t) = &step.url {
             self.compile(&p.key("url"), engine.add(t));
@@ -479,6 +494,173 @@ impl Cx<'_> {
             self.compile(&p.key("body"), result);
         }
     }
+}
+
+impl Cx<'_> {
+    fn kintone_destination(&mut self, p: &Path, k: &KintoneDestination) {
+        match (&k.base_url, &k.subdomain) {
+            (Some(_), Some(_)) | (None, None) => self.problem(
+                p,
+                Msg::new(
+                    "give exactly one of `base_url` or `subdomain`",
+                    "base_url と subdomain のどちらか一方を指定してください",
+                ),
+            ),
+            (Some(url), None) if !(url.starts_with("https://") || url.starts_with("http://")) => self.problem(
+                &p.key("base_url"),
+                Msg::new("base_url must start with https://", "base_url は https:// で始めてください"),
+            ),
+            _ => {}
+        }
+        let tokens = k.api_token.is_some() || !k.api_tokens.is_empty();
+        if tokens == k.login.is_some() {
+            self.problem(
+                p,
+                Msg::new(
+                    "give API tokens (`api_token` / `api_tokens`) or a `login`, one of the two",
+                    "API トークン（api_token / api_tokens）か login のどちらか一方を指定してください",
+                ),
+            );
+        }
+        if k.api_tokens.len() + usize::from(k.api_token.is_some()) > 9 {
+            self.problem(
+                &p.key("api_tokens"),
+                Msg::new("kintone accepts at most 9 API tokens", "API トークンは 9 個までです"),
+            );
+        }
+        if !(1..=100).contains(&k.concurrency) {
+            self.problem(
+                &p.key("concurrency"),
+                Msg::new(
+                    "concurrency must be 1 to 100 (kintone's limit per domain)",
+                    "concurrency は 1〜100 にしてください（kintone のドメインあたりの上限）",
+                ),
+            );
+        }
+        if !(1..=100).contains(&k.batch.max) {
+            self.problem(
+                &p.key("batch").key("max"),
+                Msg::new(
+                    "batch.max must be 1 to 100 (kintone's limit per request)",
+                    "batch.max は 1〜100 にしてください（kintone の 1 リクエストあたりの上限）",
+                ),
+            );
+        }
+        if k.lang != "ja" && k.lang != "en" {
+            self.problem(&p.key("lang"), Msg::new("lang must be ja or en", "lang は ja か en にしてください"));
+        }
+    }
+
+    fn kintone_step(&mut self, engine: &mut Engine, p: &Path, step: &Step) {
+        let http_only = [
+            ("method", step.method.is_some()),
+            ("path", step.path.is_some()),
+            ("url", step.url.is_some()),
+            ("query", !step.query.is_empty()),
+            ("body", step.body.is_some()),
+        ];
+        for (field, set) in http_only {
+            if set {
+                self.problem(
+                    &p.key(field),
+                    Msg::new(
+                        format!(
+                            "`{field}` is for http destinations; a kintone step says `action`, `record`, `id` or `key`"
+                        ),
+                        format!(
+                            "`{field}` は http 連携先用です。kintone のステップでは action・record・id・key を使います"
+                        ),
+                    ),
+                );
+            }
+        }
+        let Some(action) = step.action else {
+            self.problem(
+                p,
+                Msg::new(
+                    "a kintone step needs `action`: add, update, upsert, delete, status or comment",
+                    "kintone のステップには action（add・update・upsert・delete・status・comment）が必要です",
+                ),
+            );
+            return;
+        };
+        let (needs_record, target) = match action {
+            KintoneAction::Add => (true, Target::None),
+            KintoneAction::Upsert => (true, Target::Key),
+            KintoneAction::Update => (true, Target::IdOrKey),
+            KintoneAction::Delete | KintoneAction::Status | KintoneAction::Comment => (false, Target::IdOrKey),
+        };
+        let mut need = |cond: bool, en: String, ja: String| {
+            if cond {
+                self.problem(p, Msg::new(en, ja));
+            }
+        };
+        need(
+            needs_record && step.record.is_none(),
+            format!("action `{action}` needs `record`"),
+            format!("action {action} には record が必要です"),
+        );
+        need(
+            !needs_record && step.record.is_some(),
+            format!("action `{action}` takes no `record`"),
+            format!("action {action} には record を指定できません"),
+        );
+        match target {
+            Target::None => need(
+                step.id.is_some() || step.key.is_some(),
+                "action `add` takes neither `id` nor `key`".into(),
+                "action add には id も key も指定できません".into(),
+            ),
+            Target::Key => need(
+                step.key.is_none() || step.id.is_some(),
+                "action `upsert` needs `key` (a unique field) and no `id`".into(),
+                "action upsert には key（重複禁止のフィールド）が必要で、id は指定できません".into(),
+            ),
+            Target::IdOrKey => need(
+                step.id.is_some() == step.key.is_some(),
+                format!("action `{action}` needs exactly one of `id` or `key`"),
+                format!("action {action} には id か key のどちらか一方が必要です"),
+            ),
+        }
+        need(
+            (action == KintoneAction::Status) != step.status.is_some(),
+            "`status` (the process action to run) goes with action `status`, and only there".into(),
+            "status（実行するプロセスのアクション）は action status と組み合わせて指定してください".into(),
+        );
+        need(
+            (action == KintoneAction::Comment) != step.comment.is_some(),
+            "`comment` goes with action `comment`, and only there".into(),
+            "comment は action comment と組み合わせて指定してください".into(),
+        );
+        for (field, t) in
+            [("id", &step.id), ("status", &step.status), ("assignee", &step.assignee), ("comment", &step.comment)]
+        {
+            if let Some(t) = t {
+                self.compile(&p.key(field), engine.add(t));
+            }
+        }
+        if let Some(k) = &step.key {
+            self.compile(&p.key("key").key("value"), engine.add(&k.value));
+        }
+        if let Some(record) = &step.record {
+            if !record.is_object() {
+                self.problem(
+                    &p.key("record"),
+                    Msg::new(
+                        "`record` maps field codes to values",
+                        "record にはフィールドコードと値の対応を書いてください",
+                    ),
+                );
+            }
+            self.compile(&p.key("record"), engine.add_tree(record));
+        }
+    }
+}
+
+enum Target {
+    None,
+    Key,
+    IdOrKey,
 }
 
 fn body_error_ja(e: &crate::body::BodyError) -> String {

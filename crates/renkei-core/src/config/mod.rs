@@ -208,8 +208,146 @@ pub struct BasicAuth {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Destination {
     Http(HttpDestination),
-    /// Parsed so the documented config loads; writing to kintone arrives with its connector.
-    Kintone(serde_json::Map<String, serde_json::Value>),
+    Kintone(KintoneDestination),
+}
+
+impl Destination {
+    /// Requests in flight at once: per destination for http; for kintone, per domain (see
+    /// [`KintoneDestination::domain`]), shared by every kintone destination on it.
+    pub fn concurrency(&self) -> usize {
+        match self {
+            Destination::Http(h) => h.concurrency,
+            Destination::Kintone(k) => k.concurrency,
+        }
+    }
+}
+
+/// A kintone app (seed 001, 002, 004).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KintoneDestination {
+    /// `https://example.cybozu.com` (also .kintone.com, .cybozu.cn, or any URL the customer uses).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// `example` for `https://example.cybozu.com`, instead of `base_url`.
+    #[serde(default)]
+    pub subdomain: Option<String>,
+    pub app: u64,
+    #[serde(default)]
+    pub guest_space: Option<u64>,
+    /// One API token, or several (`api_tokens`) when lookups touch other apps.
+    #[serde(default)]
+    pub api_token: Option<Secret>,
+    #[serde(default)]
+    pub api_tokens: Vec<Secret>,
+    /// Password authentication (`X-Cybozu-Authorization`), instead of tokens.
+    #[serde(default)]
+    pub login: Option<BasicAuth>,
+    /// HTTP Basic in front of the domain (kintone's "Basic認証" option), with either of the above.
+    #[serde(default)]
+    pub basic: Option<BasicAuth>,
+    /// `Accept-Language` for kintone's messages: ja or en.
+    #[serde(default = "default_lang")]
+    pub lang: String,
+    #[serde(default = "default_timeout")]
+    pub timeout: Span,
+    /// Requests in flight to this destination's domain at once, shared with every kintone destination on the
+    /// same domain (kintone allows 100 per domain; the default leaves room for other clients).
+    #[serde(default = "default_kintone_concurrency")]
+    pub concurrency: usize,
+    #[serde(default)]
+    pub batch: KintoneBatch,
+}
+
+fn default_lang() -> String {
+    "ja".into()
+}
+
+fn default_kintone_concurrency() -> usize {
+    10
+}
+
+impl KintoneDestination {
+    /// The base URL without a trailing slash.
+    pub fn base(&self) -> String {
+        match (&self.base_url, &self.subdomain) {
+            (Some(b), _) => b.trim_end_matches('/').to_owned(),
+            (None, Some(s)) => format!("https://{s}.cybozu.com"),
+            (None, None) => String::new(),
+        }
+    }
+
+    /// The host the concurrency limit counts against.
+    pub fn domain(&self) -> String {
+        let base = self.base();
+        let rest = base.split_once("://").map(|(_, r)| r).unwrap_or(&base);
+        rest.split('/').next().unwrap_or(rest).to_ascii_lowercase()
+    }
+
+    /// `/k/v1/` or `/k/guest/{space}/v1/`.
+    pub fn api_path(&self, resource: &str) -> String {
+        match self.guest_space {
+            Some(space) => format!("{}/k/guest/{space}/v1/{resource}.json", self.base()),
+            None => format!("{}/k/v1/{resource}.json", self.base()),
+        }
+    }
+}
+
+/// Writing several events' records in one request.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KintoneBatch {
+    pub enabled: bool,
+    /// Records per request: at most 100 (kintone's limit).
+    pub max: usize,
+    /// How long the worker lets new events gather before writing, when it was idle.
+    pub window: Span,
+}
+
+impl Default for KintoneBatch {
+    fn default() -> Self {
+        KintoneBatch { enabled: true, max: 100, window: Span(std::time::Duration::from_millis(200)) }
+    }
+}
+
+/// What a kintone step does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KintoneAction {
+    Add,
+    Update,
+    Upsert,
+    Delete,
+    Status,
+    Comment,
+}
+
+impl std::fmt::Display for KintoneAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KintoneAction::Add => "add",
+            KintoneAction::Update => "update",
+            KintoneAction::Upsert => "upsert",
+            KintoneAction::Delete => "delete",
+            KintoneAction::Status => "status",
+            KintoneAction::Comment => "comment",
+        })
+    }
+}
+
+impl KintoneAction {
+    /// Whether records of several events can go in one `records.json` request.
+    pub fn batches(self) -> bool {
+        matches!(self, KintoneAction::Add | KintoneAction::Update | KintoneAction::Upsert)
+    }
+}
+
+/// A record found by a unique field (`updateKey`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KintoneKey {
+    pub field: String,
+    pub value: Tmpl,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -325,13 +463,27 @@ pub struct Step {
     pub format: OutFormat,
     #[serde(default)]
     pub csv: CsvOutOptions,
-    /// kintone step fields, parsed so the documented config loads.
+    /// kintone: what to do with the record.
     #[serde(default)]
-    pub action: Option<String>,
+    pub action: Option<KintoneAction>,
+    /// kintone: the record by id...
     #[serde(default)]
-    pub key: Option<serde_json::Value>,
+    pub id: Option<Tmpl>,
+    /// ...or by a unique field.
+    #[serde(default)]
+    pub key: Option<KintoneKey>,
+    /// kintone: field codes to templates (subtables as lists of rows).
     #[serde(default)]
     pub record: Option<serde_json::Value>,
+    /// kintone `status`: the process-management action to run (e.g. `承認する`).
+    #[serde(default)]
+    pub status: Option<Tmpl>,
+    /// kintone `status`: the next assignee's login name, when the action asks for one.
+    #[serde(default)]
+    pub assignee: Option<Tmpl>,
+    /// kintone `comment`: the comment text.
+    #[serde(default)]
+    pub comment: Option<Tmpl>,
 }
 
 impl Step {

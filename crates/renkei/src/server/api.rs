@@ -78,8 +78,11 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Que
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let raw = parts.uri.query().unwrap_or("");
         serde_urlencoded_like(raw).map(Query).map_err(|e| {
-            ApiError::bad_request(format!("bad query parameter: {e}"), format!("クエリパラメーターが正しくありません: {e}"))
-                .lang(&parts.headers)
+            ApiError::bad_request(
+                format!("bad query parameter: {e}"),
+                format!("クエリパラメーターが正しくありません: {e}"),
+            )
+            .lang(&parts.headers)
         })
     }
 }

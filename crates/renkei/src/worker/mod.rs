@@ -1,0 +1,247 @@
+//! The delivery worker: claims due deliveries, runs their steps against destinations, records every try.
+//!
+//! The only part of renkei that talks to destinations. A delivery runs its steps in order; a step's
+//! success is stored before the next one starts (so a retry resumes at the failed step, not at the first),
+//! and a failure ends the run with a retry time or as dead, per the flow's policy. Semaphores cap concurrent
+//! requests per http destination and per kintone domain.
+//!
+//! Claimed deliveries whose current step writes to the same kintone app with the same batchable action are
+//! written together, up to 100 records per request (`kintone.rs`).
+//!
+//! [`Worker::run`] is the long-running loop; [`Worker::drain`] runs until nothing is due, which is how
+//! tests make progress deterministically (with a manual clock deciding what "due" means).
+
+mod kintone;
+mod step;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use renkei_connectors::http::HttpClient;
+use renkei_connectors::kintone::FieldCache;
+use renkei_core::config::{Destination, KintoneAction};
+use renkei_core::types::Name;
+use renkei_store::{Claimed, StoreError};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::app::App;
+pub use step::event_view;
+
+pub struct Worker {
+    app: Arc<App>,
+    owner: String,
+    client: HttpClient,
+    /// `http:NAME` per http destination, `kintone:DOMAIN` per kintone domain.
+    limits: HashMap<String, Arc<Semaphore>>,
+    fields: FieldCache,
+}
+
+/// Deliveries claimed together, as the worker runs them.
+enum Work {
+    One(Claimed),
+    KintoneBatch { destination: Name, action: KintoneAction, group: Vec<Claimed> },
+}
+
+impl Worker {
+    pub fn new(app: Arc<App>) -> Worker {
+        let mut limits: HashMap<String, Arc<Semaphore>> = HashMap::new();
+        for (name, d) in &app.loaded.config.destinations {
+            let key = limit_key(name, d);
+            // Several kintone destinations on one domain share the smallest of their limits.
+            let n = match limits.get(&key) {
+                Some(s) => s.available_permits().min(d.concurrency()),
+                None => d.concurrency(),
+            };
+            limits.insert(key, Arc::new(Semaphore::new(n)));
+        }
+        let owner = format!("{}-{}", hostname(), uuid::Uuid::now_v7().simple());
+        Worker { app, owner, client: HttpClient::new(), limits, fields: FieldCache::default() }
+    }
+
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// Claims one batch of due deliveries and runs them to the end of this try; returns how many.
+    pub async fn run_once(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let limit = self.app.loaded.config.worker.concurrency;
+        let batch = self.claim(limit).await?;
+        let n = batch.len();
+        let mut set = JoinSet::new();
+        for work in self.group(batch) {
+            let me = self.clone();
+            set.spawn(async move { me.run_work(work).await });
+        }
+        while set.join_next().await.is_some() {}
+        Ok(n)
+    }
+
+    /// Runs until nothing is due at the clock's current time.
+    pub async fn drain(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let n = self.run_once().await?;
+            if n == 0 {
+                return Ok(total);
+            }
+            total += n;
+        }
+    }
+
+    async fn claim(&self, limit: usize) -> Result<Vec<Claimed>, StoreError> {
+        let now = self.app.clock.now();
+        let lease =
+            chrono::Duration::from_std(self.app.loaded.config.worker.lease.0).unwrap_or(chrono::Duration::minutes(2));
+        self.app.store.claim(&self.owner, now, now + lease, limit).await
+    }
+
+    /// Splits a claim into single deliveries and kintone batches.
+    fn group(&self, claimed: Vec<Claimed>) -> Vec<Work> {
+        let cfg = &self.app.loaded.config;
+        let mut batches: HashMap<(Name, KintoneAction), Vec<Claimed>> = HashMap::new();
+        let mut out = Vec::new();
+        for c in claimed {
+            let batchable =
+                cfg.flows.get(c.delivery.flow.as_str()).and_then(|f| f.steps.get(c.delivery.step as usize)).and_then(
+                    |step| match (cfg.destinations.get(step.to.as_str()), step.action) {
+                        (Some(Destination::Kintone(k)), Some(action)) if k.batch.enabled && action.batches() => {
+                            Some((step.to.clone(), action))
+                        }
+                        _ => None,
+                    },
+                );
+            match batchable {
+                Some(key) => batches.entry(key).or_default().push(c),
+                None => out.push(Work::One(c)),
+            }
+        }
+        for ((destination, action), mut group) in batches {
+            if group.len() == 1 {
+                out.push(Work::One(group.pop().expect("one")));
+            } else {
+                out.push(Work::KintoneBatch { destination, action, group });
+            }
+        }
+        out
+    }
+
+    async fn run_work(self: Arc<Self>, work: Work) {
+        match work {
+            Work::One(c) => self.deliver(c, None).await,
+            Work::KintoneBatch { destination, action, group } => self.deliver_batch(&destination, action, group).await,
+        }
+    }
+
+    /// The worker loop: keeps up to `worker.concurrency` deliveries running, sleeps when nothing is due,
+    /// and on `shutdown` stops claiming, lets running deliveries finish for `worker.shutdown_grace`, then
+    /// releases the rest so the next start (or another node) takes them at once.
+    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
+        let cfg = &self.app.loaded.config.worker;
+        let gather = self.gathering_window();
+        let slots = Arc::new(Semaphore::new(cfg.concurrency));
+        let mut running = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            while running.try_join_next().is_some() {}
+            let free = slots.available_permits();
+            let mut claimed = 0;
+            if free > 0 {
+                match self.claim(free).await {
+                    Ok(batch) => {
+                        claimed = batch.len();
+                        for work in self.group(batch) {
+                            let n = match &work {
+                                Work::One(_) => 1,
+                                Work::KintoneBatch { group, .. } => group.len() as u32,
+                            };
+                            let permit = slots.clone().acquire_many_owned(n).await.expect("semaphore is never closed");
+                            let me = self.clone();
+                            running.spawn(async move {
+                                me.run_work(work).await;
+                                drop(permit);
+                            });
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "claiming deliveries failed; will try again"),
+                }
+            }
+            if free > 0 && claimed == free {
+                continue; // more may be due
+            }
+            let idle = self.idle_wait(cfg.poll.0).await;
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = self.app.wake.notified() => {
+                    // New events: let more of a burst arrive, so kintone writes go out in full batches.
+                    if !gather.is_zero() {
+                        tokio::select! {
+                            _ = &mut shutdown => break,
+                            _ = tokio::time::sleep(gather) => {}
+                        }
+                    }
+                }
+                Some(_) = running.join_next(), if !running.is_empty() => {}
+                _ = tokio::time::sleep(idle) => {}
+            }
+        }
+        let grace = tokio::time::sleep(cfg.shutdown_grace.0);
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                next = running.join_next() => if next.is_none() { break },
+                _ = &mut grace => {
+                    running.abort_all();
+                    break;
+                }
+            }
+        }
+        match self.app.store.release(&self.owner, self.app.clock.now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(released = n, "released unfinished deliveries"),
+            Err(e) => tracing::warn!(error = %e, "releasing deliveries failed; their leases will expire"),
+        }
+    }
+
+    /// The shortest batching window of the kintone destinations that batch (zero when none does).
+    fn gathering_window(&self) -> Duration {
+        self.app
+            .loaded
+            .config
+            .destinations
+            .values()
+            .filter_map(|d| match d {
+                Destination::Kintone(k) if k.batch.enabled => Some(k.batch.window.0),
+                _ => None,
+            })
+            .min()
+            .unwrap_or(Duration::ZERO)
+    }
+
+    /// How long to sleep when idle: until the next retry is due, at most `poll`.
+    async fn idle_wait(&self, poll: Duration) -> Duration {
+        match self.app.store.next_due().await {
+            Ok(Some(at)) => (at - self.app.clock.now()).to_std().unwrap_or(Duration::ZERO).min(poll),
+            _ => poll,
+        }
+    }
+
+    fn limit(&self, destination: &str) -> Option<Arc<Semaphore>> {
+        let d = self.app.loaded.config.destinations.get(destination)?;
+        let name = Name::parse(destination).ok()?;
+        self.limits.get(&limit_key(&name, d)).cloned()
+    }
+}
+
+fn limit_key(name: &Name, d: &Destination) -> String {
+    match d {
+        Destination::Http(_) => format!("http:{name}"),
+        Destination::Kintone(k) => format!("kintone:{}", k.domain()),
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "renkei".to_owned())
+}
