@@ -19,6 +19,8 @@ pub struct App {
     pub wake: Notify,
     /// `server.admin_token`, else `RENKEI_ADMIN_TOKEN`; `None` disables the admin API.
     pub admin_token: Option<Secret>,
+    /// For connection tests the API runs on request (deliveries use the worker's own client).
+    pub http: renkei_connectors::http::HttpClient,
 }
 
 impl std::fmt::Debug for App {
@@ -40,6 +42,14 @@ impl App {
             .admin_token
             .clone()
             .or_else(|| env_admin_token.filter(|t| !t.is_empty()).map(Secret::new));
-        Arc::new(App { loaded, store, clock, metrics: Metrics::new(), wake: Notify::new(), admin_token })
+        Arc::new(App {
+            loaded,
+            store,
+            clock,
+            metrics: Metrics::new(),
+            wake: Notify::new(),
+            admin_token,
+            http: renkei_connectors::http::HttpClient::new(),
+        })
     }
 }

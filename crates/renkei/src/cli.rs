@@ -45,6 +45,9 @@ pub enum Command {
     Check {
         #[arg(long, short)]
         config: PathBuf,
+        /// Also test every destination: reachable, and for kintone the app, its fields and the token's rights.
+        #[arg(long)]
+        online: bool,
     },
     /// Dry run: print the requests a flow would send for an event file. Sends nothing.
     Test {
@@ -65,7 +68,7 @@ pub enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config, listen } => serve(&config, listen).await,
-        Command::Check { config } => Ok(check(&config)),
+        Command::Check { config, online } => Ok(check(&config, online).await),
         Command::Test { config, flow, event, content_type } => dry_run(&config, &flow, &event, content_type.as_deref()),
     }
 }
@@ -92,8 +95,30 @@ fn describe(path: &Path, p: &Problem, lang: Lang) -> String {
     format!("{loc}:{at} {}", p.message.get(lang))
 }
 
-fn check(path: &Path) -> ExitCode {
+async fn check(path: &Path, online: bool) -> ExitCode {
     match load_file(path) {
+        Ok(l) if online => {
+            let client = renkei_connectors::http::HttpClient::new();
+            let mut ok = true;
+            for name in l.config.destinations.keys() {
+                let Some(report) = crate::connection::test_destination(&l, &client, name.as_str()).await else {
+                    continue;
+                };
+                ok &= report.ok;
+                println!("{name}: {}", if report.ok { "ok" } else { "FAILED" });
+                for c in &report.checks {
+                    println!("  [{}] {}: {}", if c.ok { "ok" } else { "NG" }, c.what, c.detail);
+                }
+                for f in &report.fields {
+                    println!("    {} ({}) {}", f.code, f.kind, f.label);
+                }
+            }
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
         Ok(l) => {
             let c = &l.config;
             println!(
@@ -152,12 +177,7 @@ fn dry_run(config: &Path, flow_name: &str, event: &Path, content_type: Option<&s
     let ct = content_type.unwrap_or_else(|| guess_content_type(event));
     let parsed = parse_body(Some(ct), &bytes, src.format, &src.csv)
         .map_err(|e| anyhow::anyhow!("{}: {}", event.display(), e.msg().get(lang())))?;
-    let rows: Vec<(Option<u32>, serde_json::Value)> = match (src.splits(parsed.kind), parsed.value) {
-        (true, serde_json::Value::Array(items)) => {
-            items.into_iter().enumerate().map(|(i, v)| (Some(i as u32 + 1), v)).collect()
-        }
-        (_, v) => vec![(None, v)],
-    };
+    let rows = src.events_of(parsed);
     let mut failed = false;
     for (row, body) in rows {
         let mut view = EventView {

@@ -84,7 +84,13 @@ pub fn load(
     let history: History = cx.section(&root.key("history"));
     let worker: Worker = cx.section(&root.key("worker"));
     let table_specs: IndexMap<Name, TableSpec> = cx.entries(&root.key("tables"));
-    let sources: IndexMap<Name, Source> = cx.entries(&root.key("sources"));
+    let mut sources: IndexMap<Name, Source> = cx.entries(&root.key("sources"));
+    for src in sources.values_mut() {
+        if let Some(preset) = src.preset {
+            src.event_type.get_or_insert_with(|| Tmpl(preset.event_type().to_owned()));
+            src.dedupe.get_or_insert_with(|| Tmpl(preset.dedupe().to_owned()));
+        }
+    }
     let destinations: IndexMap<Name, Destination> = cx.entries(&root.key("destinations"));
     let flows: IndexMap<Name, Flow> = cx.entries(&root.key("flows"));
     if doc.get(&root.key("subscriptions")).is_some() {

@@ -143,6 +143,9 @@ pub struct Table {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Source {
+    /// What renkei knows about a sender's body (`kintone`): see [`crate::presets`].
+    #[serde(default)]
+    pub preset: Option<crate::presets::Preset>,
     #[serde(default)]
     pub auth: Option<SourceAuth>,
     #[serde(default)]
@@ -176,6 +179,25 @@ pub struct JsonOptions {
 }
 
 impl Source {
+    /// A parsed body (or row) as templates see it: reshaped by the preset, if any.
+    pub fn reshape(&self, body: serde_json::Value) -> serde_json::Value {
+        match self.preset {
+            Some(p) => p.apply(body),
+            None => body,
+        }
+    }
+
+    /// The events a parsed body becomes: one per row (numbered from 1) when the source splits, else one;
+    /// each reshaped by the preset.
+    pub fn events_of(&self, parsed: crate::body::Parsed) -> Vec<(Option<u32>, serde_json::Value)> {
+        match (self.splits(parsed.kind), parsed.value) {
+            (true, serde_json::Value::Array(items)) => {
+                items.into_iter().enumerate().map(|(i, v)| (Some(i as u32 + 1), self.reshape(v))).collect()
+            }
+            (_, value) => vec![(None, self.reshape(value))],
+        }
+    }
+
     /// Whether a body is split into one event per row.
     pub fn splits(&self, parsed: BodyFormat) -> bool {
         match parsed {

@@ -32,7 +32,10 @@ pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
         .route("/deliveries/{id}", get(get_delivery))
         .route("/deliveries/{id}/retry", post(retry_delivery))
         .route("/attempts", get(list_attempts))
-        .route("/queue", get(queue));
+        .route("/queue", get(queue))
+        .route("/destinations", get(list_destinations))
+        .route("/destinations/{id}/test", post(test_destination))
+        .route("/kintone/usage", get(kintone_usage));
     Router::new()
         .route("/openapi.json", get(super::openapi::document))
         .merge(protected.route_layer(middleware::from_fn_with_state(app, require_token)))
@@ -327,4 +330,49 @@ fn not_found(e: renkei_store::StoreError, what: &str, headers: &HeaderMap) -> Ap
         renkei_store::StoreError::NotFound => ApiError::not_found(what).lang(headers),
         other => ApiError::from(other).lang(headers),
     }
+}
+
+/// Configured destinations: name, type and where they point; never credentials.
+async fn list_destinations(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
+    use renkei_core::config::Destination;
+    let items: Vec<serde_json::Value> = app
+        .loaded
+        .config
+        .destinations
+        .iter()
+        .map(|(name, d)| match d {
+            Destination::Http(h) => serde_json::json!({
+                "id": name, "type": "http",
+                "base_url": h.base_url.as_deref().map(|u| app.loaded.redactor.text(u).into_owned()),
+            }),
+            Destination::Kintone(k) => serde_json::json!({
+                "id": name, "type": "kintone", "base_url": k.base(), "app": k.app, "guest_space": k.guest_space,
+            }),
+        })
+        .collect();
+    Json(serde_json::json!({ "items": items }))
+}
+
+/// The connection test (認証): reachability, and for kintone the app, its fields and the token's rights.
+async fn test_destination(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<crate::connection::Report>, ApiError> {
+    crate::connection::test_destination(&app.loaded, &app.http, &id)
+        .await
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("destination").lang(&headers))
+}
+
+/// kintone requests sent today (JST) per destination and app: kintone counts 10,000 per app per day on the
+/// Standard course.
+async fn kintone_usage(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
+    let items: Vec<serde_json::Value> = app
+        .metrics
+        .kintone_today(app.clock.now())
+        .into_iter()
+        .map(|(day, destination, app_id, n)| serde_json::json!({"day": day, "destination": destination, "app": app_id, "requests": n}))
+        .collect();
+    Json(serde_json::json!({ "items": items }))
 }

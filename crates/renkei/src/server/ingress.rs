@@ -90,12 +90,7 @@ pub async fn receive(
     };
 
     let split = src.splits(parsed.kind);
-    let rows: Vec<(Option<u32>, serde_json::Value)> = match (split, parsed.value) {
-        (true, serde_json::Value::Array(items)) => {
-            items.into_iter().enumerate().map(|(i, v)| (Some(i as u32 + 1), v)).collect()
-        }
-        (_, value) => vec![(None, value)],
-    };
+    let rows = src.events_of(parsed);
     let request_id = uuid::Uuid::now_v7().to_string();
     let kept_headers = kept_headers(&headers);
     let kept_query = kept_query(&query);
