@@ -14,6 +14,7 @@ pub mod flow;
 pub mod message;
 pub mod presets;
 pub mod redact;
+pub mod signing;
 pub mod template;
 pub mod types;
 
