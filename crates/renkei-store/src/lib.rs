@@ -9,6 +9,7 @@
 //! The store never reads the clock: every method that needs "now" takes it, so tests move time by hand.
 //! It never renders templates or talks HTTP; callers hand it finished values.
 
+pub mod postgres;
 pub mod sqlite;
 mod types;
 

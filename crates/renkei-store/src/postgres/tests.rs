@@ -1,0 +1,279 @@
+//! What only the PostgreSQL backend does: several nodes on one database, its error mapping, and where
+//! PostgreSQL itself differs from SQLite. The conformance suite (tests/conformance) covers the rest.
+//!
+//! Tests that need a server use `RENKEI_TEST_POSTGRES_URL`, as the conformance suite does, and are skipped
+//! (with a line saying so) when it is unset.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use chrono::{Duration, TimeZone, Utc};
+use renkei_core::delivery::Status;
+use serde_json::json;
+
+use super::*;
+use crate::sqlite::SqliteStore;
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 22, 0, 0, 0).unwrap()
+}
+
+fn test_url(test: &str) -> Option<String> {
+    let url = std::env::var("RENKEI_TEST_POSTGRES_URL").ok();
+    if url.is_none() {
+        println!("skipped postgres::tests::{test}: RENKEI_TEST_POSTGRES_URL is not set");
+    }
+    url
+}
+
+/// `n` nodes opened at the same time on one fresh schema.
+async fn nodes(url: &str, n: usize) -> (Vec<PgStore>, String) {
+    let schema = format!("t_{}", uuid::Uuid::now_v7().simple());
+    let opening = (0..n).map(|_| {
+        let (url, schema) = (url.to_owned(), schema.clone());
+        async move { PgStore::open_in_schema(&url, &schema, t0()).await }
+    });
+    let stores = futures_join_all(opening).await.into_iter().collect::<Result<Vec<_>>>().unwrap();
+    (stores, schema)
+}
+
+async fn futures_join_all<F: std::future::Future + Send + 'static>(fs: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F::Output: Send,
+{
+    let handles: Vec<_> = fs.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+async fn drop_schema(store: &PgStore, schema: &str) {
+    sqlx::query(&format!("DROP SCHEMA {} CASCADE", quote_ident(schema))).execute(&store.pool).await.unwrap();
+}
+
+fn ev(id: &str, deliveries: Vec<NewDelivery>) -> NewEvent {
+    NewEvent {
+        id: id.into(),
+        source: "src".into(),
+        event_type: "t".into(),
+        received_at: t0(),
+        request_id: format!("req-{id}"),
+        row: None,
+        content_type: None,
+        headers: json!({}),
+        query: json!({}),
+        body: json!({"id": id}),
+        dedupe: None,
+        deliveries,
+    }
+}
+
+fn pending(key: Option<&str>) -> NewDelivery {
+    NewDelivery { flow: "f".into(), status: Status::Pending, order_key: key.map(Into::into), error: None }
+}
+
+fn attempt(delivery_id: i64) -> NewAttempt {
+    NewAttempt {
+        delivery_id,
+        step: 0,
+        try_no: 1,
+        started_at: t0(),
+        duration_ms: 1,
+        outcome: "success",
+        method: "POST".into(),
+        url: "http://x/".into(),
+        request_headers: vec![],
+        request_body: vec![],
+        response: None,
+        error: None,
+    }
+}
+
+#[test]
+fn sqlstates_that_mean_the_database_is_unavailable() {
+    for code in ["08006", "08001", "53100", "53300", "57P01", "57P03", "58030", "25006"] {
+        assert!(is_unavailable_code(Some(code)), "{code}");
+    }
+    for code in ["23505", "40P01", "57014", "42P01"] {
+        assert!(!is_unavailable_code(Some(code)), "{code}");
+    }
+    assert!(!is_unavailable_code(None));
+}
+
+#[tokio::test]
+async fn the_password_is_never_shown() {
+    let url = "postgres://renkei:s3cret-pw@127.0.0.1:1/hub";
+    let opts = PgConnectOptions::from_str(url).unwrap();
+    let store =
+        PgStore { pool: PgPoolOptions::new().connect_lazy_with(opts.clone()), target: describe(&opts), schema: None };
+    let shown = format!("{store:?}");
+    assert_eq!(shown, r#"PgStore { target: "renkei@127.0.0.1:1/hub", schema: None }"#);
+    // Nothing listens on port 1: the open gives up after the acquire timeout, as a 503 would.
+    let err = PgStore::open(url, t0()).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert!(!format!("{err} {err:?}").contains("s3cret"), "{err:?}");
+}
+
+#[tokio::test]
+async fn nodes_starting_together_migrate_once() {
+    let Some(url) = test_url("nodes_starting_together_migrate_once") else { return };
+    let (stores, schema) = nodes(&url, 4).await;
+    let applied: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM renkei_migrations").fetch_one(&stores[3].pool).await.unwrap();
+    assert_eq!(applied, MIGRATIONS.len() as i64);
+    // Each node keeps the config it loaded only when it differs from the last one kept.
+    futures_join_all(stores.iter().map(|s| {
+        let pool = s.pool.clone();
+        async move { queue::save_config(&pool, "a: 1", t0()).await }
+    }))
+    .await
+    .into_iter()
+    .collect::<Result<Vec<_>>>()
+    .unwrap();
+    let kept: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM config_revisions").fetch_one(&stores[0].pool).await.unwrap();
+    assert_eq!(kept, 1);
+    drop_schema(&stores[0], &schema).await;
+}
+
+#[tokio::test]
+async fn concurrent_claims_never_share_a_delivery_or_overtake_a_key() {
+    let Some(url) = test_url("concurrent_claims_never_share_a_delivery_or_overtake_a_key") else { return };
+    let (stores, schema) = nodes(&url, 3).await;
+    let events = (0..150)
+        .map(|i| ev(&format!("e{i:03}"), vec![pending(None), pending((i % 3 == 0).then_some("K"))]))
+        .collect::<Vec<_>>();
+    stores[0].ingest(events, t0()).await.unwrap();
+
+    let stores: Vec<Arc<PgStore>> = stores.into_iter().map(Arc::new).collect();
+    let seen = Arc::new(Mutex::new(HashSet::new()));
+    // The key's delivery in flight now, and the key's deliveries in the order they were claimed.
+    let key_in_flight = Arc::new(Mutex::new(None::<i64>));
+    let key_order = Arc::new(Mutex::new(Vec::new()));
+    let workers = stores.iter().enumerate().map(|(n, store)| {
+        let (store, seen) = (store.clone(), seen.clone());
+        let (key_in_flight, key_order) = (key_in_flight.clone(), key_order.clone());
+        async move {
+            let owner = format!("node{n}");
+            let mut idle = 0;
+            while idle < 3 {
+                let claimed = store.claim(&owner, t0(), t0() + Duration::minutes(5), 7).await.unwrap();
+                idle = if claimed.is_empty() { idle + 1 } else { 0 };
+                for c in claimed {
+                    let id = c.delivery.id;
+                    assert!(seen.lock().unwrap().insert(id), "delivery {id} claimed twice");
+                    if c.delivery.order_key.is_some() {
+                        let before = key_in_flight.lock().unwrap().replace(id);
+                        assert_eq!(before, None, "two deliveries of key K in flight at once");
+                        key_order.lock().unwrap().push(id);
+                        // Cleared before the write that lets the next one go.
+                        *key_in_flight.lock().unwrap() = None;
+                    }
+                    let done = Transition::Succeeded { outputs: json!([]) };
+                    store.record_attempt(&owner, attempt(id), done, t0()).await.unwrap();
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    futures_join_all(workers).await;
+
+    assert_eq!(seen.lock().unwrap().len(), 300);
+    let order = key_order.lock().unwrap().clone();
+    assert_eq!(order.len(), 50);
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "key K out of order: {order:?}");
+    let stats = stores[1].queue_stats(t0()).await.unwrap();
+    assert_eq!((stats.pending, stats.in_flight), (0, 0));
+    drop_schema(&stores[0], &schema).await;
+}
+
+#[tokio::test]
+async fn a_later_ingest_of_a_key_waits_for_the_earlier_one_to_commit() {
+    let Some(url) = test_url("a_later_ingest_of_a_key_waits_for_the_earlier_one_to_commit") else { return };
+    let (stores, schema) = nodes(&url, 2).await;
+    let [first, second]: [PgStore; 2] = stores.try_into().unwrap();
+    let second = Arc::new(second);
+
+    // Node 1 is inside its ingest of e1 (key K): inserted, not yet committed.
+    let mut tx = first.pool.begin().await.unwrap();
+    queue::ingest_in(&mut tx, &[ev("e1", vec![pending(Some("K"))])], t0()).await.unwrap();
+    // Node 2's ingest of e2 (key K) waits for it instead of taking an id and committing first.
+    let later = {
+        let second = second.clone();
+        tokio::spawn(async move { second.ingest(vec![ev("e2", vec![pending(Some("K"))])], t0()).await })
+    };
+    let mut waiting = 0;
+    for _ in 0..500 {
+        waiting = sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+               AND classid = hashtext('renkei:order_key:' || current_schema())::oid",
+        )
+        .fetch_one(&second.pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(waiting, 1, "the second ingest waits on the key's lock");
+    assert!(!later.is_finished());
+    assert!(second.claim("w", t0(), t0() + Duration::minutes(1), 10).await.unwrap().is_empty());
+
+    tx.commit().await.unwrap();
+    later.await.unwrap().unwrap();
+    let all = second.list_deliveries(&DeliveryFilter::default()).await.unwrap();
+    let ids: Vec<(&str, i64)> = all.iter().map(|d| (d.event_id.as_str(), d.id)).collect();
+    assert!(ids[0].0 == "e2" && ids[1].0 == "e1" && ids[0].1 > ids[1].1, "ids in commit order: {ids:?}");
+    let c = second.claim("w", t0(), t0() + Duration::minutes(1), 10).await.unwrap();
+    assert_eq!(c.iter().map(|c| c.event.id.as_str()).collect::<Vec<_>>(), ["e1"]);
+    drop_schema(&first, &schema).await;
+}
+
+#[tokio::test]
+async fn purge_leaves_an_event_being_replayed() {
+    let Some(url) = test_url("purge_leaves_an_event_being_replayed") else { return };
+    let (stores, schema) = nodes(&url, 1).await;
+    let s = &stores[0];
+    let skipped = NewDelivery { flow: "f".into(), status: Status::Skipped, order_key: None, error: None };
+    s.ingest(vec![ev("e1", vec![skipped.clone()]), ev("e2", vec![skipped])], t0()).await.unwrap();
+    // A replay of e1 is in progress (it holds the event row), so purge skips e1 rather than wait or delete it.
+    let mut replay = s.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM events WHERE id = 'e1' FOR SHARE").execute(&mut *replay).await.unwrap();
+    let later = t0() + Duration::days(40);
+    assert_eq!(s.purge(later, later).await.unwrap(), 1);
+    assert!(s.get_event("e1").await.is_ok());
+    replay.rollback().await.unwrap();
+    assert_eq!(s.purge(later, later).await.unwrap(), 1);
+    drop_schema(s, &schema).await;
+}
+
+#[tokio::test]
+async fn text_search_and_nul_as_sqlite_has_them() {
+    let Some(url) = test_url("text_search_and_nul_as_sqlite_has_them") else { return };
+    let (stores, schema) = nodes(&url, 1).await;
+    let pg = &stores[0];
+    let lite = SqliteStore::open("sqlite::memory:", t0()).await.unwrap();
+    let mut e = ev("e1", vec![pending(Some("order\0 7"))]);
+    e.body = json!({"name": "Yamada ÄBC", "note": "50%_off"});
+    e.event_type = "form\0submit".into();
+    let both = [("postgres", pg as &dyn Store), ("sqlite", &lite)];
+    for (_, s) in both {
+        s.ingest(vec![e.clone()], t0()).await.unwrap();
+    }
+    // SQLite's LIKE folds ASCII case only; the PostgreSQL backend matches it.
+    for (q, hits) in [("yamada", 1), ("YAMADA", 1), ("äbc", 0), ("ÄBC", 1), ("50%_", 1), ("50%x", 0), ("e1", 1)] {
+        let f = EventFilter { q: Some(q.into()), ..Default::default() };
+        for (backend, s) in both {
+            assert_eq!(s.list_events(&f).await.unwrap().len(), hits, "{q} on {backend}");
+        }
+    }
+    // PostgreSQL text cannot hold U+0000: it is kept as U+FFFD instead of refusing the event.
+    let stored = pg.get_event("e1").await.unwrap();
+    assert_eq!(stored.event_type, "form\u{FFFD}submit");
+    let d = pg.list_deliveries(&DeliveryFilter::default()).await.unwrap();
+    assert_eq!(d[0].order_key.as_deref(), Some("order\u{FFFD} 7"));
+    drop_schema(pg, &schema).await;
+}
