@@ -311,19 +311,13 @@ async fn serve(config: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::R
     };
     crate::telemetry::init(loaded.config.server.log_json);
     let storage = loaded.config.storage.clone();
-    if !storage.starts_with("sqlite:") {
-        bail!(
-            "storage `{}`: only sqlite:// is available in this version",
-            storage.split('@').next_back().unwrap_or("")
-        );
-    }
     let clock = Arc::new(SystemClock);
-    let store = renkei_store::sqlite::SqliteStore::open(&storage, chrono::Utc::now())
+    let store = open_store(&storage, chrono::Utc::now())
         .await
-        .with_context(|| format!("opening {storage}"))?;
+        .with_context(|| format!("opening {}", storage_label(&storage)))?;
     store.save_config(&loaded.text, chrono::Utc::now()).await.context("saving the config revision")?;
     let addr = listen.unwrap_or(loaded.config.server.listen);
-    let app = App::new(Arc::new(loaded), Arc::new(store), clock, std::env::var("RENKEI_ADMIN_TOKEN").ok());
+    let app = App::new(Arc::new(loaded), store, clock, std::env::var("RENKEI_ADMIN_TOKEN").ok());
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
     tracing::info!(addr = %listener.local_addr()?, storage = %storage_label(&storage), "renkei is listening");
     if app.admin_token.is_none() {
@@ -346,8 +340,29 @@ async fn serve(config: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
-fn storage_label(url: &str) -> &str {
-    url.split('?').next().unwrap_or(url)
+/// The storage URL without its password, for logs and messages.
+fn storage_label(url: &str) -> String {
+    let base = url.split('?').next().unwrap_or(url);
+    match (base.split_once("://"), base.rfind('@')) {
+        (Some((scheme, rest)), Some(_)) => {
+            let (cred, host) = rest.rsplit_once('@').unwrap_or(("", rest));
+            let user = cred.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}@{host}")
+        }
+        _ => base.to_owned(),
+    }
+}
+
+/// Opens the store a `storage` URL names: `sqlite://FILE` or `postgres://...`.
+pub async fn open_store(
+    url: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Arc<dyn Store>, renkei_store::StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(renkei_store::postgres::PgStore::open(url, now).await?))
+    } else {
+        Ok(Arc::new(renkei_store::sqlite::SqliteStore::open(url, now).await?))
+    }
 }
 
 async fn wait_for(mut rx: tokio::sync::watch::Receiver<bool>) {

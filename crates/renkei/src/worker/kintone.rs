@@ -39,35 +39,44 @@ impl Worker {
     }
 
     /// The app's fields, read once and kept; a failed read is the step's try.
-    async fn fields(&self, name: &str, dest: &KintoneDestination, action: KintoneAction) -> Result<Arc<Fields>, Tried> {
+    async fn fields(
+        &self,
+        name: &str,
+        dest: &KintoneDestination,
+        action: KintoneAction,
+    ) -> Result<Arc<Fields>, Box<Tried>> {
         let key = FieldCache::key(dest);
         if let Some(f) = self.fields.get(&key) {
             return Ok(f);
         }
         let tried = self.kintone_call(dest, action, api::fields_request(dest, name)).await;
         if !matches!(tried.outcome, Outcome::Success) {
-            return Err(tried);
+            return Err(Box::new(tried));
         }
         let body = tried.response.as_ref().map(|r| r.body.as_slice()).unwrap_or_default();
         match serde_json::from_slice(body).map_err(|e| e.to_string()).and_then(|v| Fields::parse(&v)) {
             Ok(fields) => Ok(self.fields.put(key, fields)),
-            Err(e) => Err(Tried {
+            Err(e) => Err(Box::new(Tried {
                 outcome: Outcome::Transient { reason: e.clone(), retry_after: None },
                 error: Some(e),
                 ..tried
-            }),
+            })),
         }
     }
 
     /// Converts an operation's record to the app's field types (refusing what does not fit).
-    async fn converted(&self, op: &KintoneOp, dest: &KintoneDestination) -> Result<Option<Map<String, Value>>, Tried> {
+    async fn converted(
+        &self,
+        op: &KintoneOp,
+        dest: &KintoneDestination,
+    ) -> Result<Option<Map<String, Value>>, Box<Tried>> {
         if !matches!(op.action, KintoneAction::Add | KintoneAction::Update | KintoneAction::Upsert) {
             return Ok(None);
         }
         let fields = self.fields(op.destination.as_str(), dest, op.action).await?;
         convert_record(&fields, &op.record)
             .map(Some)
-            .map_err(|e| Tried::refused(format!("kintone app {}: {e}", dest.app)))
+            .map_err(|e| Box::new(Tried::refused(format!("kintone app {}: {e}", dest.app))))
     }
 
     /// A kintone step for one event.
@@ -78,7 +87,7 @@ impl Worker {
         };
         let record = match self.converted(&op, dest).await {
             Ok(r) => r,
-            Err(t) => return t,
+            Err(t) => return *t,
         };
         let target = match (&op.id, &op.key, op.action) {
             (Some(id), _, _) => Target::Id(id.clone()),
@@ -150,7 +159,7 @@ impl Worker {
             Ok(f) => f,
             Err(tried) => {
                 for c in group {
-                    self.deliver(c, Some(tried.clone())).await;
+                    self.deliver(c, Some((*tried).clone())).await;
                 }
                 return;
             }
@@ -158,7 +167,7 @@ impl Worker {
         for c in group {
             match self.render_for_batch(&c, &fields, &dest) {
                 Ok((target, record)) => ready.push((c, target, record)),
-                Err(tried) => done.push((c, tried)),
+                Err(tried) => done.push((c, *tried)),
             }
         }
         while !ready.is_empty() {
@@ -224,7 +233,7 @@ impl Worker {
         c: &Claimed,
         fields: &Fields,
         dest: &KintoneDestination,
-    ) -> Result<(Target, Map<String, Value>), Tried> {
+    ) -> Result<(Target, Map<String, Value>), Box<Tried>> {
         let d = &c.delivery;
         let index = d.step as usize;
         let flow = &self.app.loaded.config.flows[d.flow.as_str()];
@@ -239,11 +248,11 @@ impl Worker {
         });
         let op = match render_step(&self.app.loaded, flow, index, &view, steps) {
             Ok(Rendered::Kintone(op)) => op,
-            Ok(Rendered::Http(_)) => return Err(Tried::refused(format!("step {index}: not a kintone step"))),
-            Err(e) => return Err(Tried::refused(format!("step {index}: {e}"))),
+            Ok(Rendered::Http(_)) => return Err(Box::new(Tried::refused(format!("step {index}: not a kintone step")))),
+            Err(e) => return Err(Box::new(Tried::refused(format!("step {index}: {e}")))),
         };
-        let record =
-            convert_record(fields, &op.record).map_err(|e| Tried::refused(format!("kintone app {}: {e}", dest.app)))?;
+        let record = convert_record(fields, &op.record)
+            .map_err(|e| Box::new(Tried::refused(format!("kintone app {}: {e}", dest.app))))?;
         let target = match (op.id, op.key) {
             (Some(id), _) => Target::Id(id),
             (None, Some((f, v))) => Target::Key(f, v),

@@ -41,7 +41,7 @@ pub struct Worker {
 
 /// Deliveries claimed together, as the worker runs them.
 enum Work {
-    One(Claimed),
+    One(Box<Claimed>),
     KintoneBatch { destination: Name, action: KintoneAction, group: Vec<Claimed> },
 }
 
@@ -115,12 +115,12 @@ impl Worker {
                 );
             match batchable {
                 Some(key) => batches.entry(key).or_default().push(c),
-                None => out.push(Work::One(c)),
+                None => out.push(Work::One(Box::new(c))),
             }
         }
         for ((destination, action), mut group) in batches {
             if group.len() == 1 {
-                out.push(Work::One(group.pop().expect("one")));
+                out.push(Work::One(Box::new(group.pop().expect("one"))));
             } else {
                 out.push(Work::KintoneBatch { destination, action, group });
             }
@@ -130,7 +130,7 @@ impl Worker {
 
     async fn run_work(self: Arc<Self>, work: Work) {
         match work {
-            Work::One(c) => self.deliver(c, None).await,
+            Work::One(c) => self.deliver(*c, None).await,
             Work::KintoneBatch { destination, action, group } => self.deliver_batch(&destination, action, group).await,
         }
     }

@@ -321,6 +321,9 @@ async fn restart_with_pending_deliveries_delivers_them() {
     run.abort();
     let _ = run.await;
     let app = app.restart().await;
+    // SQLite (one process per file) releases a dead predecessor's claims when it opens; PostgreSQL (nodes
+    // share it) waits for their leases to run out.
+    app.advance(Duration::from_secs(121));
     assert_eq!(app.drain().await, 2);
     let ds = app.deliveries().await;
     assert!(ds.iter().all(|d| d["status"] == "succeeded"), "{ds:?}");

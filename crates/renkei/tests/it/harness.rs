@@ -15,7 +15,9 @@ use renkei::app::App;
 use renkei::clock::ManualClock;
 use renkei::worker::Worker;
 use renkei_core::config::load;
+use renkei_store::postgres::PgStore;
 use renkei_store::sqlite::SqliteStore;
+use renkei_store::Store;
 use tempfile::TempDir;
 use tokio::sync::Notify;
 
@@ -56,9 +58,8 @@ async fn start(config: String, env: Vec<(String, String)>, dir: Arc<TempDir>, cl
     let loaded =
         load(&config, &|k| lookup.get(k).cloned(), &|f| std::fs::read(base.join(f)).map_err(|e| e.to_string()))
             .unwrap_or_else(|problems| panic!("test config does not load: {problems:#?}"));
-    let url = format!("sqlite://{}", dir.path().join("renkei.db").display());
-    let store = SqliteStore::open(&url, clock.now_utc()).await.expect("open store");
-    let app = App::new(Arc::new(loaded), Arc::new(store), clock.clone(), Some(ADMIN.to_owned()));
+    let store = open_store(&dir, clock.now_utc()).await;
+    let app = App::new(Arc::new(loaded), store, clock.clone(), Some(ADMIN.to_owned()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -70,6 +71,21 @@ async fn start(config: String, env: Vec<(String, String)>, dir: Arc<TempDir>, cl
     });
     let worker = Arc::new(Worker::new(app.clone()));
     TestApp { addr, app, worker, clock, http: reqwest::Client::new(), dir, config, env, server, stop }
+}
+
+/// The store under test: SQLite in the test's directory, or, with `RENKEI_TEST_STORAGE=postgres`, a schema of
+/// its own (named after the directory, so a restart finds it again) in `RENKEI_TEST_POSTGRES_URL`.
+async fn open_store(dir: &TempDir, now: DateTime<Utc>) -> Arc<dyn Store> {
+    if std::env::var("RENKEI_TEST_STORAGE").as_deref() == Ok("postgres") {
+        let url = std::env::var("RENKEI_TEST_POSTGRES_URL")
+            .expect("RENKEI_TEST_STORAGE=postgres needs RENKEI_TEST_POSTGRES_URL");
+        let name = dir.path().file_name().unwrap().to_string_lossy().to_ascii_lowercase();
+        let schema = format!("it_{}", name.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>());
+        Arc::new(PgStore::open_in_schema(&url, &schema, now).await.expect("open postgres store"))
+    } else {
+        let url = format!("sqlite://{}", dir.path().join("renkei.db").display());
+        Arc::new(SqliteStore::open(&url, now).await.expect("open store"))
+    }
 }
 
 trait NowUtc {

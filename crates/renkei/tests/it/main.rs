@@ -6,4 +6,5 @@ mod harness;
 mod cli;
 mod delivery;
 mod ingress;
+mod kintone;
 mod ops;
