@@ -98,4 +98,12 @@ pub trait Store: Send + Sync + 'static {
     async fn save_config(&self, text: &str, now: DateTime<Utc>) -> Result<()>;
     /// Answers when the database does.
     async fn ping(&self) -> Result<()>;
+
+    /// A small named value kept across restarts (a polling cursor).
+    async fn get_state(&self, key: &str) -> Result<Option<String>>;
+    async fn put_state(&self, key: &str, value: &str, now: DateTime<Utc>) -> Result<()>;
+    /// Adds `by` to a named counter (created at 0) and returns its new value. Atomic across nodes.
+    async fn add_count(&self, key: &str, by: i64) -> Result<i64>;
+    /// The counters whose names start with `prefix`, by name.
+    async fn counts(&self, prefix: &str) -> Result<Vec<(String, i64)>>;
 }

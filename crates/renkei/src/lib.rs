@@ -8,6 +8,7 @@ pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod connection;
+pub mod ingest;
 pub mod metrics;
 pub mod server;
 pub mod telemetry;

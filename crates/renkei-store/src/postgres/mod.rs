@@ -59,7 +59,10 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::*;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_init.sql")),
+    (2, include_str!("../../migrations/postgres/0002_state.sql")),
+];
 
 /// Connections per node. PostgreSQL runs writers side by side, so reads and writes share one pool.
 const POOL_SIZE: u32 = 10;
@@ -331,6 +334,48 @@ impl Store for PgStore {
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db)?;
         Ok(())
+    }
+
+    async fn get_state(&self, key: &str) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT value FROM kv_state WHERE key = $1")
+            .bind(text(key))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)
+    }
+
+    async fn put_state(&self, key: &str, value: &str, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO kv_state (key, value, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .bind(text(key))
+        .bind(text(value))
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn add_count(&self, key: &str, by: i64) -> Result<i64> {
+        sqlx::query_scalar(
+            "INSERT INTO counters (key, value) VALUES ($1, $2)
+             ON CONFLICT (key) DO UPDATE SET value = counters.value + excluded.value RETURNING value",
+        )
+        .bind(text(key))
+        .bind(by)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)
+    }
+
+    async fn counts(&self, prefix: &str) -> Result<Vec<(String, i64)>> {
+        sqlx::query_as("SELECT key, value FROM counters WHERE starts_with(key, $1) ORDER BY key")
+            .bind(text(prefix))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)
     }
 }
 

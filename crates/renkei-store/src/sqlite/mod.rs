@@ -24,7 +24,10 @@ use sqlx::sqlite::{
 
 use crate::*;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../../migrations/sqlite/0002_state.sql")),
+];
 
 pub struct SqliteStore {
     writer: SqlitePool,
@@ -280,6 +283,48 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.reader).await.map_err(db)?;
         Ok(())
+    }
+
+    async fn get_state(&self, key: &str) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT value FROM kv_state WHERE key = ?1")
+            .bind(key)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db)
+    }
+
+    async fn put_state(&self, key: &str, value: &str, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO kv_state (key, value, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .bind(key)
+        .bind(value)
+        .bind(ms(now))
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn add_count(&self, key: &str, by: i64) -> Result<i64> {
+        sqlx::query_scalar(
+            "INSERT INTO counters (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = counters.value + excluded.value RETURNING value",
+        )
+        .bind(key)
+        .bind(by)
+        .fetch_one(&self.writer)
+        .await
+        .map_err(db)
+    }
+
+    async fn counts(&self, prefix: &str) -> Result<Vec<(String, i64)>> {
+        sqlx::query_as("SELECT key, value FROM counters WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key")
+            .bind(prefix)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db)
     }
 }
 

@@ -322,7 +322,23 @@ pub async fn config_revisions_and_ping(s: &dyn Store) {
     s.ping().await.unwrap();
 }
 
+pub async fn state_and_counters(s: &dyn Store) {
+    assert_eq!(s.get_state("poll:k").await.unwrap(), None);
+    s.put_state("poll:k", "2026-11-22T00:00:00Z", t0()).await.unwrap();
+    s.put_state("poll:k", "2026-11-22T01:00:00Z", t0()).await.unwrap();
+    assert_eq!(s.get_state("poll:k").await.unwrap().as_deref(), Some("2026-11-22T01:00:00Z"));
+    assert_eq!(s.add_count("kintone:2026-11-22:crm:12", 1).await.unwrap(), 1);
+    assert_eq!(s.add_count("kintone:2026-11-22:crm:12", 10).await.unwrap(), 11);
+    s.add_count("kintone:2026-11-21:crm:12", 5).await.unwrap();
+    s.add_count("other:x", 5).await.unwrap();
+    let got = s.counts("kintone:2026-11-22:").await.unwrap();
+    assert_eq!(got, [("kintone:2026-11-22:crm:12".to_owned(), 11)]);
+    assert_eq!(s.counts("kintone:").await.unwrap().len(), 2);
+    assert!(s.counts("kintone:%").await.unwrap().is_empty(), "a prefix is literal, not a pattern");
+}
+
 backends::for_each_backend!(
+    state_and_counters,
     ingest_claim_and_succeed,
     retries_wait_for_their_time_and_leases_expire,
     an_ordering_key_lets_one_delivery_through_at_a_time,

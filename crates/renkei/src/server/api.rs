@@ -224,7 +224,7 @@ async fn replay_event(
     if let Ok((event_type, _)) = classify(loaded, &source, &view) {
         view.event_type = event_type;
     }
-    let deliveries: Vec<_> = plan(loaded, &view).into_iter().map(super::ingress::new_delivery).collect();
+    let deliveries: Vec<_> = plan(loaded, &view).into_iter().map(crate::ingest::new_delivery).collect();
     let ids = app
         .store
         .add_deliveries(&id, deliveries, app.clock.now())

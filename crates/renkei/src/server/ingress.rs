@@ -16,17 +16,14 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use renkei_core::body::{parse_body, BodyError};
 use renkei_core::config::Source;
-use renkei_core::delivery::Status;
-use renkei_core::event::EventView;
-use renkei_core::flow::{classify, plan, Decision};
 use renkei_core::redact::Redactor;
-use renkei_core::types::Name;
 use renkei_core::Msg;
-use renkei_store::{Dedupe, Ingested, NewDelivery, NewEvent, Rejected};
+use renkei_store::{Ingested, Rejected};
 use subtle::ConstantTimeEq;
 
 use super::ApiError;
 use crate::app::App;
+use crate::ingest::{accept, Arrival};
 
 pub async fn receive(
     State(app): State<Arc<App>>,
@@ -91,32 +88,15 @@ pub async fn receive(
 
     let split = src.splits(parsed.kind);
     let rows = src.events_of(parsed);
-    let request_id = uuid::Uuid::now_v7().to_string();
-    let kept_headers = kept_headers(&headers);
-    let kept_query = kept_query(&query);
-    let mut events = Vec::with_capacity(rows.len());
-    for (row, body) in rows {
-        let mut view = EventView {
-            id: uuid::Uuid::now_v7().to_string(),
-            event_type: String::new(),
-            source: source.clone(),
-            received_at: now,
-            body,
-            row,
-            headers: kept_headers.clone(),
-            query: kept_query.clone(),
-        };
-        events.push(new_event(&app, name, src, &mut view, &request_id, content_type.clone(), now));
-    }
-
-    let n = events.len();
-    match app.store.ingest(events, now).await {
-        Ok(outcomes) => {
-            app.wake.notify_one();
-            for o in &outcomes {
-                app.metrics
-                    .event(&source, if matches!(o, Ingested::Duplicate { .. }) { "duplicate" } else { "accepted" });
-            }
+    let arrival = Arrival {
+        headers: kept_headers(&headers),
+        query: kept_query(&query),
+        content_type: content_type.clone(),
+        received_at: now,
+    };
+    let n = rows.len();
+    match accept(&app, name, src, rows, arrival).await {
+        Ok((request_id, outcomes)) => {
             if split {
                 let rows: Vec<_> = outcomes.iter().enumerate().map(|(i, o)| row_result(i + 1, o)).collect();
                 (StatusCode::MULTI_STATUS, Json(serde_json::json!({ "request_id": request_id, "events": rows })))
@@ -132,66 +112,6 @@ pub async fn receive(
             ApiError::from(e).lang(&headers).into_response()
         }
     }
-}
-
-/// Classifies and plans one event; a template failure here still stores the event, with dead deliveries
-/// that say why, so nothing is lost and the event can be replayed once the config is fixed.
-fn new_event(
-    app: &App,
-    name: &Name,
-    src: &Source,
-    view: &mut EventView,
-    request_id: &str,
-    content_type: Option<String>,
-    now: DateTime<Utc>,
-) -> NewEvent {
-    let loaded = &app.loaded;
-    let (deliveries, dedupe) = match classify(loaded, name, view) {
-        Ok((event_type, dedupe)) => {
-            view.event_type = event_type;
-            let deliveries = plan(loaded, view).into_iter().map(new_delivery).collect();
-            let window = chrono::Duration::from_std(src.dedupe_window.0).unwrap_or(chrono::Duration::days(7));
-            (deliveries, dedupe.filter(|k| !k.is_empty()).map(|key| Dedupe { key, expires_at: now + window }))
-        }
-        Err(e) => {
-            let deliveries = loaded
-                .config
-                .flows
-                .iter()
-                .filter(|(_, f)| f.enabled && f.source == *name)
-                .map(|(flow, _)| NewDelivery {
-                    flow: flow.to_string(),
-                    status: Status::Dead,
-                    order_key: None,
-                    error: Some(e.clone()),
-                })
-                .collect();
-            (deliveries, None)
-        }
-    };
-    NewEvent {
-        id: view.id.clone(),
-        source: view.source.clone(),
-        event_type: view.event_type.clone(),
-        received_at: now,
-        request_id: request_id.to_owned(),
-        row: view.row,
-        content_type,
-        headers: serde_json::Value::Object(view.headers.clone()),
-        query: serde_json::Value::Object(view.query.clone()),
-        body: view.body.clone(),
-        dedupe,
-        deliveries,
-    }
-}
-
-pub fn new_delivery(p: renkei_core::flow::Plan) -> NewDelivery {
-    let (status, error) = match p.decision {
-        Decision::Deliver => (Status::Pending, None),
-        Decision::Skip => (Status::Skipped, None),
-        Decision::Fail(e) => (Status::Dead, Some(e)),
-    };
-    NewDelivery { flow: p.flow.to_string(), status, order_key: p.order_key, error }
 }
 
 fn single_result(o: &Ingested) -> serde_json::Value {

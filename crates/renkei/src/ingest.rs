@@ -1,0 +1,119 @@
+//! Turning received bodies into stored events: classified, planned and committed in one transaction.
+//!
+//! Shared by the webhook ingress and the kintone poller, so an event means the same whichever way it came.
+
+use chrono::{DateTime, Utc};
+use renkei_core::config::Source;
+use renkei_core::delivery::Status;
+use renkei_core::event::EventView;
+use renkei_core::flow::{classify, plan, Decision};
+use renkei_core::types::Name;
+use renkei_store::{Dedupe, Ingested, NewDelivery, NewEvent, StoreError};
+
+use crate::app::App;
+
+/// Where a request's bodies came from, as stored with each event.
+pub struct Arrival {
+    /// Lower-case names, credentials removed.
+    pub headers: serde_json::Map<String, serde_json::Value>,
+    /// `token` removed.
+    pub query: serde_json::Map<String, serde_json::Value>,
+    pub content_type: Option<String>,
+    pub received_at: DateTime<Utc>,
+}
+
+/// Stores the events `rows` become (one per row; `row` numbers a split file's rows) with their deliveries, in
+/// one transaction, then wakes the worker. Returns the request id and one outcome per row.
+pub async fn accept(
+    app: &App,
+    name: &Name,
+    src: &Source,
+    rows: Vec<(Option<u32>, serde_json::Value)>,
+    arrival: Arrival,
+) -> Result<(String, Vec<Ingested>), StoreError> {
+    let request_id = uuid::Uuid::now_v7().to_string();
+    let now = arrival.received_at;
+    let events: Vec<NewEvent> = rows
+        .into_iter()
+        .map(|(row, body)| {
+            let mut view = EventView {
+                id: uuid::Uuid::now_v7().to_string(),
+                event_type: String::new(),
+                source: name.to_string(),
+                received_at: now,
+                body,
+                row,
+                headers: arrival.headers.clone(),
+                query: arrival.query.clone(),
+            };
+            new_event(app, name, src, &mut view, &request_id, arrival.content_type.clone(), now)
+        })
+        .collect();
+    let outcomes = app.store.ingest(events, now).await?;
+    app.wake.notify_one();
+    for o in &outcomes {
+        app.metrics
+            .event(name.as_str(), if matches!(o, Ingested::Duplicate { .. }) { "duplicate" } else { "accepted" });
+    }
+    Ok((request_id, outcomes))
+}
+
+/// Classifies and plans one event; a template failure here still stores the event, with dead deliveries
+/// that say why, so nothing is lost and the event can be replayed once the config is fixed.
+fn new_event(
+    app: &App,
+    name: &Name,
+    src: &Source,
+    view: &mut EventView,
+    request_id: &str,
+    content_type: Option<String>,
+    now: DateTime<Utc>,
+) -> NewEvent {
+    let loaded = &app.loaded;
+    let (deliveries, dedupe) = match classify(loaded, name, view) {
+        Ok((event_type, dedupe)) => {
+            view.event_type = event_type;
+            let deliveries = plan(loaded, view).into_iter().map(new_delivery).collect();
+            let window = chrono::Duration::from_std(src.dedupe_window.0).unwrap_or(chrono::Duration::days(7));
+            (deliveries, dedupe.filter(|k| !k.is_empty()).map(|key| Dedupe { key, expires_at: now + window }))
+        }
+        Err(e) => {
+            let deliveries = loaded
+                .config
+                .flows
+                .iter()
+                .filter(|(_, f)| f.enabled && f.source == *name)
+                .map(|(flow, _)| NewDelivery {
+                    flow: flow.to_string(),
+                    status: Status::Dead,
+                    order_key: None,
+                    error: Some(e.clone()),
+                })
+                .collect();
+            (deliveries, None)
+        }
+    };
+    NewEvent {
+        id: view.id.clone(),
+        source: view.source.clone(),
+        event_type: view.event_type.clone(),
+        received_at: now,
+        request_id: request_id.to_owned(),
+        row: view.row,
+        content_type,
+        headers: serde_json::Value::Object(view.headers.clone()),
+        query: serde_json::Value::Object(view.query.clone()),
+        body: view.body.clone(),
+        dedupe,
+        deliveries,
+    }
+}
+
+pub fn new_delivery(p: renkei_core::flow::Plan) -> NewDelivery {
+    let (status, error) = match p.decision {
+        Decision::Deliver => (Status::Pending, None),
+        Decision::Skip => (Status::Skipped, None),
+        Decision::Fail(e) => (Status::Dead, Some(e)),
+    };
+    NewDelivery { flow: p.flow.to_string(), status, order_key: p.order_key, error }
+}
