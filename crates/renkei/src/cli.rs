@@ -328,6 +328,7 @@ async fn serve(config: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::R
     let worker = Arc::new(Worker::new(app.clone()));
     let worker_task = tokio::spawn(worker.run(wait_for(stop_rx.clone())));
     let purge_task = tokio::spawn(purge_loop(app.clone(), wait_for(stop_rx.clone())));
+    let poll_task = tokio::spawn(crate::poll::run(app.clone(), wait_for(stop_rx.clone())));
     let server = crate::server::serve(listener, app.clone(), wait_for(stop_rx));
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -337,6 +338,7 @@ async fn serve(config: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::R
     server.await?;
     worker_task.await?;
     purge_task.await?;
+    poll_task.await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod connection;
 pub mod ingest;
 pub mod metrics;
+pub mod poll;
 pub mod server;
 pub mod telemetry;
 pub mod worker;

@@ -14,8 +14,6 @@ type Labels = Vec<(&'static str, String)>;
 pub struct Metrics {
     registry: Registry,
     kintone_requests: Family<Labels, Counter>,
-    /// kintone requests per (JST day, destination, app): the daily limit counts per app per day.
-    kintone_daily: std::sync::Mutex<std::collections::BTreeMap<(String, String, u64), u64>>,
     events: Family<Labels, Counter>,
     deliveries: Family<Labels, Counter>,
     attempt_seconds: Family<Labels, Histogram>,
@@ -50,16 +48,7 @@ impl Metrics {
             "Requests sent to kintone, by destination and app (kintone limits requests per app per day)",
             kintone_requests.clone(),
         );
-        Metrics {
-            registry,
-            kintone_requests,
-            kintone_daily: Default::default(),
-            events,
-            deliveries,
-            attempt_seconds,
-            queue_depth,
-            oldest_open_age,
-        }
+        Metrics { registry, kintone_requests, events, deliveries, attempt_seconds, queue_depth, oldest_open_age }
     }
 
     /// `outcome`: accepted, duplicate, or the rejection code (unauthorized, malformed_body, ...).
@@ -76,25 +65,10 @@ impl Metrics {
         self.attempt_seconds.get_or_create(&vec![("destination", destination.to_owned())]).observe(seconds);
     }
 
-    pub fn kintone_request(&self, destination: &str, app: u64, now: chrono::DateTime<chrono::Utc>) {
+    pub fn kintone_request(&self, destination: &str, app: u64) {
         self.kintone_requests
             .get_or_create(&vec![("destination", destination.to_owned()), ("app", app.to_string())])
             .inc();
-        let day = jst_day(now);
-        let mut daily = self.kintone_daily.lock().expect("metrics lock");
-        daily.retain(|(d, _, _), _| *d == day);
-        *daily.entry((day, destination.to_owned(), app)).or_default() += 1;
-    }
-
-    /// kintone requests today (JST), per destination and app, as counted by this process.
-    pub fn kintone_today(&self, now: chrono::DateTime<chrono::Utc>) -> Vec<(String, String, u64, u64)> {
-        let day = jst_day(now);
-        let daily = self.kintone_daily.lock().expect("metrics lock");
-        daily
-            .iter()
-            .filter(|((d, _, _), _)| *d == day)
-            .map(|((d, dest, app), n)| (d.clone(), dest.clone(), *app, *n))
-            .collect()
     }
 
     /// The text exposition, with queue gauges set from `stats` first.
@@ -116,6 +90,11 @@ impl Metrics {
 }
 
 /// The calendar day in Japan, which is when kintone's daily counts reset.
-fn jst_day(now: chrono::DateTime<chrono::Utc>) -> String {
+pub fn jst_day(now: chrono::DateTime<chrono::Utc>) -> String {
     now.with_timezone(&renkei_core::dates::jst()).format("%Y-%m-%d").to_string()
+}
+
+/// The store counter of kintone requests per JST day, destination and app (`kintone:DAY:DEST:APP`).
+pub fn kintone_counter(now: chrono::DateTime<chrono::Utc>, destination: &str, app: u64) -> String {
+    format!("kintone:{}:{destination}:{app}", jst_day(now))
 }

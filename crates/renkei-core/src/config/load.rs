@@ -139,6 +139,27 @@ pub fn load(
                 );
             }
         }
+        if let Some(poll) = &src.poll {
+            match destinations.get(poll.destination.as_str()) {
+                Some(Destination::Kintone(_)) => {}
+                _ => cx.problem(
+                    &p.key("poll").key("destination"),
+                    Msg::new(
+                        format!("`{}` is not a kintone destination", poll.destination),
+                        format!("`{}` は kintone の連携先ではありません", poll.destination),
+                    ),
+                ),
+            }
+            if src.preset.is_none() {
+                cx.problem(
+                    &p.key("poll"),
+                    Msg::new(
+                        "a polling source needs `preset: kintone`",
+                        "ポーリングするソースには preset: kintone が必要です",
+                    ),
+                );
+            }
+        }
         if src.verify.is_some() {
             cx.problem(
                 &p.key("verify"),

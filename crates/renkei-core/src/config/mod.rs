@@ -165,6 +165,30 @@ pub struct Source {
     /// Callback verification (Shopらん). Parsed so the documented config loads; see `check` for support.
     #[serde(default)]
     pub verify: Option<serde_json::Value>,
+    /// Pull changes from a kintone app as well (those kintone sends no webhook for: CSV import, bulk API).
+    #[serde(default)]
+    pub poll: Option<KintonePoll>,
+}
+
+/// A polling trigger: records of a kintone destination's app changed since the last look become events.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KintonePoll {
+    /// A kintone destination: its app and credentials are read.
+    pub destination: Name,
+    #[serde(default = "default_poll_every")]
+    pub every: Span,
+    /// The code of the app's "updated time" (更新日時) field.
+    #[serde(default = "default_poll_field")]
+    pub field: String,
+}
+
+fn default_poll_every() -> Span {
+    Span(std::time::Duration::from_secs(300))
+}
+
+fn default_poll_field() -> String {
+    "更新日時".into()
 }
 
 fn default_dedupe_window() -> Span {

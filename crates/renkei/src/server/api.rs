@@ -367,12 +367,17 @@ async fn test_destination(
 
 /// kintone requests sent today (JST) per destination and app: kintone counts 10,000 per app per day on the
 /// Standard course.
-async fn kintone_usage(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
-    let items: Vec<serde_json::Value> = app
-        .metrics
-        .kintone_today(app.clock.now())
+async fn kintone_usage(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+    let day = crate::metrics::jst_day(app.clock.now());
+    let counts = app.store.counts(&format!("kintone:{day}:")).await.map_err(|e| ApiError::from(e).lang(&headers))?;
+    let items: Vec<serde_json::Value> = counts
         .into_iter()
-        .map(|(day, destination, app_id, n)| serde_json::json!({"day": day, "destination": destination, "app": app_id, "requests": n}))
+        .filter_map(|(key, n)| {
+            let mut parts = key.splitn(4, ':').skip(2);
+            let destination = parts.next()?.to_owned();
+            let app_id: u64 = parts.next()?.parse().ok()?;
+            Some(serde_json::json!({"day": day, "destination": destination, "app": app_id, "requests": n}))
+        })
         .collect();
-    Json(serde_json::json!({ "items": items }))
+    Ok(Json(serde_json::json!({ "items": items })))
 }

@@ -26,7 +26,12 @@ impl Worker {
     /// Sends one kintone call and judges it by kintone's error codes.
     async fn kintone_call(&self, dest: &KintoneDestination, action: KintoneAction, req: Request) -> Tried {
         let result = self.send(&req).await;
-        self.app.metrics.kintone_request(req.destination.as_str(), dest.app, self.app.clock.now());
+        self.app.metrics.kintone_request(req.destination.as_str(), dest.app);
+        // Kept in the store, so every node's requests count against the app's daily limit.
+        let counter = crate::metrics::kintone_counter(self.app.clock.now(), req.destination.as_str(), dest.app);
+        if let Err(e) = self.app.store.add_count(&counter, 1).await {
+            tracing::warn!(error = %e, "counting a kintone request failed");
+        }
         let outcome = match &result {
             Ok(resp) => api::classify(dest, action, resp.status, &resp.body, retry_after(resp, self.app.clock.now())),
             Err(e) => Outcome::Transient { reason: e.to_string(), retry_after: None },

@@ -347,3 +347,57 @@ flows:
     app.drain().await;
     assert_eq!(rx.received()[0].json(), json!({"text": "㈱山田 (SINGLE_LINE_TEXT)"}));
 }
+
+#[tokio::test]
+async fn polling_turns_changes_without_webhooks_into_events_once() {
+    let k = FakeKintone::start().await;
+    customer_app(&k);
+    let rx = Receiver::start().await;
+    let cfg = format!(
+        r#"
+sources:
+  changes: {{ preset: kintone, poll: {{ destination: crm, every: 1m }} }}
+destinations:
+  crm: {{ type: kintone, base_url: "{base}", app: 12, api_token: "{TOKEN}" }}
+  out: {{ type: http, base_url: "{rx}" }}
+flows:
+  forward:
+    source: changes
+    steps: [ {{ to: out, body: {{ code: "{{{{ body.record.customer_code }}}}", type: "{{{{ event.type }}}}" }} }} ]
+"#,
+        base = k.base_url(),
+        rx = rx.url
+    );
+    let app = spawn_app(&cfg).await;
+    let client = renkei_connectors::http::HttpClient::new();
+    let poll = || renkei::poll::poll_once(&app.app, &client, "changes");
+    // The first look only sets the cursor.
+    assert_eq!(poll().await, Ok(0));
+    let id = k.seed_record(12, json!({"customer_code": {"value": "P1"}, "customer_name": {"value": "p1"}}));
+    k.seed_record(12, json!({"customer_code": {"value": "P2"}, "customer_name": {"value": "p2"}}));
+    assert_eq!(poll().await, Ok(2));
+    assert_eq!(poll().await, Ok(0), "records read again at the cursor are recognised");
+    // A change kintone sends no webhook for (a bulk write here): picked up as an update.
+    let r = app
+        .http
+        .put(format!("{}/k/v1/records.json", k.base_url()))
+        .header("X-Cybozu-API-Token", TOKEN)
+        .json(&json!({"app": 12, "records": [{"id": id, "record": {"customer_name": {"value": "changed"}}}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(poll().await, Ok(1));
+    app.drain().await;
+    let mut got: Vec<serde_json::Value> = rx.received().iter().map(|r| r.json()).collect();
+    got.sort_by_key(|v| v.to_string());
+    assert_eq!(
+        got,
+        [
+            json!({"code": "P1", "type": "ADD_RECORD"}),
+            json!({"code": "P1", "type": "UPDATE_RECORD"}),
+            json!({"code": "P2", "type": "ADD_RECORD"})
+        ]
+    );
+    assert!(app.app.store.get_state("poll:changes").await.unwrap().is_some());
+}
