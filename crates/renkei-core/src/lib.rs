@@ -12,6 +12,7 @@ pub mod delivery;
 pub mod event;
 pub mod flow;
 pub mod message;
+pub mod net;
 pub mod presets;
 pub mod redact;
 pub mod signing;

@@ -27,6 +27,12 @@ impl Name {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A name renkei makes from a valid one (`subscription-NAME`): same alphabet, may pass 64 characters.
+    pub(crate) fn derived(s: &str) -> Name {
+        debug_assert!(s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        Name(s.to_owned())
+    }
 }
 
 impl fmt::Display for Name {

@@ -1,1 +1,3 @@
 //! renkei-testkit: fakes of the systems renkei talks to, for tests only.
+
+pub mod kintone;

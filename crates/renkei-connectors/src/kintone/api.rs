@@ -262,7 +262,10 @@ impl KintoneError {
             let Some(rest) = key.strip_prefix("records[") else { continue };
             let Some((index, field)) = rest.split_once(']') else { continue };
             let Ok(i) = index.parse::<usize>() else { continue };
+            // kintone writes `records[1].金額.value`, and for some types `records[1][金額].value`.
             let field = field.trim_start_matches('.').trim_end_matches(".value");
+            let field = field.strip_prefix('[').map(|f| f.replacen(']', "", 1)).unwrap_or_else(|| field.to_owned());
+            let field = field.as_str();
             let text = format!("{}: {field}: {}", self.code, msgs.join(" "));
             out.entry(i).and_modify(|t| t.push_str(&format!("; {field}: {}", msgs.join(" ")))).or_insert(text);
         }

@@ -90,17 +90,41 @@ pub fn load(
             src.event_type.get_or_insert_with(|| Tmpl(preset.event_type().to_owned()));
             src.dedupe.get_or_insert_with(|| Tmpl(preset.dedupe().to_owned()));
         }
+        // A signed request sent again is a replay: its message id (or its signature) is the dedupe key
+        // unless the source names one, so a captured request cannot be run twice within the window.
+        if let Some(auth) = &src.auth {
+            if auth.standard_webhooks.is_some() {
+                src.dedupe.get_or_insert_with(|| Tmpl("{{ headers['webhook-id'] | default('') }}".into()));
+            } else if let Some(h) = &auth.hmac {
+                let name = h.header.to_ascii_lowercase().replace('\'', "");
+                src.dedupe.get_or_insert_with(|| Tmpl(format!("{{{{ headers['{name}'] | default('') }}}}")));
+            }
+        }
     }
-    let destinations: IndexMap<Name, Destination> = cx.entries(&root.key("destinations"));
-    let flows: IndexMap<Name, Flow> = cx.entries(&root.key("flows"));
-    if doc.get(&root.key("subscriptions")).is_some() {
-        cx.problem(
-            &root.key("subscriptions"),
-            Msg::new(
-                "subscriptions (signed outbound webhooks) are not available in this version yet",
-                "サブスクリプション（署名付き送信 Webhook）はこのバージョンではまだ使えません",
-            ),
-        );
+    let mut destinations: IndexMap<Name, Destination> = cx.entries(&root.key("destinations"));
+    let mut flows: IndexMap<Name, Flow> = cx.entries(&root.key("flows"));
+    let subscriptions: IndexMap<Name, Subscription> = cx.entries(&root.key("subscriptions"));
+    let mut url_secrets = Vec::new();
+    for (name, sub) in &subscriptions {
+        let p = root.key("subscriptions").key(name.as_str());
+        match super::subscriptions::expand(name, sub) {
+            Ok(x) => {
+                if flows.contains_key(x.flow_name.as_str()) || destinations.contains_key(x.destination_name.as_str()) {
+                    cx.problem(
+                        &p,
+                        Msg::new(
+                            format!("a flow or destination is already named `{}`", x.flow_name),
+                            format!("`{}` という名前のフローか連携先がすでにあります", x.flow_name),
+                        ),
+                    );
+                    continue;
+                }
+                url_secrets.extend(x.secrets);
+                flows.insert(x.flow_name, x.flow);
+                destinations.insert(x.destination_name, x.destination);
+            }
+            Err(m) => cx.problem(&p.key("url"), m),
+        }
     }
     if !(storage.starts_with("sqlite:") || storage.starts_with("postgres://") || storage.starts_with("postgresql://")) {
         cx.problem(
@@ -132,42 +156,49 @@ pub fn load(
             cx.problem(&p.key("csv"), m);
         }
         if let Some(auth) = &src.auth {
-            if auth.token.is_none() && auth.basic.is_none() {
+            let any = auth.token.is_some()
+                || auth.basic.is_some()
+                || auth.standard_webhooks.is_some()
+                || auth.hmac.is_some()
+                || !auth.ip_allow.is_empty();
+            if !any {
                 cx.problem(
                     &p.key("auth"),
-                    Msg::new("auth needs `token` or `basic`", "auth には token か basic を指定してください"),
+                    Msg::new(
+                        "auth needs at least one of token, basic, standard_webhooks, hmac or ip_allow",
+                        "auth には token・basic・standard_webhooks・hmac・ip_allow のいずれかが必要です",
+                    ),
                 );
             }
-        }
-        if let Some(poll) = &src.poll {
-            match destinations.get(poll.destination.as_str()) {
-                Some(Destination::Kintone(_)) => {}
-                _ => cx.problem(
-                    &p.key("poll").key("destination"),
-                    Msg::new(
-                        format!("`{}` is not a kintone destination", poll.destination),
-                        format!("`{}` は kintone の連携先ではありません", poll.destination),
-                    ),
-                ),
+            if let Some(w) = &auth.standard_webhooks {
+                for (i, secret) in w.secrets.iter().enumerate() {
+                    if crate::signing::standard_sign(secret.expose(), "x", 0, b"").is_err() {
+                        cx.problem(
+                            &p.key("auth").key("standard_webhooks").key("secrets").index(i),
+                            Msg::new(
+                                "not a `whsec_` secret (base64 after the prefix)",
+                                "whsec_ で始まる base64 の秘密鍵ではありません",
+                            ),
+                        );
+                    }
+                }
             }
-            if src.preset.is_none() {
+        }
+        if let Some(v) = &src.verify {
+            let vp = p.key("verify");
+            if !(v.url.starts_with("https://") || v.url.starts_with("http://")) {
                 cx.problem(
-                    &p.key("poll"),
-                    Msg::new(
-                        "a polling source needs `preset: kintone`",
-                        "ポーリングするソースには preset: kintone が必要です",
-                    ),
+                    &vp.key("url"),
+                    Msg::new("url must start with https://", "url は https:// で始めてください"),
                 );
             }
-        }
-        if src.verify.is_some() {
-            cx.problem(
-                &p.key("verify"),
-                Msg::new(
-                    "callback verification is not available in this version yet",
-                    "コールバックによる検証はこのバージョンではまだ使えません",
-                ),
-            );
+            for (k, t) in &v.form {
+                cx.compile(&vp.key("form").key(k), engine.add(t));
+            }
+            if let Some(json) = &v.json {
+                cx.compile(&vp.key("json"), engine.add_tree(json));
+            }
+            cx.compile(&vp.key("valid_when"), engine.check_expr(&v.valid_when.0));
         }
     }
 
@@ -243,11 +274,14 @@ pub fn load(
     }
 
     let mut secrets: Vec<String> = env_references(text).into_iter().filter_map(|v| env(&v)).collect();
+    secrets.extend(url_secrets);
     secrets.extend(server.admin_token.iter().map(|s| s.expose().to_owned()));
     for src in sources.values() {
         if let Some(auth) = &src.auth {
             secrets.extend(auth.token.iter().map(|s| s.expose().to_owned()));
             secrets.extend(auth.basic.iter().map(|b| b.password.expose().to_owned()));
+            secrets.extend(auth.standard_webhooks.iter().flat_map(|w| w.secrets.iter().map(|s| s.expose().to_owned())));
+            secrets.extend(auth.hmac.iter().map(|h| h.secret.expose().to_owned()));
         }
     }
     for dest in destinations.values() {
@@ -265,8 +299,25 @@ pub fn load(
         }
     }
 
+    for flow in flows.values() {
+        for step in &flow.steps {
+            secrets.extend(step.sign.iter().flat_map(|s| s.all().map(|x| x.expose().to_owned())));
+        }
+    }
+
     Ok(Loaded {
-        config: Config { server, storage, network, history, worker, tables, sources, destinations, flows },
+        config: Config {
+            server,
+            storage,
+            network,
+            history,
+            worker,
+            tables,
+            sources,
+            destinations,
+            flows,
+            subscriptions,
+        },
         engine,
         redactor: Redactor::new(secrets),
         text: text.to_owned(),
@@ -441,6 +492,25 @@ impl Cx<'_> {
         };
         if let Err(m) = step.csv.validate() {
             self.problem(&p.key("csv"), m);
+        }
+        if let Some(sign) = &step.sign {
+            if sign.all().next().is_none() {
+                self.problem(
+                    &p.key("sign"),
+                    Msg::new("sign needs `secret` or `secrets`", "sign には secret か secrets が必要です"),
+                );
+            }
+            for secret in sign.all() {
+                if crate::signing::standard_sign(secret.expose(), "x", 0, b"").is_err() {
+                    self.problem(
+                        &p.key("sign"),
+                        Msg::new(
+                            "not a `whsec_` secret (base64 after the prefix)",
+                            "whsec_ で始まる base64 の秘密鍵ではありません",
+                        ),
+                    );
+                }
+            }
         }
         let method = step.method().to_ascii_uppercase();
         if !METHODS.contains(&method.as_str()) {

@@ -5,6 +5,7 @@
 //! are compiled once into the [`crate::template::Engine`] built beside it, so a typo is reported at load.
 
 mod load;
+pub mod subscriptions;
 pub mod yaml;
 
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use crate::body::{BodyFormat, CsvInOptions, CsvOutOptions, Split};
 use crate::types::{ByteSize, Name, Secret, Span};
 
 pub use load::{load, Loaded};
+pub use subscriptions::{Signing, SigningSecret, Subscription};
 pub use yaml::{Path, Problem};
 
 /// A template: text with `{{ ... }}` parts, rendered to a string (or, for a body leaf that is exactly one
@@ -40,6 +42,8 @@ pub struct Config {
     pub sources: IndexMap<Name, Source>,
     pub destinations: IndexMap<Name, Destination>,
     pub flows: IndexMap<Name, Flow>,
+    /// As written; each also stands in `flows` and `destinations` as `subscription-NAME`.
+    pub subscriptions: IndexMap<Name, Subscription>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -53,6 +57,8 @@ pub struct Server {
     pub admin_token: Option<Secret>,
     /// Log as JSON lines instead of text.
     pub log_json: bool,
+    /// Load balancers whose `X-Forwarded-For` is believed (for source IP allow-lists).
+    pub trusted_proxies: Vec<crate::net::Cidr>,
 }
 
 impl Default for Server {
@@ -63,6 +69,7 @@ impl Default for Server {
             body_limit: ByteSize(10 * 1024 * 1024),
             admin_token: None,
             log_json: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -71,7 +78,7 @@ impl Default for Server {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Network {
-    pub allow_private: Vec<String>,
+    pub allow_private: Vec<crate::net::Cidr>,
     pub allow_http: bool,
 }
 
@@ -162,9 +169,9 @@ pub struct Source {
     pub dedupe: Option<Tmpl>,
     #[serde(default = "default_dedupe_window")]
     pub dedupe_window: Span,
-    /// Callback verification (Shopらん). Parsed so the documented config loads; see `check` for support.
+    /// Callback verification (Shopらん): see [`Verify`].
     #[serde(default)]
-    pub verify: Option<serde_json::Value>,
+    pub verify: Option<Verify>,
     /// Pull changes from a kintone app as well (those kintone sends no webhook for: CSV import, bulk API).
     #[serde(default)]
     pub poll: Option<KintonePoll>,
@@ -232,6 +239,7 @@ impl Source {
     }
 }
 
+/// How a source knows a request is from its sender. Every method given must pass.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceAuth {
@@ -241,6 +249,89 @@ pub struct SourceAuth {
     /// HTTP Basic.
     #[serde(default)]
     pub basic: Option<BasicAuth>,
+    /// Standard Webhooks signatures (`webhook-id`, `webhook-timestamp`, `webhook-signature`).
+    #[serde(default)]
+    pub standard_webhooks: Option<StandardWebhooksAuth>,
+    /// A generic HMAC signature header (GitHub-, Stripe-, Slack-style senders).
+    #[serde(default)]
+    pub hmac: Option<HmacAuth>,
+    /// Only these addresses may send (the peer address, or `X-Forwarded-For` behind `server.trusted_proxies`).
+    #[serde(default)]
+    pub ip_allow: Vec<crate::net::Cidr>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StandardWebhooksAuth {
+    /// `whsec_...`; several during a rotation.
+    pub secrets: Vec<Secret>,
+    /// How far `webhook-timestamp` may be from now; older requests are refused as replays.
+    #[serde(default = "default_tolerance")]
+    pub tolerance: Span,
+}
+
+fn default_tolerance() -> Span {
+    Span(std::time::Duration::from_secs(300))
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HmacAuth {
+    /// The header carrying the signature, e.g. `X-Hub-Signature-256`.
+    pub header: String,
+    pub secret: Secret,
+    #[serde(default = "default_algorithm")]
+    pub algorithm: crate::signing::Algorithm,
+    #[serde(default)]
+    pub encoding: crate::signing::DigestEncoding,
+    /// Text before the digest in the header, e.g. `sha256=`.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// A header with the Unix time of the request, signed with the body as `{timestamp}.{body}`
+    /// (or as `payload` says); requests outside `tolerance` are refused as replays.
+    #[serde(default)]
+    pub timestamp_header: Option<String>,
+    /// What is signed: `{body}` (default) or e.g. `{timestamp}.{body}`, `v0:{timestamp}:{body}`.
+    #[serde(default)]
+    pub payload: Option<String>,
+    #[serde(default = "default_tolerance")]
+    pub tolerance: Span,
+}
+
+fn default_algorithm() -> crate::signing::Algorithm {
+    crate::signing::Algorithm::Sha256
+}
+
+/// A callback check (Shopらん's `validateWebhookToken`): the event is trusted only when the sender confirms it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Verify {
+    pub url: String,
+    #[serde(default = "default_verify_method")]
+    pub method: String,
+    /// Form fields sent (templates over the request: `body`, `headers`, `query`).
+    #[serde(default)]
+    pub form: IndexMap<String, Tmpl>,
+    /// A JSON body sent instead of a form (a structure with templates in its leaves).
+    #[serde(default)]
+    pub json: Option<serde_json::Value>,
+    /// When the answer means "yes": an expression over `response.status`, `response.body`, `response.headers`.
+    #[serde(default = "default_valid_when")]
+    pub valid_when: Expr,
+    #[serde(default = "default_verify_timeout")]
+    pub timeout: Span,
+}
+
+fn default_verify_method() -> String {
+    "POST".into()
+}
+
+fn default_valid_when() -> Expr {
+    Expr("response.status == 200".into())
+}
+
+fn default_verify_timeout() -> Span {
+    Span(std::time::Duration::from_secs(10))
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -509,6 +600,9 @@ pub struct Step {
     pub format: OutFormat,
     #[serde(default)]
     pub csv: CsvOutOptions,
+    /// Standard Webhooks signatures on this step's requests (http destinations).
+    #[serde(default)]
+    pub sign: Option<Signing>,
     /// kintone: what to do with the record.
     #[serde(default)]
     pub action: Option<KintoneAction>,

@@ -12,14 +12,12 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use renkei_core::body::{parse_body, BodyError};
-use renkei_core::config::Source;
+use renkei_core::event::EventView;
 use renkei_core::redact::Redactor;
 use renkei_core::Msg;
 use renkei_store::{Ingested, Rejected};
-use subtle::ConstantTimeEq;
 
 use super::ApiError;
 use crate::app::App;
@@ -29,9 +27,11 @@ pub async fn receive(
     State(app): State<Arc<App>>,
     Path(source): Path<String>,
     RawQuery(raw_query): RawQuery,
+    extensions: axum::http::Extensions,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let peer = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
     let now = app.clock.now();
     let query = parse_query(raw_query.as_deref());
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -60,9 +60,6 @@ pub async fn receive(
             ))
             .await;
     };
-    if let Err(e) = authenticate(src, &headers, &query) {
-        return reject.answer(e).await;
-    }
     if too_large {
         return reject
             .answer(ApiError::new(
@@ -75,6 +72,12 @@ pub async fn receive(
             ))
             .await;
     }
+    if let Some(auth) = &src.auth {
+        let ip = super::auth::client_ip(peer, &headers, &cfg.server.trusted_proxies);
+        if let Err(e) = super::auth::check(auth, ip, &headers, &query, &bytes, now.timestamp()) {
+            return reject.answer(e).await;
+        }
+    }
     let parsed = match parse_body(content_type.as_deref(), &bytes, src.format, &src.csv) {
         Ok(p) => p,
         Err(e) => {
@@ -86,6 +89,21 @@ pub async fn receive(
         }
     };
 
+    if let Some(verify) = &src.verify {
+        let view = EventView {
+            id: String::new(),
+            event_type: String::new(),
+            source: source.clone(),
+            received_at: now,
+            body: src.reshape(parsed.value.clone()),
+            row: None,
+            headers: kept_headers(&headers),
+            query: kept_query(&query),
+        };
+        if let Err(e) = super::auth::callback(&app, name, verify, &view).await {
+            return reject.answer(e).await;
+        }
+    }
     let split = src.splits(parsed.kind);
     let rows = src.events_of(parsed);
     let arrival = Arrival {
@@ -126,53 +144,6 @@ fn row_result(row: usize, o: &Ingested) -> serde_json::Value {
     v["row"] = row.into();
     v["status"] = 202.into();
     v
-}
-
-fn authenticate(src: &Source, headers: &HeaderMap, query: &[(String, String)]) -> Result<(), ApiError> {
-    let Some(auth) = &src.auth else { return Ok(()) };
-    let unauthorized = |en: &str, ja: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", Msg::new(en, ja));
-    if let Some(expected) = &auth.token {
-        let given = headers
-            .get("x-renkei-token")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .or_else(|| query.iter().find(|(k, _)| k == "token").map(|(_, v)| v.clone()));
-        match given {
-            Some(g) if bool::from(g.as_bytes().ct_eq(expected.expose().as_bytes())) => {}
-            Some(_) => return Err(unauthorized("the token is wrong", "トークンが正しくありません")),
-            None if auth.basic.is_none() => {
-                return Err(unauthorized(
-                    "a token is required: send it in the X-Renkei-Token header or the token query parameter",
-                    "トークンが必要です。X-Renkei-Token ヘッダーか token クエリパラメーターで送ってください",
-                ))
-            }
-            None => {}
-        }
-        if auth.basic.is_none() {
-            return Ok(());
-        }
-    }
-    if let Some(basic) = &auth.basic {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")))
-            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
-            .and_then(|b| String::from_utf8(b).ok());
-        let Some(given) = given else {
-            return Err(unauthorized("HTTP Basic credentials are required", "HTTP Basic 認証の資格情報が必要です"));
-        };
-        let (user, pass) = given.split_once(':').unwrap_or((&given, ""));
-        let ok = user.as_bytes().ct_eq(basic.username.as_bytes())
-            & pass.as_bytes().ct_eq(basic.password.expose().as_bytes());
-        if !bool::from(ok) {
-            return Err(unauthorized(
-                "the user name or password is wrong",
-                "ユーザー名またはパスワードが正しくありません",
-            ));
-        }
-    }
-    Ok(())
 }
 
 struct Rejection<'a> {

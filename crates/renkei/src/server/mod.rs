@@ -3,6 +3,7 @@
 //! Handlers only read and enqueue; they never call a destination (that is the worker's job).
 
 mod api;
+mod auth;
 mod error;
 mod ingress;
 mod openapi;
@@ -37,5 +38,7 @@ pub async fn serve(
     app: Arc<App>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(app)).with_graceful_shutdown(shutdown).await
+    // The peer address feeds source IP allow-lists.
+    let service = router(app).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service).with_graceful_shutdown(shutdown).await
 }

@@ -105,7 +105,7 @@ impl Worker {
             let tries = if index == d.step as usize { d.tries + 1 } else { 1 };
             let tried = match first.take() {
                 Some(t) => t,
-                None => self.try_step(flow, index, &view, &outputs).await,
+                None => self.try_step(flow, index, &view, &outputs, d.id).await,
             };
             let success = matches!(tried.outcome, Outcome::Success);
             if success {
@@ -125,6 +125,7 @@ impl Worker {
         index: usize,
         view: &EventView,
         outputs: &[serde_json::Value],
+        delivery_id: i64,
     ) -> Tried {
         let steps = Arc::new(Steps {
             outputs: outputs
@@ -136,7 +137,17 @@ impl Worker {
         match render_step(&self.app.loaded, flow, index, view, steps) {
             // A template that fails on this event fails this delivery only; the event is kept for replay.
             Err(e) => Tried::refused(format!("step {index}: {e}")),
-            Ok(Rendered::Http(req)) => self.send_http(req).await,
+            Ok(Rendered::Http(mut req)) => {
+                if let Some(sign) = &flow.steps[index].sign {
+                    // One message id per delivery and step, the same on every retry, so a receiver can
+                    // recognise a repeat; a replay is a new delivery and a new message.
+                    let id = format!("msg_{delivery_id}_{index}");
+                    if let Err(e) = sign_request(&mut req, sign, &id, self.app.clock.now()) {
+                        return Tried::refused(format!("step {index}: signing: {e}"));
+                    }
+                }
+                self.send_http(req).await
+            }
             Ok(Rendered::Kintone(op)) => self.kintone_single(op).await,
         }
     }
@@ -296,6 +307,26 @@ impl Worker {
             error: t.error.as_ref().map(|e| r.text(e).into_owned()),
         }
     }
+}
+
+/// Adds Standard Webhooks headers: `webhook-id`, `webhook-timestamp`, and one `v1,` signature per active
+/// secret (old and new both sign during a rotation).
+fn sign_request(
+    req: &mut Request,
+    sign: &renkei_core::config::Signing,
+    id: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), renkei_core::signing::SignError> {
+    let ts = now.timestamp();
+    let sigs = sign
+        .active(now)
+        .into_iter()
+        .map(|s| renkei_core::signing::standard_sign(s.expose(), id, ts, &req.body))
+        .collect::<Result<Vec<_>, _>>()?;
+    req.headers.push(("webhook-id".into(), id.to_owned()));
+    req.headers.push(("webhook-timestamp".into(), ts.to_string()));
+    req.headers.push(("webhook-signature".into(), sigs.join(" ")));
+    Ok(())
 }
 
 fn prefixed(index: usize, reason: &str) -> String {

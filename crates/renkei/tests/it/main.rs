@@ -8,3 +8,4 @@ mod delivery;
 mod ingress;
 mod kintone;
 mod ops;
+mod security;

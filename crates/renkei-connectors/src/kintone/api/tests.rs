@@ -122,10 +122,12 @@ fn errors_are_classified_with_what_to_do() {
     assert!(guest.contains("guest_space"), "{guest}");
     let va = json!({"code": "CB_VA01", "message": "入力内容が正しくありません。", "errors": {
         "records[1].金額.value": {"messages": ["数字でなければなりません。"]},
-        "records[3].名前.value": {"messages": ["必須です。"]}
+        "records[3].名前.value": {"messages": ["必須です。"]},
+        "records[4][数量].value": {"messages": ["数字でなければなりません。"]}
     }});
     let e = KintoneError::parse(va.to_string().as_bytes()).unwrap();
-    assert_eq!(e.by_record().keys().copied().collect::<Vec<_>>(), [1, 3]);
+    assert_eq!(e.by_record().keys().copied().collect::<Vec<_>>(), [1, 3, 4]);
+    assert_eq!(e.by_record()[&4], "CB_VA01: 数量: 数字でなければなりません。");
     assert_eq!(e.by_record()[&1], "CB_VA01: 金額: 数字でなければなりません。");
     assert!(kind(classify(&d, KintoneAction::Add, 400, va.to_string().as_bytes(), None))
         .contains("records[3].名前.value: 必須です。"));
