@@ -20,6 +20,8 @@ pub struct Plan {
     pub flow: Name,
     pub decision: Decision,
     pub order_key: Option<String>,
+    /// The flow's `skip_echo` key for this event: the caller skips the delivery when renkei wrote it.
+    pub echo: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,7 +62,7 @@ pub fn plan(loaded: &Loaded, view: &EventView) -> Vec<Plan> {
 }
 
 fn plan_one(loaded: &Loaded, name: &Name, flow: &Flow, ctx: &minijinja::Value) -> Plan {
-    let mut plan = Plan { flow: name.clone(), decision: Decision::Deliver, order_key: None };
+    let mut plan = Plan { flow: name.clone(), decision: Decision::Deliver, order_key: None, echo: None };
     if let Some(when) = &flow.when {
         match loaded.engine.eval_bool(when, ctx) {
             Ok(true) => {}
@@ -76,7 +78,19 @@ fn plan_one(loaded: &Loaded, name: &Name, flow: &Flow, ctx: &minijinja::Value) -
             Err(_) => {}
         }
     }
+    if let (Some(t), Decision::Deliver) = (&flow.skip_echo, &plan.decision) {
+        match loaded.engine.render(t, ctx) {
+            Ok(k) if !k.is_empty() => plan.echo = Some(k),
+            Ok(_) => {}
+            Err(e) => plan.decision = Decision::Fail(format!("skip_echo: {e}")),
+        }
+    }
     plan
+}
+
+/// The state key under which a step's `echo_key` value is remembered.
+pub fn echo_state_key(value: &str) -> String {
+    format!("echo:{value}")
 }
 
 /// One HTTP request, as it will be sent.

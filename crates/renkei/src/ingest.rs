@@ -33,7 +33,7 @@ pub async fn accept(
 ) -> Result<(String, Vec<Ingested>), StoreError> {
     let request_id = uuid::Uuid::now_v7().to_string();
     let now = arrival.received_at;
-    let events: Vec<NewEvent> = rows
+    let built: Vec<(NewEvent, Vec<(usize, Name, String)>)> = rows
         .into_iter()
         .map(|(row, body)| {
             let mut view = EventView {
@@ -49,6 +49,17 @@ pub async fn accept(
             new_event(app, name, src, &mut view, &request_id, arrival.content_type.clone(), now)
         })
         .collect();
+    let mut events = Vec::with_capacity(built.len());
+    for (mut event, echoes) in built {
+        for (i, flow, key) in echoes {
+            if let Some(reason) = echo_of(app, &flow, &key).await? {
+                let d = &mut event.deliveries[i];
+                d.status = Status::Skipped;
+                d.error = Some(reason);
+            }
+        }
+        events.push(event);
+    }
     let outcomes = app.store.ingest(events, now).await?;
     app.wake.notify_one();
     for o in &outcomes {
@@ -56,6 +67,25 @@ pub async fn accept(
             .event(name.as_str(), if matches!(o, Ingested::Duplicate { .. }) { "duplicate" } else { "accepted" });
     }
     Ok((request_id, outcomes))
+}
+
+/// Whether `key` (a flow's `skip_echo`) names a change renkei itself wrote within the flow's window: the
+/// reason to record, if so.
+async fn echo_of(app: &App, flow: &Name, key: &str) -> Result<Option<String>, StoreError> {
+    let Some(stored) = app.store.get_state(&renkei_core::flow::echo_state_key(key)).await? else { return Ok(None) };
+    let v: serde_json::Value = serde_json::from_str(&stored).unwrap_or_default();
+    let at = v["at"].as_i64().and_then(DateTime::from_timestamp_millis);
+    let window = app.loaded.config.flows.get(flow.as_str()).map(|f| f.echo_window.0).unwrap_or_default();
+    let fresh = at.is_some_and(|at| {
+        app.clock.now() - at <= chrono::Duration::from_std(window).unwrap_or(chrono::Duration::hours(1))
+    });
+    Ok(fresh.then(|| {
+        format!(
+            "loop guard: renkei wrote this change itself (flow `{}`, delivery {}), so it is not sent back",
+            v["flow"].as_str().unwrap_or("?"),
+            v["delivery"]
+        )
+    }))
 }
 
 /// Classifies and plans one event; a template failure here still stores the event, with dead deliveries
@@ -68,12 +98,19 @@ fn new_event(
     request_id: &str,
     content_type: Option<String>,
     now: DateTime<Utc>,
-) -> NewEvent {
+) -> (NewEvent, Vec<(usize, Name, String)>) {
     let loaded = &app.loaded;
+    let mut echoes = Vec::new();
     let (deliveries, dedupe) = match classify(loaded, name, view) {
         Ok((event_type, dedupe)) => {
             view.event_type = event_type;
-            let deliveries = plan(loaded, view).into_iter().map(new_delivery).collect();
+            let plans = plan(loaded, view);
+            for (i, p) in plans.iter().enumerate() {
+                if let Some(k) = &p.echo {
+                    echoes.push((i, p.flow.clone(), k.clone()));
+                }
+            }
+            let deliveries = plans.into_iter().map(new_delivery).collect();
             let window = chrono::Duration::from_std(src.dedupe_window.0).unwrap_or(chrono::Duration::days(7));
             (deliveries, dedupe.filter(|k| !k.is_empty()).map(|key| Dedupe { key, expires_at: now + window }))
         }
@@ -93,7 +130,7 @@ fn new_event(
             (deliveries, None)
         }
     };
-    NewEvent {
+    let event = NewEvent {
         id: view.id.clone(),
         source: view.source.clone(),
         event_type: view.event_type.clone(),
@@ -106,7 +143,8 @@ fn new_event(
         body: view.body.clone(),
         dedupe,
         deliveries,
-    }
+    };
+    (event, echoes)
 }
 
 pub fn new_delivery(p: renkei_core::flow::Plan) -> NewDelivery {

@@ -135,6 +135,12 @@ pub fn load(
             ),
         );
     }
+    // Pool settings ride on the URL; the store reads them with the same function, so what passes here connects.
+    if storage.starts_with("postgres://") || storage.starts_with("postgresql://") {
+        if let Err(m) = super::storage::PgSettings::from_url(&storage) {
+            cx.problem(&root.key("storage"), m);
+        }
+    }
 
     let mut tables = IndexMap::new();
     for (name, spec) in &table_specs {
@@ -244,6 +250,9 @@ pub fn load(
         }
         if let Some(t) = &flow.order_key {
             cx.compile(&p.key("order_key"), engine.add(t));
+        }
+        if let Some(t) = &flow.skip_echo {
+            cx.compile(&p.key("skip_echo"), engine.add(t));
         }
         if flow.retry.max_attempts == 0 {
             cx.problem(
@@ -563,6 +572,9 @@ impl Cx<'_> {
                 }
             }
             Destination::Kintone(_) => self.kintone_step(engine, p, step),
+        }
+        if let Some(t) = &step.echo_key {
+            self.compile(&p.key("echo_key"), engine.add(t));
         }
         if let Some(t) = &step.url {
             self.compile(&p.key("url"), engine.add(t));

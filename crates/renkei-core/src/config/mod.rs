@@ -5,6 +5,7 @@
 //! are compiled once into the [`crate::template::Engine`] built beside it, so a typo is reported at load.
 
 mod load;
+pub mod storage;
 pub mod subscriptions;
 pub mod yaml;
 
@@ -537,7 +538,18 @@ pub struct Flow {
     pub order_key: Option<Tmpl>,
     #[serde(default)]
     pub retry: RetryPolicy,
+    /// Loop guard of a two-way sync: when this key, rendered for an incoming event, was remembered by a step's
+    /// `echo_key` within `echo_window`, the change is renkei's own coming back: the delivery is skipped, and
+    /// the history says so.
+    #[serde(default)]
+    pub skip_echo: Option<Tmpl>,
+    #[serde(default = "default_echo_window")]
+    pub echo_window: Span,
     pub steps: Vec<Step>,
+}
+
+fn default_echo_window() -> Span {
+    Span(std::time::Duration::from_secs(3600))
 }
 
 fn yes() -> bool {
@@ -603,6 +615,10 @@ pub struct Step {
     /// Standard Webhooks signatures on this step's requests (http destinations).
     #[serde(default)]
     pub sign: Option<Signing>,
+    /// Remembered after this step succeeds, so the change it made is recognised when the other system sends it
+    /// back (see the flow's `skip_echo`).
+    #[serde(default)]
+    pub echo_key: Option<Tmpl>,
     /// kintone: what to do with the record.
     #[serde(default)]
     pub action: Option<KintoneAction>,

@@ -140,6 +140,7 @@ pub fn expand(name: &Name, sub: &Subscription) -> Result<Expanded, Msg> {
         format: OutFormat::Json,
         csv: Default::default(),
         sign,
+        echo_key: None,
         action: None,
         id: None,
         key: None,
@@ -155,6 +156,8 @@ pub fn expand(name: &Name, sub: &Subscription) -> Result<Expanded, Msg> {
         when,
         order_key: None,
         retry: sub.retry,
+        skip_echo: None,
+        echo_window: Span(std::time::Duration::from_secs(3600)),
         steps: vec![step],
     };
     let destination = Destination::Http(HttpDestination {

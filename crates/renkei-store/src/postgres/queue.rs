@@ -465,6 +465,12 @@ pub(super) async fn purge(pool: &PgPool, before: DateTime<Utc>, now: DateTime<Ut
         }
     }
     sqlx::query("DELETE FROM dedupe WHERE expires_at <= $1").bind(ms(now)).execute(pool).await.map_err(db)?;
+    // Loop-guard marks (`echo:` state) older than the history kept are of no use to anyone.
+    sqlx::query("DELETE FROM kv_state WHERE key LIKE 'echo:%' AND updated_at < $1")
+        .bind(ms(before))
+        .execute(pool)
+        .await
+        .map_err(db)?;
     // No VACUUM: autovacuum reclaims the dead rows, and a VACUUM FULL would lock out every node.
     Ok(purged)
 }

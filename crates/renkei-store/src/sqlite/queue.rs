@@ -360,6 +360,12 @@ pub(super) async fn purge(pool: &SqlitePool, before: DateTime<Utc>, now: DateTim
     .await
     .map_err(db)?;
     sqlx::query("DELETE FROM dedupe WHERE expires_at <= ?1").bind(ms(now)).execute(pool).await.map_err(db)?;
+    // Loop-guard marks (`echo:` state) older than the history kept are of no use to anyone.
+    sqlx::query("DELETE FROM kv_state WHERE key LIKE 'echo:%' AND updated_at < ?1")
+        .bind(ms(before))
+        .execute(pool)
+        .await
+        .map_err(db)?;
     // Give freed pages back in bounded steps (8 MB each), so other writes interleave with a large purge.
     for _ in 0..10_000 {
         sqlx::query("PRAGMA incremental_vacuum(2000)").execute(pool).await.map_err(db)?;

@@ -110,11 +110,48 @@ impl Worker {
             let success = matches!(tried.outcome, Outcome::Success);
             if success {
                 outputs.push(tried.output.clone());
+                self.remember_echo(flow, index, &view, &outputs, d.id).await;
             }
             let keep_going = self.finish(&c, index, tries, tried, Some((flow, &outputs))).await;
             if !(success && keep_going) {
                 return;
             }
+        }
+    }
+
+    /// Remembers what a step wrote (its `echo_key`), so the loop guard recognises it coming back.
+    async fn remember_echo(
+        &self,
+        flow: &Flow,
+        index: usize,
+        view: &EventView,
+        outputs: &[serde_json::Value],
+        delivery: i64,
+    ) {
+        let Some(t) = &flow.steps[index].echo_key else { return };
+        let steps = Arc::new(Steps {
+            outputs: outputs
+                .iter()
+                .enumerate()
+                .map(|(i, o)| (flow.steps.get(i).and_then(|s| s.name.clone()), Value::from_serialize(o)))
+                .collect(),
+        });
+        let key = match self.app.loaded.engine.render(t, &view.context(steps)) {
+            Ok(k) if !k.is_empty() => k,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(delivery, "echo_key: {e}");
+                return;
+            }
+        };
+        let now = self.app.clock.now();
+        let flow_name =
+            self.app.loaded.config.flows.iter().find(|(_, f)| std::ptr::eq(*f, flow)).map(|(n, _)| n.to_string());
+        let value = serde_json::json!({ "flow": flow_name, "delivery": delivery, "at": now.timestamp_millis() });
+        if let Err(e) =
+            self.app.store.put_state(&renkei_core::flow::echo_state_key(&key), &value.to_string(), now).await
+        {
+            tracing::warn!(delivery, error = %e, "remembering a write for the loop guard failed");
         }
     }
 

@@ -455,3 +455,58 @@ flows:
     app.drain().await;
     assert_eq!(rx.received()[0].json()["record"]["title"]["value"], "\"特急\"\n改行\\");
 }
+
+#[tokio::test]
+async fn a_two_way_sync_does_not_echo_its_own_writes() {
+    let rx = Receiver::start().await;
+    let cfg = format!(
+        r#"
+sources:
+  rakuraku: {{ event_type: "{{{{ body.processType }}}}" }}
+  esm: {{}}
+destinations:
+  esm-api: {{ type: http, base_url: "{url}/esm" }}
+  rakuraku-api: {{ type: http, base_url: "{url}/rakuraku" }}
+flows:
+  to-esm:
+    source: rakuraku
+    steps:
+      - to: esm-api
+        method: PUT
+        path: "/sheet/deal/{{{{ body.keyId }}}}"
+        body: {{ deals.deal.status: 承認済 }}
+        echo_key: "esm:{{{{ body.keyId }}}}:承認済"
+  to-rakuraku:
+    source: esm
+    skip_echo: "esm:{{{{ body.id }}}}:{{{{ body.status }}}}"
+    steps:
+      - {{ to: rakuraku-api, path: /apirecord/update/version/v1, body: {{ keyId: "{{{{ body.id }}}}", status: "{{{{ body.status }}}}" }} }}
+"#,
+        url = rx.url
+    );
+    let app = spawn_app(&cfg).await;
+    app.post_json("/hooks/rakuraku", json!({"processType": "rakuraku_approval", "keyId": "77"})).await;
+    app.drain().await;
+    // eSM announces the change renkei made: recognised, not written back.
+    app.post_json("/hooks/esm", json!({"id": "77", "status": "承認済"})).await;
+    // A change made in eSM by a person: written back.
+    app.post_json("/hooks/esm", json!({"id": "77", "status": "否認"})).await;
+    app.drain().await;
+    let paths: Vec<String> = rx.received().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(paths, ["/esm/sheet/deal/77", "/rakuraku/apirecord/update/version/v1"]);
+    assert_eq!(rx.received()[1].json()["status"], "否認");
+    let back = app.api("/deliveries?flow=to-rakuraku").await;
+    let skipped = back["items"].as_array().unwrap().iter().find(|d| d["status"] == "skipped").unwrap().clone();
+    assert!(
+        skipped["last_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("loop guard: renkei wrote this change itself (flow `to-esm`"),
+        "{skipped}"
+    );
+    // After the window, the same change is someone else's again.
+    app.advance(Duration::from_secs(3601));
+    app.post_json("/hooks/esm", json!({"id": "77", "status": "承認済"})).await;
+    app.drain().await;
+    assert_eq!(rx.received().len(), 3);
+}

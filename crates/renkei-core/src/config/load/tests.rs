@@ -140,3 +140,12 @@ fn a_table_row_without_its_key_is_a_problem() {
     let got = problems("tables:\n  t:\n    key: code\n    rows:\n      - { code: A, v: 1 }\n      - { v: 2 }\n");
     assert_eq!(got, ["6: tables.t.rows[1]: row 2 has no `code` column"]);
 }
+
+#[test]
+fn postgres_pool_settings_in_the_storage_url_are_checked() {
+    assert!(try_load("storage: \"postgres://u@h/db?pool_size=20&statement_timeout=10s&schema=hub\"\n").is_ok());
+    assert_eq!(
+        problems("storage: \"postgres://u:pw@h/db?pool_size=0\"\n"),
+        ["1: storage: storage URL: pool_size must be a whole number from 1 to 1000, not `0`"]
+    );
+}
