@@ -12,6 +12,9 @@ use renkei_store::{Dedupe, Ingested, NewDelivery, NewEvent, StoreError};
 
 use crate::app::App;
 
+/// A delivery (by index in its event) whose flow checks the loop guard, with the flow and the rendered key.
+type Echo = (usize, Name, String);
+
 /// Where a request's bodies came from, as stored with each event.
 pub struct Arrival {
     /// Lower-case names, credentials removed.
@@ -33,7 +36,7 @@ pub async fn accept(
 ) -> Result<(String, Vec<Ingested>), StoreError> {
     let request_id = uuid::Uuid::now_v7().to_string();
     let now = arrival.received_at;
-    let built: Vec<(NewEvent, Vec<(usize, Name, String)>)> = rows
+    let built: Vec<(NewEvent, Vec<Echo>)> = rows
         .into_iter()
         .map(|(row, body)| {
             let mut view = EventView {
@@ -98,7 +101,7 @@ fn new_event(
     request_id: &str,
     content_type: Option<String>,
     now: DateTime<Utc>,
-) -> (NewEvent, Vec<(usize, Name, String)>) {
+) -> (NewEvent, Vec<Echo>) {
     let loaded = &app.loaded;
     let mut echoes = Vec::new();
     let (deliveries, dedupe) = match classify(loaded, name, view) {
