@@ -9,6 +9,7 @@
 //! The store never reads the clock: every method that needs "now" takes it, so tests move time by hand.
 //! It never renders templates or talks HTTP; callers hand it finished values.
 
+pub mod migrate;
 pub mod postgres;
 pub mod sqlite;
 mod types;
@@ -94,7 +95,8 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes events received before `before` whose deliveries are all finished, with their deliveries and
     /// attempts, and expired dedupe keys; gives the freed pages back to the file system where it can.
     async fn purge(&self, before: DateTime<Utc>, now: DateTime<Utc>) -> Result<u64>;
-    /// Keeps the config text as loaded, when it differs from the last one kept.
+    /// Keeps the config text as given, when it differs from the last one kept. renkei gives it sealed (encrypted
+    /// under the master key, a new nonce each time), so it decides itself whether the config changed.
     async fn save_config(&self, text: &str, now: DateTime<Utc>) -> Result<()>;
     /// Answers when the database does.
     async fn ping(&self) -> Result<()>;
@@ -106,4 +108,39 @@ pub trait Store: Send + Sync + 'static {
     async fn add_count(&self, key: &str, by: i64) -> Result<i64>;
     /// The counters whose names start with `prefix`, by name.
     async fn counts(&self, prefix: &str) -> Result<Vec<(String, i64)>>;
+
+    // ----- access: who may use the admin API, and what was done -----
+    //
+    // Every change to a token or a user is stored with its audit entry in one transaction: the log has every
+    // change that happened. The store keeps roles as text and never decides what they allow; it never sees a
+    // token (only its hash) or a password (only its argon2 hash).
+
+    /// Adds an API token, by its hash, with the audit entry saying so. `Conflict` when the name (or the hash)
+    /// is taken.
+    async fn create_token(&self, token: NewToken, audit: NewAudit) -> Result<()>;
+    /// The token with this hash, expired or not (the caller holds the clock, and compares `expires_at`).
+    async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>>;
+    /// Every token, by name.
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>>;
+    /// Deletes a token, with the audit entry. `NotFound` (and nothing recorded) when there is none.
+    async fn revoke_token(&self, name: &str, audit: NewAudit) -> Result<()>;
+    /// Adds a console user, with the audit entry. `Conflict` when the name is taken.
+    async fn add_user(&self, user: NewUser, audit: NewAudit) -> Result<()>;
+    async fn get_user(&self, name: &str) -> Result<UserRecord>;
+    /// Every user, by name.
+    async fn list_users(&self) -> Result<Vec<UserRecord>>;
+    /// Deletes a user, with the audit entry. `NotFound` (and nothing recorded) when there is none.
+    async fn remove_user(&self, name: &str, audit: NewAudit) -> Result<()>;
+    /// Records something done that is not a token or user change (a retry, a replay, a new config).
+    async fn append_audit(&self, entry: NewAudit) -> Result<()>;
+    /// The audit log, newest first, filtered and paged like the history listings.
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
+
+    // ----- config revisions, whole (renkei seals their text; see `save_config`) -----
+
+    /// Every kept config revision, oldest first.
+    async fn config_revisions(&self) -> Result<Vec<ConfigRevision>>;
+    /// Replaces the text of these revisions (by id), all or none, with the audit entry: re-encryption under a
+    /// new master key. `NotFound` when an id is not there.
+    async fn rewrite_config_revisions(&self, texts: Vec<(i64, String)>, audit: NewAudit) -> Result<()>;
 }

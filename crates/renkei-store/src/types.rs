@@ -254,3 +254,88 @@ pub struct QueueStats {
     /// When the oldest open delivery was created.
     pub oldest_open_at: Option<DateTime<Utc>>,
 }
+
+// ----- access: API tokens, users, the audit log -----
+
+/// An admin API token to keep. Only its hash is given to the store: the token itself is shown once, to whoever
+/// created it, and never stored.
+#[derive(Clone, Debug)]
+pub struct NewToken {
+    pub name: String,
+    /// `admin`, `editor` or `viewer`: the store keeps it, the caller decides what it means.
+    pub role: String,
+    /// SHA-256 of the token, hex.
+    pub hash: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A stored token, without its hash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TokenRecord {
+    pub name: String,
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A console user to keep.
+#[derive(Clone, Debug)]
+pub struct NewUser {
+    pub name: String,
+    pub role: String,
+    /// An argon2id PHC string (`$argon2id$v=19$...`); never the password.
+    pub password_hash: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UserRecord {
+    pub name: String,
+    pub role: String,
+    #[serde(skip)]
+    pub password_hash: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One line of the audit log: who did what, to what, when.
+#[derive(Clone, Debug)]
+pub struct NewAudit {
+    pub at: DateTime<Utc>,
+    /// The token or user name that acted (`cli` for the command line, `serve` for the hub itself).
+    pub actor: String,
+    /// What was done, e.g. `token.created`, `delivery.retried`, `event.replayed`.
+    pub action: String,
+    /// What it was done to: a token or user name, a delivery or event id.
+    pub target: String,
+    /// The rest, as JSON (a filter, a count, new delivery ids); never a secret.
+    pub detail: serde_json::Value,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub detail: serde_json::Value,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    /// Page: entries older than this id.
+    pub before: Option<i64>,
+    pub limit: u32,
+}
+
+/// A config as it was loaded, in the form it was given to the store (renkei seals it first).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigRevision {
+    pub id: i64,
+    pub loaded_at: DateTime<Utc>,
+    pub text: String,
+}

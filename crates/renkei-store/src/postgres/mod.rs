@@ -45,16 +45,17 @@
 //!
 //! This module never reads the clock, and never prints the database password (not in `Debug`, not in errors).
 
+mod auth;
 mod history;
 mod queue;
 mod rows;
 
 use std::borrow::Cow;
 use std::str::FromStr;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use renkei_core::config::storage::PgSettings;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::*;
@@ -62,14 +63,8 @@ use crate::*;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
     (2, include_str!("../../migrations/postgres/0002_state.sql")),
+    (3, include_str!("../../migrations/postgres/0003_access.sql")),
 ];
-
-/// Connections per node. PostgreSQL runs writers side by side, so reads and writes share one pool.
-const POOL_SIZE: u32 = 10;
-/// How long a caller waits for a connection: a dead database becomes `Unavailable` (503) this quickly.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
-/// No statement holds a connection (and its locks) longer than this.
-const STATEMENT_TIMEOUT: &str = "30s";
 
 pub struct PgStore {
     pool: PgPool,
@@ -85,19 +80,25 @@ impl std::fmt::Debug for PgStore {
 }
 
 impl PgStore {
-    /// Connects to the database named by a `postgres://` URL and brings its tables up to date, in the
-    /// connection's default schema (`search_path`). `now` only dates the migrations applied: unlike SQLite,
-    /// nothing is released on open (other nodes may hold the claims).
+    /// Connects to the database named by a `postgres://` URL and brings its tables up to date, in the URL's
+    /// `schema` (created if missing) or else the connection's default schema (`search_path`). The URL's
+    /// `pool_size`, `acquire_timeout` and `statement_timeout` size the pool ([`PgSettings`]). `now` only dates
+    /// the migrations applied: unlike SQLite, nothing is released on open (other nodes may hold the claims).
     pub async fn open(url: &str, now: DateTime<Utc>) -> Result<PgStore> {
-        PgStore::connect(url, None, now).await
+        let (url, settings) = settings(url)?;
+        PgStore::connect(&url, settings, now).await
     }
 
-    /// [`PgStore::open`] in `schema`, created if missing: several hubs (or tests) in one database.
+    /// [`PgStore::open`] in `schema` (whatever the URL says), created if missing: several hubs (or tests) in
+    /// one database.
     pub async fn open_in_schema(url: &str, schema: &str, now: DateTime<Utc>) -> Result<PgStore> {
-        PgStore::connect(url, Some(schema), now).await
+        let (url, mut settings) = settings(url)?;
+        settings.schema = Some(schema.to_owned());
+        PgStore::connect(&url, settings, now).await
     }
 
-    async fn connect(url: &str, schema: Option<&str>, now: DateTime<Utc>) -> Result<PgStore> {
+    async fn connect(url: &str, settings: PgSettings, now: DateTime<Utc>) -> Result<PgStore> {
+        let schema = settings.schema.as_deref();
         // The parse error names the problem, not the URL, which may hold a password.
         let mut opts = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Unavailable(format!("not a valid postgres:// URL: {e}")))?;
@@ -106,14 +107,17 @@ impl PgStore {
         }
         let target = describe(&opts);
         let search_path = schema.map(quote_ident);
+        // Milliseconds, PostgreSQL's unit for it; 0 turns the limit off.
+        let statement_timeout = settings.statement_timeout.as_millis().to_string();
         let pool = PgPoolOptions::new()
-            .max_connections(POOL_SIZE)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .max_connections(settings.pool_size)
+            .acquire_timeout(settings.acquire_timeout)
             .after_connect(move |conn, _meta| {
                 let search_path = search_path.clone();
+                let statement_timeout = statement_timeout.clone();
                 Box::pin(async move {
                     sqlx::query("SELECT set_config('statement_timeout', $1, false)")
-                        .bind(STATEMENT_TIMEOUT)
+                        .bind(statement_timeout)
                         .execute(&mut *conn)
                         .await?;
                     if let Some(path) = search_path {
@@ -129,8 +133,19 @@ impl PgStore {
             .await
             .map_err(unavailable)?;
         migrate(&pool, schema, now).await?;
-        Ok(PgStore { pool, target, schema: schema.map(str::to_owned) })
+        Ok(PgStore { pool, target, schema: settings.schema })
     }
+
+    /// The pool, for the SQLite → PostgreSQL copy (`crate::migrate`).
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// renkei's settings off the URL, and the URL the driver is given. A bad setting is a mistake in the config
+/// (`renkei check` reports it too), not an outage.
+fn settings(url: &str) -> Result<(String, PgSettings)> {
+    PgSettings::from_url(url).map_err(|m| StoreError::Other(m.en.into()))
 }
 
 /// Where the store points, without the password.
@@ -376,6 +391,53 @@ impl Store for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(db)
+    }
+    async fn create_token(&self, token: NewToken, audit: NewAudit) -> Result<()> {
+        auth::create_token(&self.pool, token, audit).await
+    }
+
+    async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        auth::find_token(&self.pool, hash).await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        auth::list_tokens(&self.pool).await
+    }
+
+    async fn revoke_token(&self, name: &str, audit: NewAudit) -> Result<()> {
+        auth::revoke_token(&self.pool, name, audit).await
+    }
+
+    async fn add_user(&self, user: NewUser, audit: NewAudit) -> Result<()> {
+        auth::add_user(&self.pool, user, audit).await
+    }
+
+    async fn get_user(&self, name: &str) -> Result<UserRecord> {
+        auth::get_user(&self.pool, name).await
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserRecord>> {
+        auth::list_users(&self.pool).await
+    }
+
+    async fn remove_user(&self, name: &str, audit: NewAudit) -> Result<()> {
+        auth::remove_user(&self.pool, name, audit).await
+    }
+
+    async fn append_audit(&self, entry: NewAudit) -> Result<()> {
+        auth::append_audit(&self.pool, &entry).await
+    }
+
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
+        auth::list_audit(&self.pool, filter).await
+    }
+
+    async fn config_revisions(&self) -> Result<Vec<ConfigRevision>> {
+        auth::config_revisions(&self.pool).await
+    }
+
+    async fn rewrite_config_revisions(&self, texts: Vec<(i64, String)>, audit: NewAudit) -> Result<()> {
+        auth::rewrite_config_revisions(&self.pool, texts, audit).await
     }
 }
 

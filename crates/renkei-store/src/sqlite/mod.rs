@@ -8,6 +8,8 @@
 //! One renkei process per file: [`SqliteStore::open`] takes an exclusive lock on `<file>.lock`, and, because
 //! no other process can hold claims then, releases the claims a crashed predecessor left behind.
 
+mod auth;
+mod group;
 mod history;
 mod queue;
 mod rows;
@@ -27,10 +29,13 @@ use crate::*;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../migrations/sqlite/0002_state.sql")),
+    (3, include_str!("../../migrations/sqlite/0003_access.sql")),
 ];
 
 pub struct SqliteStore {
     writer: SqlitePool,
+    /// Ingest goes through the group-commit task, which owns its own handle on the writer.
+    ingest_jobs: tokio::sync::mpsc::Sender<group::Job>,
     reader: SqlitePool,
     _lock: Option<std::fs::File>,
     path: Option<PathBuf>,
@@ -45,6 +50,22 @@ impl std::fmt::Debug for SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database named by a `sqlite://FILE` URL, or `sqlite::memory:`.
     pub async fn open(url: &str, now: DateTime<Utc>) -> Result<SqliteStore> {
+        let store = SqliteStore::connect(url, true).await?;
+        let released = store.release_all(now).await?;
+        if released > 0 {
+            tracing::warn!(released, "released deliveries left in flight by a previous run");
+        }
+        Ok(store)
+    }
+
+    /// Opens a file that a running renkei may hold, for the command line's small changes (tokens, users)
+    /// while the hub runs: takes no lock and releases no claims (they are the running process's). SQLite
+    /// itself keeps two processes' writes apart. Never use it to run a worker.
+    pub async fn open_beside(url: &str) -> Result<SqliteStore> {
+        SqliteStore::connect(url, false).await
+    }
+
+    async fn connect(url: &str, exclusive: bool) -> Result<SqliteStore> {
         let path = url
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
@@ -64,10 +85,12 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
 
-        let lock = if memory { None } else { Some(take_lock(path)?) };
+        let lock = if memory || !exclusive { None } else { Some(take_lock(path)?) };
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            // The one connection is always in use: a ping before each transaction only costs a round trip.
+            .test_before_acquire(false)
             .connect_with(opts.clone())
             .await
             .map_err(unavailable)?;
@@ -78,12 +101,13 @@ impl SqliteStore {
         } else {
             SqlitePoolOptions::new().max_connections(4).connect_with(opts).await.map_err(unavailable)?
         };
-        let store = SqliteStore { writer, reader, _lock: lock, path: (!memory).then(|| PathBuf::from(path)) };
-        let released = store.release_all(now).await?;
-        if released > 0 {
-            tracing::warn!(released, "released deliveries left in flight by a previous run");
-        }
-        Ok(store)
+        let ingest_jobs = group::start(writer.clone());
+        Ok(SqliteStore { writer, ingest_jobs, reader, _lock: lock, path: (!memory).then(|| PathBuf::from(path)) })
+    }
+
+    /// The read pool, for the SQLite → PostgreSQL copy (`crate::migrate`), which holds this store's lock.
+    pub(crate) fn reader(&self) -> &SqlitePool {
+        &self.reader
     }
 
     async fn release_all(&self, now: DateTime<Utc>) -> Result<u64> {
@@ -183,7 +207,12 @@ fn other(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ingest(&self, events: Vec<NewEvent>, now: DateTime<Utc>) -> Result<Vec<Ingested>> {
-        queue::ingest(&self.writer, events, now).await
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.ingest_jobs
+            .send(group::Job { events, now, reply })
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
+        answer.await.map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?
     }
 
     async fn record_rejected(&self, r: Rejected) -> Result<()> {
@@ -325,6 +354,53 @@ impl Store for SqliteStore {
             .fetch_all(&self.reader)
             .await
             .map_err(db)
+    }
+    async fn create_token(&self, token: NewToken, audit: NewAudit) -> Result<()> {
+        auth::create_token(&self.writer, token, audit).await
+    }
+
+    async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        auth::find_token(&self.reader, hash).await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        auth::list_tokens(&self.reader).await
+    }
+
+    async fn revoke_token(&self, name: &str, audit: NewAudit) -> Result<()> {
+        auth::revoke_token(&self.writer, name, audit).await
+    }
+
+    async fn add_user(&self, user: NewUser, audit: NewAudit) -> Result<()> {
+        auth::add_user(&self.writer, user, audit).await
+    }
+
+    async fn get_user(&self, name: &str) -> Result<UserRecord> {
+        auth::get_user(&self.reader, name).await
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserRecord>> {
+        auth::list_users(&self.reader).await
+    }
+
+    async fn remove_user(&self, name: &str, audit: NewAudit) -> Result<()> {
+        auth::remove_user(&self.writer, name, audit).await
+    }
+
+    async fn append_audit(&self, entry: NewAudit) -> Result<()> {
+        auth::append_audit(&self.writer, &entry).await
+    }
+
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
+        auth::list_audit(&self.reader, filter).await
+    }
+
+    async fn config_revisions(&self) -> Result<Vec<ConfigRevision>> {
+        auth::config_revisions(&self.reader).await
+    }
+
+    async fn rewrite_config_revisions(&self, texts: Vec<(i64, String)>, audit: NewAudit) -> Result<()> {
+        auth::rewrite_config_revisions(&self.writer, texts, audit).await
     }
 }
 

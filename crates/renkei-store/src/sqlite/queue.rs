@@ -8,8 +8,12 @@ use super::rows::{delivery_from_row, event_from_row, DELIVERY_COLUMNS, EVENT_COL
 use super::{db, ms};
 use crate::*;
 
-pub(super) async fn ingest(pool: &SqlitePool, events: Vec<NewEvent>, now: DateTime<Utc>) -> Result<Vec<Ingested>> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+/// Stores one request's events and deliveries inside the caller's transaction (see `group.rs`).
+pub(super) async fn ingest_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    events: Vec<NewEvent>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Ingested>> {
     let mut out = Vec::with_capacity(events.len());
     for ev in events {
         if let Some(d) = &ev.dedupe {
@@ -25,14 +29,14 @@ pub(super) async fn ingest(pool: &SqlitePool, events: Vec<NewEvent>, now: DateTi
             .bind(&ev.id)
             .bind(ms(d.expires_at))
             .bind(ms(now))
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await
             .map_err(db)?;
             if won.is_none() {
                 let first: String = sqlx::query_scalar("SELECT event_id FROM dedupe WHERE source = ?1 AND key = ?2")
                     .bind(&ev.source)
                     .bind(&d.key)
-                    .fetch_one(&mut *tx)
+                    .fetch_one(&mut **tx)
                     .await
                     .map_err(db)?;
                 out.push(Ingested::Duplicate { event_id: first });
@@ -55,14 +59,13 @@ pub(super) async fn ingest(pool: &SqlitePool, events: Vec<NewEvent>, now: DateTi
         .bind(ev.query.to_string())
         .bind(ev.body.to_string())
         .bind(ev.dedupe.as_ref().map(|d| d.key.as_str()))
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(db)?;
         let n = ev.deliveries.len();
-        insert_deliveries(&mut tx, &ev.id, ev.deliveries, now).await?;
+        insert_deliveries(tx, &ev.id, ev.deliveries, now).await?;
         out.push(Ingested::Stored { event_id: ev.id, deliveries: n });
     }
-    tx.commit().await.map_err(db)?;
     Ok(out)
 }
 

@@ -55,3 +55,51 @@ async fn purge_gives_the_space_back() {
     assert!(after < full / 4, "file did not shrink: {full} pages before, {after} after");
     assert_eq!(free, 0, "free pages returned to the file system");
 }
+
+#[tokio::test]
+async fn concurrent_ingests_share_commits_and_fail_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("g.db").display());
+    let now = Utc::now();
+    let store = std::sync::Arc::new(SqliteStore::open(&url, now).await.unwrap());
+    let event = move |id: String| NewEvent {
+        id,
+        source: "s".into(),
+        event_type: "t".into(),
+        received_at: now,
+        request_id: "r".into(),
+        row: None,
+        content_type: None,
+        headers: json!({}),
+        query: json!({}),
+        body: json!({}),
+        dedupe: None,
+        deliveries: vec![NewDelivery {
+            flow: "f".into(),
+            status: Status::Pending,
+            order_key: Some("k".into()),
+            error: None,
+        }],
+    };
+    store.ingest(vec![event("taken".into())], now).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let s = store.clone();
+        // Request 100 reuses an id: its insert fails, and only it.
+        let id = if i == 100 { "taken".to_owned() } else { format!("e{i:03}") };
+        tasks.push(tokio::spawn(async move { s.ingest(vec![event(id)], now).await }));
+    }
+    let mut failed = 0;
+    for (i, t) in tasks.into_iter().enumerate() {
+        match t.await.unwrap() {
+            Ok(out) => assert!(matches!(out[0], Ingested::Stored { .. }), "{i}"),
+            Err(_) => {
+                assert_eq!(i, 100);
+                failed += 1;
+            }
+        }
+    }
+    assert_eq!(failed, 1);
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries").fetch_one(&store.writer).await.unwrap();
+    assert_eq!(n, 200, "199 new deliveries and the first one");
+}

@@ -337,6 +337,111 @@ pub async fn state_and_counters(s: &dyn Store) {
     assert!(s.counts("kintone:%").await.unwrap().is_empty(), "a prefix is literal, not a pattern");
 }
 
+fn audit(actor: &str, action: &str, target: &str, at: DateTime<Utc>) -> NewAudit {
+    NewAudit { at, actor: actor.into(), action: action.into(), target: target.into(), detail: json!({"n": 1}) }
+}
+
+fn token(name: &str, hash: &str, expires_at: Option<DateTime<Utc>>) -> NewToken {
+    NewToken { name: name.into(), role: "viewer".into(), hash: hash.into(), created_at: t0(), expires_at }
+}
+
+pub async fn tokens_are_found_by_hash_and_every_change_is_audited(s: &dyn Store) {
+    let later = t0() + Duration::days(30);
+    s.create_token(token("ci", "aa11", Some(later)), audit("cli", "token.created", "ci", t0())).await.unwrap();
+    s.create_token(token("bot", "bb22", None), audit("cli", "token.created", "bot", t0())).await.unwrap();
+    let found = s.find_token("aa11").await.unwrap().unwrap();
+    assert_eq!(
+        found,
+        TokenRecord { name: "ci".into(), role: "viewer".into(), created_at: t0(), expires_at: Some(later) }
+    );
+    assert_eq!(s.find_token("AA11").await.unwrap(), None, "a hash is matched exactly");
+    assert_eq!(s.list_tokens().await.unwrap().iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["bot", "ci"]);
+    // A name or a hash already taken: refused, and the refusal is not in the log.
+    let again = s.create_token(token("ci", "cc33", None), audit("cli", "token.created", "ci", t0())).await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    let same_hash = s.create_token(token("other", "bb22", None), audit("cli", "token.created", "other", t0())).await;
+    assert!(matches!(same_hash, Err(StoreError::Conflict(_))), "{same_hash:?}");
+
+    s.revoke_token("ci", audit("admin", "token.revoked", "ci", t0())).await.unwrap();
+    assert_eq!(s.find_token("aa11").await.unwrap(), None, "a revoked token opens nothing");
+    let missing = s.revoke_token("ci", audit("admin", "token.revoked", "ci", t0())).await;
+    assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+    let log = s.list_audit(&AuditFilter::default()).await.unwrap();
+    let lines: Vec<(&str, &str, &str)> =
+        log.iter().map(|a| (a.actor.as_str(), a.action.as_str(), a.target.as_str())).collect();
+    assert_eq!(
+        lines,
+        [("admin", "token.revoked", "ci"), ("cli", "token.created", "bot"), ("cli", "token.created", "ci")],
+        "newest first; failed changes leave no line"
+    );
+    assert_eq!(log[0].detail, json!({"n": 1}));
+    assert_eq!(log[0].at, t0());
+}
+
+pub async fn users_are_kept_with_their_password_hash(s: &dyn Store) {
+    let user = NewUser {
+        name: "佐藤".into(),
+        role: "editor".into(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        created_at: t0(),
+    };
+    s.add_user(user.clone(), audit("cli", "user.added", "佐藤", t0())).await.unwrap();
+    let got = s.get_user("佐藤").await.unwrap();
+    assert_eq!((got.role.as_str(), got.password_hash.as_str()), ("editor", user.password_hash.as_str()));
+    assert!(matches!(
+        s.add_user(user.clone(), audit("cli", "user.added", "佐藤", t0())).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(s.list_users().await.unwrap().len(), 1);
+    s.remove_user("佐藤", audit("cli", "user.removed", "佐藤", t0())).await.unwrap();
+    assert!(matches!(s.get_user("佐藤").await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        s.remove_user("佐藤", audit("cli", "user.removed", "佐藤", t0())).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(s.list_audit(&AuditFilter::default()).await.unwrap().len(), 2);
+}
+
+pub async fn the_audit_log_filters_and_pages(s: &dyn Store) {
+    for i in 0..5 {
+        let actor = if i % 2 == 0 { "alice" } else { "bob" };
+        s.append_audit(audit(actor, "delivery.retried", &i.to_string(), t0() + Duration::minutes(i))).await.unwrap();
+    }
+    s.append_audit(audit("alice", "event.replayed", "e1", t0() + Duration::minutes(9))).await.unwrap();
+    let all = s.list_audit(&AuditFilter::default()).await.unwrap();
+    assert_eq!(all.len(), 6);
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    let alice = s.list_audit(&AuditFilter { actor: Some("alice".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(alice.len(), 4);
+    let retries = AuditFilter { action: Some("delivery.retried".into()), limit: 2, ..Default::default() };
+    let page1 = s.list_audit(&retries).await.unwrap();
+    assert_eq!(page1.iter().map(|a| a.target.as_str()).collect::<Vec<_>>(), ["4", "3"]);
+    let page2 = s.list_audit(&AuditFilter { before: Some(page1[1].id), ..retries.clone() }).await.unwrap();
+    assert_eq!(page2.iter().map(|a| a.target.as_str()).collect::<Vec<_>>(), ["2", "1"]);
+    let recent = s.list_audit(&AuditFilter { since: Some(t0() + Duration::minutes(4)), ..Default::default() }).await;
+    assert_eq!(recent.unwrap().len(), 2);
+}
+
+pub async fn config_revisions_are_rewritten_all_or_none(s: &dyn Store) {
+    s.save_config("sealed-1", t0()).await.unwrap();
+    s.save_config("sealed-2", t0() + Duration::hours(1)).await.unwrap();
+    let revs = s.config_revisions().await.unwrap();
+    assert_eq!(revs.iter().map(|r| r.text.as_str()).collect::<Vec<_>>(), ["sealed-1", "sealed-2"]);
+    assert_eq!(revs[1].loaded_at, t0() + Duration::hours(1));
+    let rewrite: Vec<(i64, String)> = revs.iter().map(|r| (r.id, format!("new-{}", r.text))).collect();
+    // One id that is not there: nothing changes.
+    let mut bad = rewrite.clone();
+    bad.push((revs[1].id + 100, "x".into()));
+    let r = s.rewrite_config_revisions(bad, audit("cli", "master_key.rotated", "", t0())).await;
+    assert!(matches!(r, Err(StoreError::NotFound)), "{r:?}");
+    assert_eq!(s.config_revisions().await.unwrap(), revs);
+    s.rewrite_config_revisions(rewrite, audit("cli", "master_key.rotated", "", t0())).await.unwrap();
+    let texts: Vec<String> = s.config_revisions().await.unwrap().into_iter().map(|r| r.text).collect();
+    assert_eq!(texts, ["new-sealed-1", "new-sealed-2"]);
+    let log = s.list_audit(&AuditFilter::default()).await.unwrap();
+    assert_eq!(log.len(), 1, "the failed rewrite left no line");
+}
+
 backends::for_each_backend!(
     state_and_counters,
     ingest_claim_and_succeed,
@@ -349,5 +454,9 @@ backends::for_each_backend!(
     skipped_and_failed_deliveries_are_history_only,
     listings_filter_search_and_page,
     purge_removes_finished_history_only,
-    config_revisions_and_ping
+    config_revisions_and_ping,
+    tokens_are_found_by_hash_and_every_change_is_audited,
+    users_are_kept_with_their_password_hash,
+    the_audit_log_filters_and_pages,
+    config_revisions_are_rewritten_all_or_none
 );

@@ -1,0 +1,202 @@
+//! Access: API tokens, users and the audit log; and config revisions as a whole (for re-encryption).
+//!
+//! Each change to a token or a user is written with its audit entry in one transaction, so the log never
+//! misses a change that happened. Tokens are found by their hash; this module never sees a token, a password
+//! or a master key.
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+
+use super::{db, from_ms, ms};
+use crate::*;
+
+const MAX_PAGE: u32 = 500;
+
+async fn audit(tx: &mut Transaction<'_, Sqlite>, a: &NewAudit) -> Result<()> {
+    sqlx::query("INSERT INTO audit_log (at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)")
+        .bind(ms(a.at))
+        .bind(&a.actor)
+        .bind(&a.action)
+        .bind(&a.target)
+        .bind(a.detail.to_string())
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+/// A unique key already taken (a token or user name, a token hash) is a conflict the caller can explain.
+fn taken(e: sqlx::Error, what: &str, name: &str) -> StoreError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            StoreError::Conflict(format!("there is already a {what} named `{name}`"))
+        }
+        _ => db(e),
+    }
+}
+
+pub(super) async fn append_audit(pool: &SqlitePool, a: &NewAudit) -> Result<()> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+    audit(&mut tx, a).await?;
+    tx.commit().await.map_err(db)
+}
+
+pub(super) async fn create_token(pool: &SqlitePool, t: NewToken, a: NewAudit) -> Result<()> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+    sqlx::query("INSERT INTO api_tokens (name, role, hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)")
+        .bind(&t.name)
+        .bind(&t.role)
+        .bind(&t.hash)
+        .bind(ms(t.created_at))
+        .bind(t.expires_at.map(ms))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| taken(e, "token", &t.name))?;
+    audit(&mut tx, &a).await?;
+    tx.commit().await.map_err(db)
+}
+
+fn token_from_row(r: &SqliteRow) -> TokenRecord {
+    TokenRecord {
+        name: r.get("name"),
+        role: r.get("role"),
+        created_at: from_ms(r.get("created_at")),
+        expires_at: r.get::<Option<i64>, _>("expires_at").map(from_ms),
+    }
+}
+
+pub(super) async fn find_token(pool: &SqlitePool, hash: &str) -> Result<Option<TokenRecord>> {
+    let row = sqlx::query("SELECT name, role, created_at, expires_at FROM api_tokens WHERE hash = ?1")
+        .bind(hash)
+        .fetch_optional(pool)
+        .await
+        .map_err(db)?;
+    Ok(row.as_ref().map(token_from_row))
+}
+
+pub(super) async fn list_tokens(pool: &SqlitePool) -> Result<Vec<TokenRecord>> {
+    let rows = sqlx::query("SELECT name, role, created_at, expires_at FROM api_tokens ORDER BY name")
+        .fetch_all(pool)
+        .await
+        .map_err(db)?;
+    Ok(rows.iter().map(token_from_row).collect())
+}
+
+/// Deletes the row `sql` names by `?1` and records `a`; `NotFound` (and nothing recorded) when there was none.
+async fn delete_audited(pool: &SqlitePool, sql: &str, name: &str, a: NewAudit) -> Result<()> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+    let r = sqlx::query(sql).bind(name).execute(&mut *tx).await.map_err(db)?;
+    if r.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
+    }
+    audit(&mut tx, &a).await?;
+    tx.commit().await.map_err(db)
+}
+
+pub(super) async fn revoke_token(pool: &SqlitePool, name: &str, a: NewAudit) -> Result<()> {
+    delete_audited(pool, "DELETE FROM api_tokens WHERE name = ?1", name, a).await
+}
+
+pub(super) async fn add_user(pool: &SqlitePool, u: NewUser, a: NewAudit) -> Result<()> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+    sqlx::query("INSERT INTO users (name, role, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)")
+        .bind(&u.name)
+        .bind(&u.role)
+        .bind(&u.password_hash)
+        .bind(ms(u.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| taken(e, "user", &u.name))?;
+    audit(&mut tx, &a).await?;
+    tx.commit().await.map_err(db)
+}
+
+fn user_from_row(r: &SqliteRow) -> UserRecord {
+    UserRecord {
+        name: r.get("name"),
+        role: r.get("role"),
+        password_hash: r.get("password_hash"),
+        created_at: from_ms(r.get("created_at")),
+    }
+}
+
+pub(super) async fn get_user(pool: &SqlitePool, name: &str) -> Result<UserRecord> {
+    let row = sqlx::query("SELECT name, role, password_hash, created_at FROM users WHERE name = ?1")
+        .bind(name)
+        .fetch_optional(pool)
+        .await
+        .map_err(db)?;
+    row.as_ref().map(user_from_row).ok_or(StoreError::NotFound)
+}
+
+pub(super) async fn list_users(pool: &SqlitePool) -> Result<Vec<UserRecord>> {
+    let rows = sqlx::query("SELECT name, role, password_hash, created_at FROM users ORDER BY name")
+        .fetch_all(pool)
+        .await
+        .map_err(db)?;
+    Ok(rows.iter().map(user_from_row).collect())
+}
+
+pub(super) async fn remove_user(pool: &SqlitePool, name: &str, a: NewAudit) -> Result<()> {
+    delete_audited(pool, "DELETE FROM users WHERE name = ?1", name, a).await
+}
+
+pub(super) async fn list_audit(pool: &SqlitePool, f: &AuditFilter) -> Result<Vec<AuditRecord>> {
+    let limit = i64::from(if f.limit == 0 { 50 } else { f.limit.min(MAX_PAGE) });
+    // Absent filters bind NULL and match everything, so the statement is one fixed text.
+    let rows = sqlx::query(
+        "SELECT id, at, actor, action, target, detail FROM audit_log
+         WHERE (?1 IS NULL OR actor = ?1) AND (?2 IS NULL OR action = ?2) AND (?3 IS NULL OR at >= ?3)
+           AND (?4 IS NULL OR id < ?4)
+         ORDER BY id DESC LIMIT ?5",
+    )
+    .bind(&f.actor)
+    .bind(&f.action)
+    .bind(f.since.map(ms))
+    .bind(f.before)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
+    rows.iter()
+        .map(|r| {
+            let detail: String = r.get("detail");
+            Ok(AuditRecord {
+                id: r.get("id"),
+                at: from_ms(r.get("at")),
+                actor: r.get("actor"),
+                action: r.get("action"),
+                target: r.get("target"),
+                detail: serde_json::from_str(&detail).map_err(|e| StoreError::Other(Box::new(e)))?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn config_revisions(pool: &SqlitePool) -> Result<Vec<ConfigRevision>> {
+    let rows = sqlx::query("SELECT id, loaded_at, text FROM config_revisions ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .map_err(db)?;
+    Ok(rows
+        .iter()
+        .map(|r| ConfigRevision { id: r.get("id"), loaded_at: from_ms(r.get("loaded_at")), text: r.get("text") })
+        .collect())
+}
+
+pub(super) async fn rewrite_config_revisions(pool: &SqlitePool, texts: Vec<(i64, String)>, a: NewAudit) -> Result<()> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+    for (id, text) in &texts {
+        let r = sqlx::query("UPDATE config_revisions SET text = ?1 WHERE id = ?2")
+            .bind(text)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+    }
+    audit(&mut tx, &a).await?;
+    tx.commit().await.map_err(db)
+}
