@@ -41,6 +41,7 @@ fn request(dest: &KintoneDestination, name: &str, method: &str, url: String, bod
         headers: headers(dest, body.is_some()),
         body: body.map(|b| b.to_string().into_bytes()).unwrap_or_default(),
         timeout: dest.timeout.0,
+        allow_http: dest.allow_http,
     }
 }
 

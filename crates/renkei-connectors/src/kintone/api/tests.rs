@@ -17,6 +17,7 @@ fn dest() -> KintoneDestination {
         timeout: Span(Duration::from_secs(30)),
         concurrency: 10,
         batch: Default::default(),
+        allow_http: false,
     }
 }
 
