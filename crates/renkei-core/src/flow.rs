@@ -102,6 +102,8 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub timeout: Duration,
+    /// The destination allows plain `http://` (`allow_http: true`), besides `network.allow_http`.
+    pub allow_http: bool,
 }
 
 /// A step rendered for an event: an HTTP request as it will be sent, or a kintone operation that the kintone
@@ -257,6 +259,7 @@ fn render_http(
         headers,
         body,
         timeout: dest.timeout.0,
+        allow_http: dest.allow_http,
     })
 }
 

@@ -287,6 +287,19 @@ pub struct Steps {
     pub outputs: Vec<(Option<String>, Value)>,
 }
 
+impl Steps {
+    /// The outputs of `flow`'s finished steps, each reachable by index and by its step's `name`.
+    pub fn of(flow: &crate::config::Flow, outputs: &[serde_json::Value]) -> Arc<Steps> {
+        Arc::new(Steps {
+            outputs: outputs
+                .iter()
+                .enumerate()
+                .map(|(i, o)| (flow.steps.get(i).and_then(|s| s.name.clone()), Value::from_serialize(o)))
+                .collect(),
+        })
+    }
+}
+
 impl Object for Steps {
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
         if let Some(i) = key.as_usize() {

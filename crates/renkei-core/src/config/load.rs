@@ -282,7 +282,11 @@ pub fn load(
         return Err(cx.problems);
     }
 
-    let mut secrets: Vec<String> = env_references(text).into_iter().filter_map(|v| env(&v)).collect();
+    // Values of variables named like credentials are masked wherever they appear; values put in credential
+    // fields (tokens, passwords, secrets) are masked whatever the variable is called (below). A base URL from
+    // `${ESM_BASE_URL}` stays readable in the history.
+    let mut secrets: Vec<String> =
+        env_references(text).into_iter().filter(|v| secret_name(v)).filter_map(|v| env(&v)).collect();
     secrets.extend(url_secrets);
     secrets.extend(server.admin_token.iter().map(|s| s.expose().to_owned()));
     for src in sources.values() {
@@ -333,7 +337,15 @@ pub fn load(
     })
 }
 
-/// Names of the environment variables a config text refers to: their values are secrets by assumption.
+/// Whether an environment variable's name says it holds a credential.
+fn secret_name(name: &str) -> bool {
+    const WORDS: &[&str] =
+        &["TOKEN", "SECRET", "PASS", "PWD", "KEY", "AUTH", "CRED", "PRIVATE", "COOKIE", "SESSION", "DSN", "SIG"];
+    let upper = name.to_ascii_uppercase();
+    WORDS.iter().any(|w| upper.contains(w))
+}
+
+/// Names of the environment variables a config text refers to.
 fn env_references(text: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     let mut rest = text;
@@ -575,6 +587,9 @@ impl Cx<'_> {
         }
         if let Some(t) = &step.echo_key {
             self.compile(&p.key("echo_key"), engine.add(t));
+        }
+        if let Some(e) = &step.success_when {
+            self.compile(&p.key("success_when"), engine.check_expr(&e.0));
         }
         if let Some(t) = &step.url {
             self.compile(&p.key("url"), engine.add(t));

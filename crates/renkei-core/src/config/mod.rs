@@ -60,6 +60,10 @@ pub struct Server {
     pub log_json: bool,
     /// Load balancers whose `X-Forwarded-For` is believed (for source IP allow-lists).
     pub trusted_proxies: Vec<crate::net::Cidr>,
+    /// The master key file (base64 of 32 bytes), when `RENKEI_MASTER_KEY` is not set; created with mode 0600
+    /// if missing. Default: `renkei.key` beside the SQLite file. PostgreSQL needs this or the variable (every
+    /// node must use the same key).
+    pub key_file: Option<String>,
 }
 
 impl Default for Server {
@@ -71,15 +75,18 @@ impl Default for Server {
             admin_token: None,
             log_json: false,
             trusted_proxies: Vec::new(),
+            key_file: None,
         }
     }
 }
 
-/// SSRF-guard exceptions. Parsed now; enforced by the outbound-safety work.
+/// Exceptions to the SSRF guard (`renkei_connectors::http::guard`), which every outbound request passes.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Network {
+    /// Ranges outbound requests may reach although they are loopback, private, link-local...
     pub allow_private: Vec<crate::net::Cidr>,
+    /// Plain `http://` for every destination (otherwise `https` only, unless a destination says `allow_http`).
     pub allow_http: bool,
 }
 
@@ -395,6 +402,10 @@ pub struct KintoneDestination {
     pub concurrency: usize,
     #[serde(default)]
     pub batch: KintoneBatch,
+    /// Plain `http://` allowed for this destination (a test kintone, a gateway on the same host), besides
+    /// `network.allow_http`.
+    #[serde(default)]
+    pub allow_http: bool,
 }
 
 fn default_lang() -> String {
@@ -504,6 +515,9 @@ pub struct HttpDestination {
     /// Requests in flight to this destination at once.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Plain `http://` allowed for this destination, besides `network.allow_http`.
+    #[serde(default)]
+    pub allow_http: bool,
 }
 
 fn default_timeout() -> Span {
@@ -619,6 +633,11 @@ pub struct Step {
     /// back (see the flow's `skip_echo`).
     #[serde(default)]
     pub echo_key: Option<Tmpl>,
+    /// When a 2xx answer really is a success, for APIs that report errors in the body with HTTP 200
+    /// (楽楽販売's `"status": "success"`): an expression over `response.status`, `response.headers` and
+    /// `response.body`. False fails the step permanently, with the answer kept.
+    #[serde(default)]
+    pub success_when: Option<Expr>,
     /// kintone: what to do with the record.
     #[serde(default)]
     pub action: Option<KintoneAction>,

@@ -181,7 +181,10 @@ mod tests {
             "postgres://u:p%3Fx@h/db?sslmode=require&pool_size=20&statement_timeout=0&acquire_timeout=500ms&schema=hub%201&options%5Bdefault_transaction_isolation%5D=serializable",
         )
         .unwrap();
-        assert_eq!(url, "postgres://u:p%3Fx@h/db?sslmode=require&options%5Bdefault_transaction_isolation%5D=serializable");
+        assert_eq!(
+            url,
+            "postgres://u:p%3Fx@h/db?sslmode=require&options%5Bdefault_transaction_isolation%5D=serializable"
+        );
         assert_eq!(
             s,
             PgSettings {

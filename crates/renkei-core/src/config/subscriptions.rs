@@ -141,6 +141,7 @@ pub fn expand(name: &Name, sub: &Subscription) -> Result<Expanded, Msg> {
         csv: Default::default(),
         sign,
         echo_key: None,
+        success_when: None,
         action: None,
         id: None,
         key: None,
@@ -167,6 +168,7 @@ pub fn expand(name: &Name, sub: &Subscription) -> Result<Expanded, Msg> {
         auth,
         timeout: sub.timeout,
         concurrency: 4,
+        allow_http: false,
     });
     Ok(Expanded { flow_name: fname.clone(), flow, destination_name: fname, destination, secrets })
 }

@@ -55,8 +55,14 @@ fn a_good_config_loads_typed() {
     assert_eq!(l.config.flows["approval"].retry.initial.0.as_secs(), 2);
     assert_eq!(l.config.tables["approvers"].rows["山田太郎"]["approver1"], "佐藤花子");
     assert_eq!(l.config.storage, "sqlite://renkei.db");
-    // Values that came from the environment are secrets wherever they appear.
+    // Values of credential-named variables are secrets wherever they appear.
     assert_eq!(l.redactor.text("Bearer esm-secret-2 / tok-secret-1"), "Bearer [REDACTED] / [REDACTED]");
+    // Others are not: a base URL from the environment stays readable.
+    let env = HashMap::from([("ESM_BASE_URL", "https://esm.example/t1"), ("ESM_TOKEN", "esm-secret-2")]);
+    let text =
+        "destinations:\n  esm: { type: http, base_url: \"${ESM_BASE_URL}\", headers: { X-Key: \"${ESM_TOKEN}\" } }\n";
+    let l = load(text, &|k| env.get(k).map(|v| v.to_string()), &|_| Err("no files".into())).unwrap();
+    assert_eq!(l.redactor.text("https://esm.example/t1 esm-secret-2"), "https://esm.example/t1 [REDACTED]");
 }
 
 #[test]
