@@ -1,3 +1,7 @@
 //! renkei-testkit: fakes of the systems renkei talks to, for tests only.
 
+pub mod esm;
 pub mod kintone;
+pub mod questetra;
+pub mod rakuraku;
+pub mod shopran;

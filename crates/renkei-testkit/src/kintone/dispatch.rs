@@ -33,6 +33,8 @@ enum Right {
     Add,
     Edit,
     Delete,
+    /// Reading the form: a token with view, add or app-management rights may (cybozu.dev, Get Form Fields).
+    Form,
 }
 
 impl Caller {
@@ -46,6 +48,7 @@ impl Caller {
             Right::Add => rights.add,
             Right::Edit => rights.edit,
             Right::Delete => rights.delete,
+            Right::Form => rights.view || rights.add || rights.manage_app,
         };
         if allowed {
             Ok(())
@@ -151,7 +154,7 @@ fn execute_one(state: &mut State, caller: &Caller, call: &Call) -> Result<Value,
         // kintone asks a token for the edit right to run actions (chosen: its page lists view rights for users).
         ("PUT", "record/status.json") => (Status, Right::Edit),
         ("PUT", "records/status.json") => (Statuses, Right::Edit),
-        ("GET", "app/form/fields.json") => (FormFields, Right::View),
+        ("GET", "app/form/fields.json") => (FormFields, Right::Form),
         (method, resource) => return Err(ApiError::unsupported(method, &format!("/k/v1/{resource}"))),
     };
     let p = &call.params;
