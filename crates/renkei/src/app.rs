@@ -42,6 +42,7 @@ impl App {
             .admin_token
             .clone()
             .or_else(|| env_admin_token.filter(|t| !t.is_empty()).map(Secret::new));
+        let policy = renkei_connectors::http::Policy::from_network(&loaded.config.network);
         Arc::new(App {
             loaded,
             store,
@@ -49,7 +50,7 @@ impl App {
             metrics: Metrics::new(),
             wake: Notify::new(),
             admin_token,
-            http: renkei_connectors::http::HttpClient::new(),
+            http: renkei_connectors::http::HttpClient::new(policy),
         })
     }
 }

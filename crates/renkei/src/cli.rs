@@ -1,4 +1,4 @@
-//! The command line: `serve`, `check`, `test`.
+//! The command line: `serve`, `check`, `test`, `migrate-store`; `token`, `user` and `rotate-key` are in `manage`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -63,13 +63,49 @@ pub enum Command {
         #[arg(long)]
         content_type: Option<String>,
     },
+    /// Admin API tokens: create (printed once), list, revoke. May run while renkei runs.
+    Token {
+        #[command(subcommand)]
+        command: crate::manage::TokenCommand,
+    },
+    /// Console users: add, list, remove. May run while renkei runs.
+    User {
+        #[command(subcommand)]
+        command: crate::manage::UserCommand,
+    },
+    /// Re-encrypt what renkei stores under a new master key. Stop renkei first.
+    RotateKey {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Copy a SQLite installation, history included, into an empty PostgreSQL database. Stop renkei first.
+    MigrateStore {
+        /// The SQLite database: sqlite://FILE.
+        #[arg(long)]
+        from: String,
+        /// The PostgreSQL database: postgres://… (its `schema` parameter is honoured).
+        #[arg(long)]
+        to: String,
+        /// Delete what the target's renkei tables hold before copying, instead of refusing.
+        #[arg(long)]
+        replace: bool,
+        /// Rows per statement.
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+    },
 }
+
+mod migrate_store;
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config, listen } => serve(&config, listen).await,
         Command::Check { config, online } => Ok(check(&config, online).await),
         Command::Test { config, flow, event, content_type } => dry_run(&config, &flow, &event, content_type.as_deref()),
+        Command::MigrateStore { from, to, replace, batch } => migrate_store::run(&from, &to, replace, batch).await,
+        Command::Token { command } => crate::manage::token(command).await,
+        Command::User { command } => crate::manage::user(command).await,
+        Command::RotateKey { config } => crate::manage::rotate_key(&config).await,
     }
 }
 
@@ -98,7 +134,9 @@ fn describe(path: &Path, p: &Problem, lang: Lang) -> String {
 async fn check(path: &Path, online: bool) -> ExitCode {
     match load_file(path) {
         Ok(l) if online => {
-            let client = renkei_connectors::http::HttpClient::new();
+            let client = renkei_connectors::http::HttpClient::new(renkei_connectors::http::Policy::from_network(
+                &l.config.network,
+            ));
             let mut ok = true;
             for name in l.config.destinations.keys() {
                 let Some(report) = crate::connection::test_destination(&l, &client, name.as_str()).await else {
@@ -180,7 +218,7 @@ fn dry_run(config: &Path, flow_name: &str, event: &Path, content_type: Option<&s
     let rows = src.events_of(parsed);
     let mut failed = false;
     for (row, body) in rows {
-        let mut view = EventView {
+        let view = EventView {
             id: "dry-run".into(),
             event_type: String::new(),
             source: flow.source.to_string(),
@@ -193,56 +231,107 @@ fn dry_run(config: &Path, flow_name: &str, event: &Path, content_type: Option<&s
         if let Some(r) = row {
             println!("# row {r}");
         }
-        let (event_type, dedupe) = classify(&loaded, &flow.source, &view).map_err(|e| anyhow::anyhow!(e))?;
-        view.event_type = event_type;
+        let run = dry_run_event(&loaded, flow_name, &view).map_err(|e| anyhow::anyhow!(e))?;
         println!(
             "# event type: {}{}",
-            view.event_type,
-            dedupe.map(|d| format!(", dedupe key: {d}")).unwrap_or_default()
+            run.event_type,
+            run.dedupe.map(|d| format!(", dedupe key: {d}")).unwrap_or_default()
         );
-        let p = plan(&loaded, &view).into_iter().find(|p| p.flow.as_str() == flow_name).expect("the flow's own source");
-        if let Some(k) = &p.order_key {
+        if let Some(k) = &run.order_key {
             println!("# order key: {k}");
         }
-        match p.decision {
-            Decision::Skip => {
-                println!("# skipped: `when` is false for this event\n");
-                continue;
-            }
-            Decision::Fail(e) => {
+        match run.outcome {
+            DryOutcome::NotRun => println!("# not run: the flow is disabled\n"),
+            DryOutcome::Skipped => println!("# skipped: `when` is false for this event\n"),
+            DryOutcome::Fails(e) => {
                 println!("# fails: {e}\n");
                 failed = true;
-                continue;
             }
-            Decision::Deliver => {}
-        }
-        let mut outputs = Vec::new();
-        for i in 0..flow.steps.len() {
-            let steps = Arc::new(Steps { outputs: outputs.clone() });
-            match render_step(&loaded, flow, i, &view, steps) {
-                Ok(rendered) => {
-                    let (req, note) = dry_request(&loaded, rendered);
-                    println!("# step {i} → {}", req.destination);
-                    if let Some(note) = note {
-                        println!("# {note}");
+            DryOutcome::Steps(steps) => {
+                for step in steps {
+                    match step.result {
+                        Ok((req, note)) => {
+                            println!("# step {} → {}", step.index, req.destination);
+                            if let Some(note) = note {
+                                println!("# {note}");
+                            }
+                            print_request(&loaded, &req);
+                        }
+                        Err(e) => {
+                            println!("# step {} fails: {e}\n", step.index);
+                            failed = true;
+                        }
                     }
-                    print_request(&loaded, &req);
-                }
-                Err(e) => {
-                    println!("# step {i} fails: {e}\n");
-                    failed = true;
-                    break;
                 }
             }
-            // Later steps see a placeholder for the response a dry run never gets.
-            let name = flow.steps[i].name.clone();
-            outputs.push((
-                name,
-                minijinja::Value::from_serialize(serde_json::json!({ "status": 200, "headers": {}, "body": {} })),
-            ));
         }
     }
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// What one flow would send for one event; renders only, sends nothing. Shared by `renkei test` and the
+/// console's preview, so both show exactly what the worker would send.
+#[derive(Debug)]
+pub struct DryRun {
+    pub event_type: String,
+    pub dedupe: Option<String>,
+    pub order_key: Option<String>,
+    pub outcome: DryOutcome,
+}
+
+#[derive(Debug)]
+pub enum DryOutcome {
+    /// The flow is disabled, or not a flow of the event's source.
+    NotRun,
+    /// `when` is false for this event.
+    Skipped,
+    /// A template of the flow (when, order_key, skip_echo) failed on this event.
+    Fails(String),
+    /// The steps in order, up to and including the first that fails to render.
+    Steps(Vec<DryStep>),
+}
+
+#[derive(Debug)]
+pub struct DryStep {
+    pub index: usize,
+    /// The request (with a note for kintone steps), or why the step cannot be rendered.
+    pub result: Result<(Request, Option<String>), String>,
+}
+
+/// Classifies `view` as its source would, plans `flow_name` for it and renders each step. `Err` when the
+/// flow does not exist or the source's own templates (event type, dedupe) fail.
+pub fn dry_run_event(loaded: &Loaded, flow_name: &str, view: &EventView) -> Result<DryRun, String> {
+    let flow = loaded.config.flows.get(flow_name).ok_or_else(|| format!("there is no flow `{flow_name}`"))?;
+    let (event_type, dedupe) = classify(loaded, &flow.source, view)?;
+    let view = EventView { event_type: event_type.clone(), ..view.clone() };
+    let Some(p) = plan(loaded, &view).into_iter().find(|p| p.flow.as_str() == flow_name) else {
+        return Ok(DryRun { event_type, dedupe, order_key: None, outcome: DryOutcome::NotRun });
+    };
+    let outcome = match p.decision {
+        Decision::Skip => DryOutcome::Skipped,
+        Decision::Fail(e) => DryOutcome::Fails(e),
+        Decision::Deliver => {
+            let mut steps = Vec::new();
+            let mut outputs = Vec::new();
+            for index in 0..flow.steps.len() {
+                let earlier = Arc::new(Steps { outputs: outputs.clone() });
+                let result = render_step(loaded, flow, index, &view, earlier).map(|r| dry_request(loaded, r));
+                let failed = result.is_err();
+                steps.push(DryStep { index, result });
+                if failed {
+                    break;
+                }
+                // Later steps see a placeholder for the response a dry run never gets.
+                let name = flow.steps[index].name.clone();
+                outputs.push((
+                    name,
+                    minijinja::Value::from_serialize(serde_json::json!({ "status": 200, "headers": {}, "body": {} })),
+                ));
+            }
+            DryOutcome::Steps(steps)
+        }
+    };
+    Ok(DryRun { event_type, dedupe, order_key: p.order_key, outcome })
 }
 
 /// The request a step would send. A kintone step shows its values as rendered: when sent, they are converted
@@ -315,13 +404,17 @@ async fn serve(config: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::R
     let store = open_store(&storage, chrono::Utc::now())
         .await
         .with_context(|| format!("opening {}", storage_label(&storage)))?;
-    store.save_config(&loaded.text, chrono::Utc::now()).await.context("saving the config revision")?;
+    // The config as written may hold literal secrets: it is kept sealed under the master key.
+    let env_key = std::env::var(crate::secrets::KEY_ENV).ok();
+    let key_source = crate::secrets::key_source(&loaded.config, env_key.as_deref())?;
+    let key = crate::secrets::master_key(&*store, &key_source, env_key.as_deref()).await?;
+    crate::secrets::keep_config(&*store, &key, &loaded.text, chrono::Utc::now()).await?;
     let addr = listen.unwrap_or(loaded.config.server.listen);
     let app = App::new(Arc::new(loaded), store, clock, std::env::var("RENKEI_ADMIN_TOKEN").ok());
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
     tracing::info!(addr = %listener.local_addr()?, storage = %storage_label(&storage), "renkei is listening");
     if app.admin_token.is_none() {
-        tracing::warn!("no admin token: the admin API is disabled (set server.admin_token or RENKEI_ADMIN_TOKEN)");
+        tracing::warn!("no server.admin_token or RENKEI_ADMIN_TOKEN: only `renkei token` tokens open the admin API");
     }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -65,6 +65,7 @@ pub async fn test_destination(loaded: &Loaded, client: &HttpClient, name: &str) 
                 headers: Vec::new(),
                 body: Vec::new(),
                 timeout: h.timeout.0,
+                allow_http: h.allow_http,
             };
             let (ok, detail) = match client.send(&req).await {
                 Ok(resp) => (true, format!("answered HTTP {}", resp.status)),

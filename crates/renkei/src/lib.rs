@@ -4,13 +4,17 @@
 //! Invariants: only the worker talks to destinations (the API and ingress only enqueue); every write goes
 //! through the [`renkei_store::Store`]; what a request or a flow means is decided in `renkei-core`.
 
+pub mod access;
 pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod connection;
+pub mod console;
 pub mod ingest;
+pub mod manage;
 pub mod metrics;
 pub mod poll;
+pub mod secrets;
 pub mod server;
 pub mod telemetry;
 pub mod worker;

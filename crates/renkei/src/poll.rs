@@ -142,7 +142,7 @@ pub async fn run(app: Arc<App>, shutdown: impl Future<Output = ()>) {
     if sources.is_empty() {
         return;
     }
-    let client = HttpClient::new();
+    let client = HttpClient::new(renkei_connectors::http::Policy::from_network(&app.loaded.config.network));
     let mut next: Vec<tokio::time::Instant> = sources.iter().map(|_| tokio::time::Instant::now()).collect();
     tokio::pin!(shutdown);
     loop {

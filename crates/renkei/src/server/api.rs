@@ -1,8 +1,13 @@
 //! `/api/v1`: history, retry and replay. Bearer-token protected; answers JSON.
+//!
+//! Every route but the OpenAPI document needs a token ([`require_token`]), and each needs a role: reading
+//! history is `viewer`, retry, replay and connection tests are `editor`, the audit log is `admin`. A viewer
+//! is never shown a rejected request's raw body (an unauthenticated sender's bytes may hold credentials
+//! renkei does not know to mask). Every retry and replay goes into the audit log with who asked.
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::extract::{Extension, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
@@ -15,60 +20,105 @@ use renkei_core::flow::{classify, plan};
 use renkei_core::types::Name;
 use renkei_core::Msg;
 use renkei_store::{AttemptFilter, DeliveryFilter, EventFilter};
+use renkei_store::{AuditFilter, NewAudit};
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 
 use super::ApiError;
+use crate::access::{authenticate, Caller, Denied, Role};
 use crate::app::App;
 use crate::worker::event_view;
 
 pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
-    let protected = Router::new()
+    let read = Router::new()
         .route("/events", get(list_events))
         .route("/events/{id}", get(get_event))
-        .route("/events/{id}/replay", post(replay_event))
         .route("/deliveries", get(list_deliveries))
-        .route("/deliveries/retry", post(retry_dead))
         .route("/deliveries/{id}", get(get_delivery))
-        .route("/deliveries/{id}/retry", post(retry_delivery))
         .route("/attempts", get(list_attempts))
         .route("/queue", get(queue))
         .route("/destinations", get(list_destinations))
-        .route("/destinations/{id}/test", post(test_destination))
         .route("/kintone/usage", get(kintone_usage));
+    let operate = Router::new()
+        .route("/events/{id}/replay", post(replay_event))
+        .route("/deliveries/retry", post(retry_dead))
+        .route("/deliveries/{id}/retry", post(retry_delivery))
+        .route("/destinations/{id}/test", post(test_destination))
+        .route_layer(middleware::from_fn(|req: Request, next: Next| need(Role::Editor, req, next)));
+    let administer = Router::new()
+        .route("/audit", get(list_audit))
+        .route_layer(middleware::from_fn(|req: Request, next: Next| need(Role::Admin, req, next)));
+    let protected = read.merge(operate).merge(administer);
     Router::new()
         .route("/openapi.json", get(super::openapi::document))
         .merge(protected.route_layer(middleware::from_fn_with_state(app, require_token)))
 }
 
-/// Checks `Authorization: Bearer <token>` against the configured admin token, in constant time.
-async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+/// Finds who `Authorization: Bearer <token>` is (the config's admin token, or a stored token that has not
+/// expired) and puts the [`Caller`] on the request for the role checks and the audit log.
+async fn require_token(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
     let headers = req.headers().clone();
-    let Some(expected) = &app.admin_token else {
-        return ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "admin_api_disabled",
-            Msg::new(
-                "the admin API is disabled: set server.admin_token or RENKEI_ADMIN_TOKEN",
-                "管理 API は無効です。server.admin_token か RENKEI_ADMIN_TOKEN を設定してください",
-            ),
-        )
-        .lang(&headers)
-        .into_response();
-    };
-    let given = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(g) if bool::from(g.trim().as_bytes().ct_eq(expected.expose().as_bytes())) => next.run(req).await,
-        _ => ApiError::new(
+    let bearer = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    match authenticate(&app, bearer).await {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(Denied::Expired { name, at }) => {
+            let at = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "token_expired",
+                Msg::new(
+                    format!("the token `{name}` expired at {at}; ask an admin for a new one"),
+                    format!(
+                        "トークン `{name}` は {at} に期限切れになりました。管理者に新しいトークンを依頼してください"
+                    ),
+                ),
+            )
+            .lang(&headers)
+            .into_response()
+        }
+        Err(Denied::Unknown) => ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             Msg::new(
-                "a valid admin token is required (Authorization: Bearer …)",
-                "有効な管理トークンが必要です（Authorization: Bearer …）",
+                "a valid admin token is required (Authorization: Bearer …): server.admin_token, RENKEI_ADMIN_TOKEN, \
+                 or one made with `renkei token create`",
+                "有効な管理トークンが必要です（Authorization: Bearer …）。server.admin_token、RENKEI_ADMIN_TOKEN、\
+                 または `renkei token create` で作成したトークンを使ってください",
             ),
         )
         .lang(&headers)
         .into_response(),
+        Err(Denied::Store(e)) => ApiError::from(e).lang(&headers).into_response(),
+    }
+}
+
+/// Lets the request through when its caller's role is at least `role`; 403 naming the role otherwise.
+async fn need(role: Role, req: Request, next: Next) -> Response {
+    let allowed = req.extensions().get::<Caller>().map(|c| (c.role >= role, c.role));
+    match allowed {
+        Some((true, _)) => next.run(req).await,
+        Some((false, has)) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            Msg::new(
+                format!("this needs the {role} role; this token has the {has} role"),
+                format!("この操作には {role} ロールが必要です（このトークンのロールは {has} です）"),
+            ),
+        )
+        .lang(req.headers())
+        .into_response(),
+        // Only reachable if a route escaped `require_token`: refuse rather than guess.
+        None => ApiError::internal().into_response(),
+    }
+}
+
+/// Records what a caller did. The change is made already: a failure to record is logged, not answered.
+async fn audit(app: &App, caller: &Caller, action: &str, target: String, detail: serde_json::Value) {
+    let entry = NewAudit { at: app.clock.now(), actor: caller.actor.clone(), action: action.into(), target, detail };
+    if let Err(e) = app.store.append_audit(entry).await {
+        tracing::error!(error = %e, action, actor = %caller.actor, "recording an audit entry failed");
     }
 }
 
@@ -173,6 +223,7 @@ async fn list_events(
 
 async fn get_event(
     State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -182,9 +233,13 @@ async fn get_event(
         .list_deliveries(&DeliveryFilter { event_id: Some(id), limit: 500, ..Default::default() })
         .await
         .map_err(|e| ApiError::from(e).lang(&headers))?;
-    let raw = event.raw.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
+    let withheld = caller.role < Role::Editor && event.raw.is_some();
+    let raw = event.raw.as_ref().filter(|_| !withheld).map(|b| String::from_utf8_lossy(b).into_owned());
     let mut v = serde_json::to_value(&event).map_err(|_| ApiError::internal())?;
     v["raw"] = raw.into();
+    if withheld {
+        v["raw_withheld"] = true.into();
+    }
     v["deliveries"] = serde_json::to_value(&deliveries).map_err(|_| ApiError::internal())?;
     Ok(Json(v))
 }
@@ -192,6 +247,7 @@ async fn get_event(
 /// Runs a stored event through the flows of the current config again, as new deliveries.
 async fn replay_event(
     State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -231,6 +287,7 @@ async fn replay_event(
         .await
         .map_err(|e| ApiError::from(e).lang(&headers))?;
     app.wake.notify_one();
+    audit(&app, &caller, "event.replayed", id.clone(), serde_json::json!({ "delivery_ids": ids })).await;
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "event_id": id, "delivery_ids": ids }))).into_response())
 }
 
@@ -272,15 +329,18 @@ async fn get_delivery(
 
 async fn retry_delivery(
     State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
     let d = app.store.retry_delivery(id, app.clock.now()).await.map_err(|e| not_found(e, "delivery", &headers))?;
     app.wake.notify_one();
+    let detail = serde_json::json!({ "flow": d.flow, "event_id": d.event_id, "step": d.step });
+    audit(&app, &caller, "delivery.retried", id.to_string(), detail).await;
     Ok((StatusCode::ACCEPTED, Json(d)).into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 struct RetryFilter {
     flow: Option<String>,
@@ -293,14 +353,18 @@ struct RetryFilter {
 /// Retries every dead delivery matching the filter (all dead deliveries when the body is `{}`).
 async fn retry_dead(
     State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Option<Json<RetryFilter>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let f = body.map(|Json(f)| f).unwrap_or_default();
+    let asked = serde_json::to_value(&f).map_err(|_| ApiError::internal())?;
     let filter =
         DeliveryFilter { flow: f.flow, source: f.source, since: f.since, until: f.until, q: f.q, ..Default::default() };
     let n = app.store.retry_dead(&filter, app.clock.now()).await.map_err(|e| ApiError::from(e).lang(&headers))?;
     app.wake.notify_one();
+    audit(&app, &caller, "deliveries.retried", String::new(), serde_json::json!({ "filter": asked, "retried": n }))
+        .await;
     Ok(Json(serde_json::json!({ "retried": n })))
 }
 
@@ -323,6 +387,33 @@ async fn list_attempts(
 
 async fn queue(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<renkei_store::QueueStats>, ApiError> {
     Ok(Json(app.store.queue_stats(app.clock.now()).await.map_err(|e| ApiError::from(e).lang(&headers))?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditParams {
+    actor: Option<String>,
+    action: Option<String>,
+    since: Option<DateTime<Utc>>,
+    before: Option<String>,
+    limit: Option<u32>,
+}
+
+/// The audit log, newest first: who (`token:NAME`, `admin_token`, `cli`, `serve`), when, what, to what.
+async fn list_audit(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(p): Query<AuditParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let f = AuditFilter {
+        actor: p.actor,
+        action: p.action,
+        since: p.since,
+        before: before_id(&p.before).map_err(|e| e.lang(&headers))?,
+        limit: p.limit.unwrap_or(50),
+    };
+    let items = app.store.list_audit(&f).await.map_err(|e| ApiError::from(e).lang(&headers))?;
+    Ok(page(items, f.limit, |a| a.id.to_string()))
 }
 
 fn not_found(e: renkei_store::StoreError, what: &str, headers: &HeaderMap) -> ApiError {

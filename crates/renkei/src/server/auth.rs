@@ -228,6 +228,7 @@ pub async fn callback(app: &Arc<App>, source: &Name, verify: &Verify, view: &Eve
         headers: vec![("Content-Type".into(), content_type.into())],
         body,
         timeout: verify.timeout.0,
+        allow_http: false,
     };
     let resp = app.http.send(&req).await.map_err(|e| failed(format!("calling {}: {e}", verify.url)))?;
     let headers: serde_json::Map<String, serde_json::Value> =

@@ -27,7 +27,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .route("/", get(ops::index))
+        .merge(crate::console::routes(app.clone()))
         .fallback(ops::not_found)
         .with_state(app)
 }

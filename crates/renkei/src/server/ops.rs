@@ -1,10 +1,10 @@
-//! Operations endpoints: liveness, readiness, metrics, and the root page.
+//! Operations endpoints: liveness, readiness, metrics. (The root page is the console's.)
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
 use crate::app::App;
@@ -32,10 +32,6 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
         app.metrics.render(&stats, now),
     )
         .into_response()
-}
-
-pub async fn index() -> Html<&'static str> {
-    Html(include_str!("index.html"))
 }
 
 pub async fn not_found(headers: HeaderMap) -> ApiError {

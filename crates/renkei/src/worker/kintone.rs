@@ -34,7 +34,7 @@ impl Worker {
         }
         let outcome = match &result {
             Ok(resp) => api::classify(dest, action, resp.status, &resp.body, retry_after(resp, self.app.clock.now())),
-            Err(e) => Outcome::Transient { reason: e.to_string(), retry_after: None },
+            Err(e) => e.outcome(),
         };
         let output = match (&outcome, &result) {
             (Outcome::Success, Ok(resp)) => step_output(resp),
@@ -244,13 +244,7 @@ impl Worker {
         let flow = &self.app.loaded.config.flows[d.flow.as_str()];
         let view = event_view(&c.event);
         let outputs = d.outputs.as_array().cloned().unwrap_or_default();
-        let steps = Arc::new(Steps {
-            outputs: outputs
-                .iter()
-                .enumerate()
-                .map(|(i, o)| (flow.steps.get(i).and_then(|s| s.name.clone()), minijinja::Value::from_serialize(o)))
-                .collect(),
-        });
+        let steps = Steps::of(flow, &outputs);
         let op = match render_step(&self.app.loaded, flow, index, &view, steps) {
             Ok(Rendered::Kintone(op)) => op,
             Ok(Rendered::Http(_)) => return Err(Box::new(Tried::refused(format!("step {index}: not a kintone step")))),

@@ -19,7 +19,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use renkei_connectors::http::HttpClient;
+use renkei_connectors::http::{HttpClient, Policy};
 use renkei_connectors::kintone::FieldCache;
 use renkei_core::config::{Destination, KintoneAction};
 use renkei_core::types::Name;
@@ -58,7 +58,8 @@ impl Worker {
             limits.insert(key, Arc::new(Semaphore::new(n)));
         }
         let owner = format!("{}-{}", hostname(), uuid::Uuid::now_v7().simple());
-        Worker { app, owner, client: HttpClient::new(), limits, fields: FieldCache::default() }
+        let client = HttpClient::new(Policy::from_network(&app.loaded.config.network));
+        Worker { app, owner, client, limits, fields: FieldCache::default() }
     }
 
     pub fn owner(&self) -> &str {
@@ -137,12 +138,15 @@ impl Worker {
 
     /// The worker loop: keeps up to `worker.concurrency` deliveries running, sleeps when nothing is due,
     /// and on `shutdown` stops claiming, lets running deliveries finish for `worker.shutdown_grace`, then
-    /// releases the rest so the next start (or another node) takes them at once.
+    /// releases the rest so the next start (or another node) takes them at once. While claiming fails (the store
+    /// is away) it waits longer each time ([`claim_backoff`]) and resumes by itself once a claim succeeds.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
         let cfg = &self.app.loaded.config.worker;
         let gather = self.gathering_window();
         let slots = Arc::new(Semaphore::new(cfg.concurrency));
         let mut running = JoinSet::new();
+        // Claims failed in a row: the store is away (see `claim_backoff`).
+        let mut failures = 0u32;
         tokio::pin!(shutdown);
         loop {
             while running.try_join_next().is_some() {}
@@ -151,6 +155,10 @@ impl Worker {
             if free > 0 {
                 match self.claim(free).await {
                     Ok(batch) => {
+                        if failures > 0 {
+                            tracing::info!(failures, "claiming works again; the worker resumes");
+                            failures = 0;
+                        }
                         claimed = batch.len();
                         for work in self.group(batch) {
                             let n = match &work {
@@ -165,13 +173,18 @@ impl Worker {
                             });
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "claiming deliveries failed; will try again"),
+                    Err(e) => {
+                        failures += 1;
+                        let retry_in = claim_backoff(cfg.poll.0, failures);
+                        tracing::warn!(error = %e, failures, ?retry_in, "claiming deliveries failed; will try again");
+                    }
                 }
             }
             if free > 0 && claimed == free {
                 continue; // more may be due
             }
-            let idle = self.idle_wait(cfg.poll.0).await;
+            let idle =
+                if failures > 0 { claim_backoff(cfg.poll.0, failures) } else { self.idle_wait(cfg.poll.0).await };
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = self.app.wake.notified() => {
@@ -233,6 +246,18 @@ impl Worker {
         let name = Name::parse(destination).ok()?;
         self.limits.get(&limit_key(&name, d)).cloned()
     }
+}
+
+/// The longest a worker waits between claims while the store keeps failing (unless `poll` is longer).
+const MAX_CLAIM_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How long to wait after `failures` failed claims in a row: `poll` (at least 100 ms), doubled with each further
+/// failure, up to [`MAX_CLAIM_BACKOFF`]. A store that fails fast (a pooler in front of a stopped database
+/// resets connections at once) would otherwise be asked, and a warning logged, every `poll`; the cap bounds how
+/// late the worker notices the store is back (an ingest that succeeds wakes it at once).
+fn claim_backoff(poll: Duration, failures: u32) -> Duration {
+    let first = poll.max(Duration::from_millis(100));
+    first.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(MAX_CLAIM_BACKOFF.max(poll))
 }
 
 fn limit_key(name: &Name, d: &Destination) -> String {

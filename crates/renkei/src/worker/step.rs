@@ -1,9 +1,7 @@
 //! One delivery, step by step: render, send, judge, record, move on.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use minijinja::Value;
 use rand::Rng;
 use renkei_connectors::http::{Response, SendError};
 use renkei_core::config::Flow;
@@ -68,7 +66,7 @@ impl Tried {
 pub(super) fn judge_http(result: &Result<Response, SendError>, now: chrono::DateTime<chrono::Utc>) -> Outcome {
     match result {
         Ok(resp) => classify_status(resp.status, retry_after(resp, now)),
-        Err(e) => Outcome::Transient { reason: e.to_string(), retry_after: None },
+        Err(e) => e.outcome(),
     }
 }
 
@@ -129,13 +127,7 @@ impl Worker {
         delivery: i64,
     ) {
         let Some(t) = &flow.steps[index].echo_key else { return };
-        let steps = Arc::new(Steps {
-            outputs: outputs
-                .iter()
-                .enumerate()
-                .map(|(i, o)| (flow.steps.get(i).and_then(|s| s.name.clone()), Value::from_serialize(o)))
-                .collect(),
-        });
+        let steps = Steps::of(flow, outputs);
         let key = match self.app.loaded.engine.render(t, &view.context(steps)) {
             Ok(k) if !k.is_empty() => k,
             Ok(_) => return,
@@ -164,13 +156,7 @@ impl Worker {
         outputs: &[serde_json::Value],
         delivery_id: i64,
     ) -> Tried {
-        let steps = Arc::new(Steps {
-            outputs: outputs
-                .iter()
-                .enumerate()
-                .map(|(i, o)| (flow.steps.get(i).and_then(|s| s.name.clone()), Value::from_serialize(o)))
-                .collect(),
-        });
+        let steps = Steps::of(flow, outputs);
         match render_step(&self.app.loaded, flow, index, view, steps) {
             // A template that fails on this event fails this delivery only; the event is kept for replay.
             Err(e) => Tried::refused(format!("step {index}: {e}")),
@@ -183,7 +169,20 @@ impl Worker {
                         return Tried::refused(format!("step {index}: signing: {e}"));
                     }
                 }
-                self.send_http(req).await
+                let mut tried = self.send_http(req).await;
+                if let (Some(cond), Outcome::Success) = (&flow.steps[index].success_when, &tried.outcome) {
+                    let ctx = minijinja::context! { response => minijinja::Value::from_serialize(&tried.output) };
+                    let verdict = self.app.loaded.engine.eval_bool(cond, &ctx);
+                    if !matches!(verdict, Ok(true)) {
+                        let why = match verdict {
+                            Err(e) => format!("step {index}: success_when: {e}"),
+                            _ => format!("step {index}: the answer is not a success: `{}` is false", cond.0),
+                        };
+                        tried.outcome = Outcome::Permanent { reason: why.clone() };
+                        tried.error = Some(why);
+                    }
+                }
+                tried
             }
             Ok(Rendered::Kintone(op)) => self.kintone_single(op).await,
         }

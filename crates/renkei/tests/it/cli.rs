@@ -147,6 +147,7 @@ async fn acknowledged_events_survive_sigkill_and_are_delivered_after_restart() {
         &format!(
             r#"
 storage: "sqlite://{}"
+network: {{ allow_private: ["127.0.0.0/8"], allow_http: true }}
 worker: {{ poll: 50ms }}
 sources:
   in: {{}}

@@ -510,3 +510,40 @@ flows:
     app.drain().await;
     assert_eq!(rx.received().len(), 3);
 }
+
+#[tokio::test]
+async fn success_when_catches_errors_reported_with_http_200() {
+    let rx = Receiver::start().await;
+    let cfg = format!(
+        r#"
+sources:
+  in: {{}}
+destinations:
+  rakuraku: {{ type: http, base_url: "{}" }}
+flows:
+  update:
+    source: in
+    steps:
+      - to: rakuraku
+        path: /apirecord/update/version/v1
+        body: {{ keyId: "{{{{ body.id }}}}" }}
+        success_when: "response.body.status == 'success'"
+"#,
+        rx.url
+    );
+    let app = spawn_app(&cfg).await;
+    rx.script([
+        Reply::json(200, json!({"status": "error", "message": "レコードが存在しません"})),
+        Reply::json(200, json!({"status": "success"})),
+    ]);
+    app.post_json("/hooks/in", json!({"id": "1"})).await;
+    app.post_json("/hooks/in", json!({"id": "2"})).await;
+    app.drain().await;
+    let ds = app.deliveries().await;
+    assert_eq!(ds[0]["status"], "dead");
+    assert_eq!(
+        ds[0]["last_error"],
+        "step 0: the answer is not a success: `response.body.status == 'success'` is false"
+    );
+    assert_eq!(ds[1]["status"], "succeeded");
+}

@@ -49,7 +49,17 @@ pub async fn spawn_app_env(config: &str, env: &[(&str, &str)]) -> TestApp {
     let dir = Arc::new(TempDir::new().unwrap());
     let clock = Arc::new(ManualClock::new(t0()));
     let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    start(config.to_owned(), env, dir, clock).await
+    start(with_local_network(config), env, dir, clock).await
+}
+
+/// Receivers and fakes listen on 127.0.0.1 over plain http, which the SSRF guard refuses: a config that says
+/// nothing about `network:` is given the exception (tests of the guard write their own `network:`).
+fn with_local_network(config: &str) -> String {
+    if config.lines().any(|l| l.starts_with("network:")) {
+        config.to_owned()
+    } else {
+        format!("{config}\nnetwork: {{ allow_private: [\"127.0.0.0/8\"], allow_http: true }}\n")
+    }
 }
 
 async fn start(config: String, env: Vec<(String, String)>, dir: Arc<TempDir>, clock: Arc<ManualClock>) -> TestApp {

@@ -369,7 +369,7 @@ flows:
         rx = rx.url
     );
     let app = spawn_app(&cfg).await;
-    let client = renkei_connectors::http::HttpClient::new();
+    let client = app.app.http.clone();
     let poll = || renkei::poll::poll_once(&app.app, &client, "changes");
     // The first look only sets the cursor.
     assert_eq!(poll().await, Ok(0));

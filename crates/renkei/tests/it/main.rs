@@ -3,9 +3,14 @@
 
 mod harness;
 
+mod access;
 mod cli;
+mod console;
 mod delivery;
 mod ingress;
 mod kintone;
+mod multinode;
 mod ops;
+mod outage;
+mod recipes;
 mod security;

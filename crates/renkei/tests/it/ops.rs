@@ -59,6 +59,7 @@ async fn openapi_lists_every_route() {
         "/api/v1/deliveries/retry",
         "/api/v1/attempts",
         "/api/v1/queue",
+        "/api/v1/audit",
         "/healthz",
         "/readyz",
         "/metrics",
