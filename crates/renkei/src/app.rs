@@ -21,6 +21,8 @@ pub struct App {
     pub admin_token: Option<Secret>,
     /// For connection tests the API runs on request (deliveries use the worker's own client).
     pub http: renkei_connectors::http::HttpClient,
+    /// Rate limits of `/hooks/*`.
+    pub limiter: crate::server::limits::Limiter,
 }
 
 impl std::fmt::Debug for App {
@@ -50,6 +52,7 @@ impl App {
             metrics: Metrics::new(),
             wake: Notify::new(),
             admin_token,
+            limiter: Default::default(),
             http: renkei_connectors::http::HttpClient::new(policy),
         })
     }

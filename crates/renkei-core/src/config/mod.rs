@@ -64,6 +64,18 @@ pub struct Server {
     /// if missing. Default: `renkei.key` beside the SQLite file. PostgreSQL needs this or the variable (every
     /// node must use the same key).
     pub key_file: Option<String>,
+    /// Requests per second to `/hooks/*` from one client address (all sources together).
+    pub rate_limit_per_client: Option<RateLimit>,
+    /// How long a sender may take to send its body; a slower one is answered 408.
+    pub read_timeout: Span,
+}
+
+/// A token bucket: `burst` requests at once, then `per_second`.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
 }
 
 impl Default for Server {
@@ -76,6 +88,8 @@ impl Default for Server {
             log_json: false,
             trusted_proxies: Vec::new(),
             key_file: None,
+            rate_limit_per_client: None,
+            read_timeout: Span(std::time::Duration::from_secs(30)),
         }
     }
 }
@@ -163,6 +177,9 @@ pub struct Source {
     pub preset: Option<crate::presets::Preset>,
     #[serde(default)]
     pub auth: Option<SourceAuth>,
+    /// Requests per second this source accepts (all senders together).
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
     #[serde(default)]
     pub format: BodyFormat,
     #[serde(default)]

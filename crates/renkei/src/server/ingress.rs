@@ -38,8 +38,22 @@ pub async fn receive(
     let cfg = &app.loaded.config;
     let limit = cfg.server.body_limit.as_usize();
 
+    // Limits first, before the body is read: a flood costs as little as possible.
+    if let Some(refused) = rate_limited(&app, &source, peer, &headers) {
+        return refused;
+    }
     // Read at most limit + 1 bytes: enough to know the body is too large without holding all of it.
-    let (bytes, too_large) = read_limited(body, limit).await;
+    let Ok((bytes, too_large)) = tokio::time::timeout(cfg.server.read_timeout.0, read_limited(body, limit)).await
+    else {
+        app.metrics.event(if cfg.sources.contains_key(source.as_str()) { &source } else { "_unknown" }, "read_timeout");
+        return ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "read_timeout",
+            Msg::new("the body did not arrive in time", "本文が時間内に届きませんでした"),
+        )
+        .lang(&headers)
+        .into_response();
+    };
     let reject = Rejection {
         app: &app,
         source: &source,
@@ -188,6 +202,44 @@ impl Rejection<'_> {
         }
         resp
     }
+}
+
+/// 429 with `Retry-After` when the source's or the client's bucket is empty.
+fn rate_limited(app: &App, source: &str, peer: Option<std::net::SocketAddr>, headers: &HeaderMap) -> Option<Response> {
+    let cfg = &app.loaded.config;
+    let now = std::time::Instant::now();
+    let mut checks = Vec::new();
+    if let Some(limit) = cfg.sources.get(source).and_then(|s| s.rate_limit.as_ref()) {
+        checks.push((format!("source:{source}"), limit, "source"));
+    }
+    if let Some(limit) = &cfg.server.rate_limit_per_client {
+        if let Some(ip) = super::auth::client_ip(peer, headers, &cfg.server.trusted_proxies) {
+            checks.push((format!("client:{ip}"), limit, "client"));
+        }
+    }
+    for (key, limit, what) in checks {
+        if let Err(wait) = app.limiter.take(&key, limit, now) {
+            let label = if cfg.sources.contains_key(source) { source } else { "_unknown" };
+            app.metrics.event(label, "rate_limited");
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            let (en, ja) = match what {
+                "source" => (
+                    format!("too many requests for source `{source}`; try again in {secs} s"),
+                    format!("ソース `{source}` へのリクエストが多すぎます。{secs} 秒後に再送してください"),
+                ),
+                _ => (
+                    format!("too many requests from this address; try again in {secs} s"),
+                    format!("このアドレスからのリクエストが多すぎます。{secs} 秒後に再送してください"),
+                ),
+            };
+            let mut resp = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", Msg::new(en, ja))
+                .lang(headers)
+                .into_response();
+            resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+            return Some(resp);
+        }
+    }
+    None
 }
 
 async fn read_limited(mut body: Body, limit: usize) -> (Bytes, bool) {

@@ -6,6 +6,7 @@ mod api;
 mod auth;
 mod error;
 mod ingress;
+pub mod limits;
 mod openapi;
 mod ops;
 

@@ -215,3 +215,58 @@ subscriptions:
     assert_eq!(verify(WHSEC), Ok(()));
     assert!(verify(old).is_err(), "the old secret no longer signs");
 }
+
+#[tokio::test]
+async fn a_flood_on_one_source_is_limited_and_does_not_starve_the_others() {
+    let cfg = "sources:\n  noisy: { rate_limit: { per_second: 0.5, burst: 3 } }\n  quiet: {}\n";
+    let app = spawn_app(cfg).await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(app.post_json("/hooks/noisy", json!({})).await.status);
+    }
+    assert_eq!(statuses, [202, 202, 202, 429, 429, 429]);
+    let r = app.http.post(app.url("/hooks/noisy")).json(&json!({})).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    let retry_after: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "rate_limited");
+    // The other source is not affected, and refused requests are not stored.
+    assert_eq!(app.post_json("/hooks/quiet", json!({})).await.status, 202);
+    assert_eq!(app.api("/events").await["items"].as_array().unwrap().len(), 4);
+    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"renkei_events_received_total{source="noisy",outcome="rate_limited"} 4"#), "{metrics}");
+}
+
+#[tokio::test]
+async fn per_client_limits_and_slow_senders() {
+    let cfg = "server: { rate_limit_per_client: { per_second: 0.5, burst: 2 }, read_timeout: 200ms }\nsources:\n  a: {}\n  b: {}\n";
+    let app = spawn_app(cfg).await;
+    assert_eq!(app.post_json("/hooks/a", json!({})).await.status, 202);
+    assert_eq!(app.post_json("/hooks/b", json!({})).await.status, 202);
+    assert_eq!(app.post_json("/hooks/a", json!({})).await.status, 429, "the address's budget is shared by sources");
+
+    // A sender that announces a body and never sends it is answered 408 once the read timeout passes.
+    let app = spawn_app("server: { read_timeout: 200ms }\nsources:\n  a: {}\n").await;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    sock.write_all(
+        b"POST /hooks/a HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 1024];
+        loop {
+            let n = sock.read(&mut buf).await.unwrap();
+            answer.extend_from_slice(&buf[..n]);
+            if n == 0 || answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer to a stalled body");
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 408"), "{}", String::from_utf8_lossy(&answer));
+}
