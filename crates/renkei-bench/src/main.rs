@@ -6,6 +6,7 @@
 
 mod backlog;
 mod hub;
+mod kintone;
 mod load;
 mod report;
 mod scenarios;
@@ -54,11 +55,20 @@ enum Command {
     Backlog(BacklogArgs),
     /// RSS and CPU of renkei started with the quickstart example config and no traffic.
     Idle(IdleArgs),
+    /// Events per second written into a kintone fake, with and without batching, and requests per 1,000 events.
+    Kintone(KintoneArgs),
     /// Everything above, in one run, with their default sizes (a few minutes).
     All(AllArgs),
     /// (internal) The process under test.
     #[command(hide = true)]
     Hub(HubArgs),
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct KintoneArgs {
+    /// Events written (each an upsert of one record).
+    #[arg(long, default_value_t = 2_000)]
+    pub events: usize,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -221,6 +231,7 @@ async fn run(command: Command) -> anyhow::Result<Vec<Row>> {
         Command::E2e(a) => scenarios::e2e(&a).await?,
         Command::Backlog(a) => backlog::backlog(&a).await?,
         Command::Idle(a) => backlog::idle(&a).await?,
+        Command::Kintone(a) => kintone::kintone(&a).await?,
         Command::All(all) => {
             let mut rows = Vec::new();
             eprintln!("# idle");

@@ -401,3 +401,72 @@ flows:
     );
     assert!(app.app.store.get_state("poll:changes").await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn update_by_id_and_by_key_with_more_field_types() {
+    let k = FakeKintone::start().await;
+    k.add_app(
+        12,
+        vec![
+            Field::new("code", "コード", T::SingleLineText).unique(),
+            Field::new("note", "備考", T::MultiLineText),
+            Field::new("kind", "区分", T::DropDown).options(["法人", "個人"]),
+            Field::new("at", "時刻", T::Time),
+            Field::new("labels", "ラベル", T::MultiSelect).options(["A", "B", "C"]),
+            Field::new("link", "URL", T::Link),
+        ],
+    )
+    .add_token(TOKEN, Rights::RECORDS);
+    let id = k.seed_record(12, json!({"code": {"value": "K1"}}));
+    let cfg = format!(
+        r#"
+sources:
+  in: {{}}
+destinations:
+  crm: {{ type: kintone, base_url: "{base}", app: 12, api_token: "{TOKEN}", batch: {{ enabled: false }} }}
+flows:
+  by-id:
+    source: in
+    when: "body.by == 'id'"
+    steps: [ {{ to: crm, action: update, id: "{{{{ body.id }}}}", record: {{ note: "{{{{ body.note }}}}", at: "{{{{ body.at }}}}" }} }} ]
+  by-key:
+    source: in
+    when: "body.by == 'key'"
+    steps:
+      - to: crm
+        action: update
+        key: {{ field: code, value: "{{{{ body.code }}}}" }}
+        record: {{ kind: "{{{{ body.kind }}}}", labels: "{{{{ body.labels }}}}", link: "{{{{ body.link }}}}" }}
+"#,
+        base = k.base_url()
+    );
+    let app = spawn_app(&cfg).await;
+    app.post_json(
+        "/hooks/in",
+        json!({"by": "id", "id": id.to_string(), "note": "1行目\n2行目 \"引用\"", "at": "9時5分"}),
+    )
+    .await;
+    app.post_json(
+        "/hooks/in",
+        json!({"by": "key", "code": "K1", "kind": "法人", "labels": "A、C", "link": "https://example.jp/a?b=1"}),
+    )
+    .await;
+    app.drain().await;
+    let ds: Vec<serde_json::Value> = app.deliveries().await.into_iter().filter(|d| d["status"] != "skipped").collect();
+    assert!(ds.iter().all(|d| d["status"] == "succeeded"), "{ds:#?}");
+    let r = &k.records(12)[0];
+    assert_eq!(value(r, "note"), "1行目\n2行目 \"引用\"");
+    assert_eq!(value(r, "at"), "09:05");
+    assert_eq!(value(r, "kind"), "法人");
+    assert_eq!(value(r, "labels"), &json!(["A", "C"]));
+    assert_eq!(value(r, "link"), "https://example.jp/a?b=1");
+    let puts: Vec<serde_json::Value> = k
+        .requests()
+        .iter()
+        .filter(|q| q.method == "PUT" && q.path.ends_with("/record.json"))
+        .map(|q| q.json().unwrap())
+        .collect();
+    assert_eq!(puts.len(), 2);
+    assert_eq!(puts[0]["id"], id.to_string());
+    assert_eq!(puts[1]["updateKey"], json!({"field": "code", "value": "K1"}));
+}
