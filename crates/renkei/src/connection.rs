@@ -79,6 +79,46 @@ pub async fn test_destination(loaded: &Loaded, client: &HttpClient, name: &str) 
     Some(report)
 }
 
+/// The flows' field mappings against the app: every mapped code exists and is writable, and every `key` is a
+/// unique field kintone can find records by.
+fn mapping_check(loaded: &Loaded, name: &str, fields: &Fields) -> Check {
+    let mut problems = Vec::new();
+    for (flow_name, flow) in &loaded.config.flows {
+        for (i, step) in flow.steps.iter().enumerate().filter(|(_, s)| s.to.as_str() == name) {
+            let at = format!("flows.{flow_name}.steps[{i}]");
+            if let Some(serde_json::Value::Object(record)) = &step.record {
+                for code in record.keys() {
+                    match fields.get(code) {
+                        None => problems.push(format!("{at}.record.{code}: the app has no field `{code}`")),
+                        Some(f) if f.read_only() => {
+                            problems.push(format!("{at}.record.{code}: `{code}` is a read-only {} field", f.kind))
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+            if let Some(key) = &step.key {
+                match fields.get(&key.field) {
+                    None => problems.push(format!("{at}.key.field: the app has no field `{}`", key.field)),
+                    Some(f) if !(f.unique && matches!(f.kind.as_str(), "SINGLE_LINE_TEXT" | "NUMBER")) => problems.push(
+                        format!("{at}.key.field: `{}` must be a SINGLE_LINE_TEXT or NUMBER field with 値の重複を禁止する (unique) set", key.field),
+                    ),
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    Check {
+        what: "field mapping".into(),
+        ok: problems.is_empty(),
+        detail: if problems.is_empty() {
+            "every mapped field exists and is writable".into()
+        } else {
+            problems.join("; ")
+        },
+    }
+}
+
 async fn kintone(loaded: &Loaded, client: &HttpClient, name: &str, k: &KintoneDestination, report: &mut Report) {
     let redact = |s: &str| loaded.redactor.text(s).into_owned();
     // 1. The token opens the app and its form can be read.
@@ -116,6 +156,7 @@ async fn kintone(loaded: &Loaded, client: &HttpClient, name: &str, k: &KintoneDe
         detail: format!("{} fields", fields.fields.len()),
     });
     report.fields = fields.fields.values().cloned().collect();
+    report.checks.push(mapping_check(loaded, name, &fields));
 
     // 2. The rights the configured actions need.
     let actions = actions_on(loaded, name);

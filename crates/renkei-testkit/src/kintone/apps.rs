@@ -226,6 +226,8 @@ pub(crate) struct App {
     pub(crate) next_row_id: u64,
     /// The app settings revision `app/form/fields.json` answers.
     pub(crate) settings_revision: u64,
+    /// Record comments as `(record id, comment id, text)`, oldest first.
+    pub(crate) comments: Vec<(u64, u64, String)>,
 }
 
 const BUILT_IN: [(FieldType, &str, &str); 8] = [
@@ -254,6 +256,7 @@ impl App {
             next_id: 1,
             next_row_id: 1,
             settings_revision: 1,
+            comments: Vec::new(),
         }
     }
 

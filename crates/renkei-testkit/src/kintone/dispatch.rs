@@ -139,6 +139,7 @@ enum Endpoint {
     Status,
     Statuses,
     FormFields,
+    AddComment,
 }
 
 fn execute_one(state: &mut State, caller: &Caller, call: &Call) -> Result<Value, ApiError> {
@@ -155,6 +156,8 @@ fn execute_one(state: &mut State, caller: &Caller, call: &Call) -> Result<Value,
         ("PUT", "record/status.json") => (Status, Right::Edit),
         ("PUT", "records/status.json") => (Statuses, Right::Edit),
         ("GET", "app/form/fields.json") => (FormFields, Right::Form),
+        // Commenting needs only the view right (a token cannot have a comment right of its own).
+        ("POST", "record/comment.json") => (AddComment, Right::View),
         (method, resource) => return Err(ApiError::unsupported(method, &format!("/k/v1/{resource}"))),
     };
     let p = &call.params;
@@ -181,11 +184,29 @@ fn execute_one(state: &mut State, caller: &Caller, call: &Call) -> Result<Value,
         Status => records::update_status(app, &actor, p),
         Statuses => records::update_statuses(app, &actor, p),
         FormFields => Ok(app.form_fields_json(p.get("lang").and_then(Value::as_str))),
+        AddComment => add_comment(app, p),
     };
     if let (Err(_), Some(backup)) = (&result, backup) {
         *app = backup;
     }
     result
+}
+
+/// POST record/comment.json `{"app", "record", "comment": {"text", "mentions"?}}` → `{"id": "1"}`. The text is
+/// required and at most 65,535 characters; mentions are not modelled.
+fn add_comment(app: &mut App, p: &Value) -> Result<Value, ApiError> {
+    let record = p.get("record").and_then(id_text).and_then(|s| s.parse::<u64>().ok());
+    let Some(record) = record else { return Err(ApiError::invalid_at("record", Text::required())) };
+    if !app.records.contains_key(&record) {
+        return Err(ApiError::record_not_found(record));
+    }
+    let text = p.get("comment").and_then(|c| c.get("text")).and_then(Value::as_str).unwrap_or_default();
+    if text.is_empty() || text.chars().count() > 65_535 {
+        return Err(ApiError::invalid_at("comment.text", Text::required()));
+    }
+    let id = app.comments.iter().filter(|(r, _, _)| *r == record).count() as u64 + 1;
+    app.comments.push((record, id, text.to_owned()));
+    Ok(serde_json::json!({ "id": id.to_string() }))
 }
 
 fn app_param(p: &Value) -> Result<u64, ApiError> {

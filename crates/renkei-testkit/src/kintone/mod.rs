@@ -14,8 +14,8 @@
 //!
 //! Deliberately not modelled: users, organizations and groups (any code is accepted, a user's name is its code) and
 //! per-user or per-record permissions (password users are administrators); file upload (any fileKey is accepted);
-//! CALC formulas (always empty), lookups, related records, default values, categories, record comments, app
-//! settings APIs, cursors; field min/max length and value; the daily limit itself (kintone only emails the admin,
+//! CALC formulas (always empty), lookups, related records, default values, categories, reading comments and
+//! mentions (adding a comment is modelled), app settings APIs, cursors; field min/max length and value; the daily limit itself (kintone only emails the admin,
 //! so the fake only counts); OAuth and session auth; query functions (`TODAY()` ...). Unsupported APIs answer 404
 //! `FAKE_UNSUPPORTED` rather than pretending.
 
@@ -271,6 +271,11 @@ impl FakeKintone {
     /// The app's records in kintone's read format, oldest first.
     pub fn records(&self, app: u64) -> Vec<Value> {
         self.with_app(app, |a| a.records.values().map(|r| a.record_json(r, None)).collect())
+    }
+
+    /// The comments of record `id` of `app`, oldest first.
+    pub fn comments(&self, app: u64, id: u64) -> Vec<String> {
+        self.with_app(app, |a| a.comments.iter().filter(|(r, _, _)| *r == id).map(|(_, _, t)| t.clone()).collect())
     }
 
     /// Every request received so far, in arrival order.

@@ -254,6 +254,29 @@ async fn guest_space_and_a_token_without_the_right() {
         .unwrap()
         .iter()
         .any(|f| f["code"] == "customer_name" && f["label"] == "顧客名"));
+    assert_eq!(by("field mapping"), true);
+}
+
+#[tokio::test]
+async fn check_online_finds_unknown_and_read_only_mapped_fields() {
+    let k = FakeKintone::start().await;
+    customer_app(&k);
+    let cfg = config(&k, "upsert", "", "")
+        .replace(
+            "          lines: \"{{ body.lines | default([]) }}\"",
+            "          lines: \"{{ body.lines | default([]) }}\"\n          レコード番号: \"1\"\n          typo_field: x",
+        )
+        .replace("key: { field: customer_code,", "key: { field: customer_name,");
+    let app = spawn_app(&cfg).await;
+    let report: serde_json::Value = app.api_post("/destinations/crm/test", json!({})).await.json();
+    let checks = report["checks"].as_array().unwrap();
+    let mapping = checks.iter().find(|c| c["what"] == "field mapping").unwrap().clone();
+    assert_eq!(mapping["ok"], false);
+    let detail = mapping["detail"].as_str().unwrap();
+    assert!(detail.contains("record.typo_field: the app has no field `typo_field`"), "{detail}");
+    assert!(detail.contains("record.レコード番号: `レコード番号` is a read-only RECORD_NUMBER field"), "{detail}");
+    assert!(detail.contains("key.field: `customer_name` must be a SINGLE_LINE_TEXT or NUMBER field"), "{detail}");
+    assert_eq!(report["ok"], false);
 }
 
 #[tokio::test]
@@ -271,6 +294,14 @@ destinations:
   crm: {{ type: kintone, base_url: "{base}", app: 12, api_token: "{TOKEN}" }}
   back: {{ type: http, base_url: "{base}" }}
 flows:
+  note:
+    source: in
+    when: "body.op == 'note'"
+    steps:
+      - to: crm
+        action: comment
+        key: {{ field: customer_code, value: "{{{{ body.code }}}}" }}
+        comment: "{{{{ body.text }}}}"
   approve:
     source: in
     when: "body.op == 'approve'"
@@ -305,6 +336,7 @@ flows:
     app.post_json("/hooks/in", json!({"op": "approve", "code": "S1"})).await;
     app.post_json("/hooks/in", json!({"op": "delete", "code": "D1"})).await;
     app.post_json("/hooks/in", json!({"op": "add", "code": "N1"})).await;
+    app.post_json("/hooks/in", json!({"op": "note", "code": "S1", "text": "承認しました\n担当: 佐藤"})).await;
     app.drain().await;
     let ds: Vec<serde_json::Value> = app.deliveries().await.into_iter().filter(|d| d["status"] != "skipped").collect();
     assert!(ds.iter().all(|d| d["status"] == "succeeded"), "{ds:#?}");
@@ -313,6 +345,7 @@ flows:
     assert_eq!(codes, ["S1", "N1"]);
     let s1 = records.iter().find(|r| value(r, "$id") == &json!(id.to_string())).unwrap();
     assert_eq!(value(s1, "ステータス"), "承認済み");
+    assert_eq!(k.comments(12, id), ["承認しました\n担当: 佐藤"]);
     // The record id kintone gave the new record reached the next step.
     let add = ds.iter().find(|d| d["flow"] == "add-then-report").unwrap();
     let detail = app.delivery(add["id"].as_i64().unwrap()).await;
