@@ -23,6 +23,11 @@ pub struct App {
     pub http: renkei_connectors::http::HttpClient,
     /// Rate limits of `/hooks/*`.
     pub limiter: crate::server::limits::Limiter,
+    /// kintone apps' field definitions, read by the worker and forgotten by a connection test (so an app changed
+    /// in kintone is read again on demand).
+    pub kintone_fields: renkei_connectors::kintone::FieldCache,
+    /// Held while an app's fields are read, so deliveries that find the cache empty together read them once.
+    pub kintone_fields_read: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for App {
@@ -32,6 +37,13 @@ impl std::fmt::Debug for App {
 }
 
 impl App {
+    /// Drops the cached fields of a kintone destination; the next write reads them again.
+    pub fn forget_kintone_fields(&self, destination: &str) {
+        if let Some(renkei_core::config::Destination::Kintone(k)) = self.loaded.config.destinations.get(destination) {
+            self.kintone_fields.forget(&renkei_connectors::kintone::FieldCache::key(k));
+        }
+    }
+
     pub fn new(
         loaded: Arc<Loaded>,
         store: Arc<dyn Store>,
@@ -53,6 +65,8 @@ impl App {
             wake: Notify::new(),
             admin_token,
             limiter: Default::default(),
+            kintone_fields: Default::default(),
+            kintone_fields_read: Default::default(),
             http: renkei_connectors::http::HttpClient::new(policy),
         })
     }

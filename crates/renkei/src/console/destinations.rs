@@ -139,6 +139,7 @@ pub async fn show(Signed(p): Signed, Path(name): Path<String>) -> Answer {
 /// The 認証 button: runs the connection test now, keeps the result, and shows the page with it.
 pub async fn test(Path(name): Path<String>, Posted { page: p, .. }: Posted) -> Answer {
     let app = p.app();
+    app.forget_kintone_fields(&name);
     let Some(report) = crate::connection::test_destination(&app.loaded, &app.http, &name).await else {
         return Err(p.not_found("Destination", "連携先"));
     };

@@ -450,6 +450,7 @@ async fn test_destination(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<crate::connection::Report>, ApiError> {
+    app.forget_kintone_fields(&id);
     crate::connection::test_destination(&app.loaded, &app.http, &id)
         .await
         .map(Json)

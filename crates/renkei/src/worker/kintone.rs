@@ -51,7 +51,12 @@ impl Worker {
         action: KintoneAction,
     ) -> Result<Arc<Fields>, Box<Tried>> {
         let key = FieldCache::key(dest);
-        if let Some(f) = self.fields.get(&key) {
+        if let Some(f) = self.app.kintone_fields.get(&key) {
+            return Ok(f);
+        }
+        let _reading = self.app.kintone_fields_read.lock().await;
+        // Another delivery may have read them while this one waited.
+        if let Some(f) = self.app.kintone_fields.get(&key) {
             return Ok(f);
         }
         let tried = self.kintone_call(dest, action, api::fields_request(dest, name)).await;
@@ -60,7 +65,7 @@ impl Worker {
         }
         let body = tried.response.as_ref().map(|r| r.body.as_slice()).unwrap_or_default();
         match serde_json::from_slice(body).map_err(|e| e.to_string()).and_then(|v| Fields::parse(&v)) {
-            Ok(fields) => Ok(self.fields.put(key, fields)),
+            Ok(fields) => Ok(self.app.kintone_fields.put(key, fields)),
             Err(e) => Err(Box::new(Tried {
                 outcome: Outcome::Transient { reason: e.clone(), retry_after: None },
                 error: Some(e),
@@ -142,7 +147,7 @@ impl Worker {
     fn after_kintone_error(&self, dest: &KintoneDestination, tried: &Tried) {
         let code = tried.response.as_ref().and_then(|r| KintoneError::parse(&r.body)).map(|e| e.code);
         if code.as_deref() == Some("CB_VA01") {
-            self.fields.forget(&FieldCache::key(dest));
+            self.app.kintone_fields.forget(&FieldCache::key(dest));
         }
     }
 

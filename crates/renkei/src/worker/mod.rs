@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use renkei_connectors::http::{HttpClient, Policy};
-use renkei_connectors::kintone::FieldCache;
 use renkei_core::config::{Destination, KintoneAction};
 use renkei_core::types::Name;
 use renkei_store::{Claimed, StoreError};
@@ -36,7 +35,6 @@ pub struct Worker {
     client: HttpClient,
     /// `http:NAME` per http destination, `kintone:DOMAIN` per kintone domain.
     limits: HashMap<String, Arc<Semaphore>>,
-    fields: FieldCache,
 }
 
 /// Deliveries claimed together, as the worker runs them.
@@ -59,7 +57,7 @@ impl Worker {
         }
         let owner = format!("{}-{}", hostname(), uuid::Uuid::now_v7().simple());
         let client = HttpClient::new(Policy::from_network(&app.loaded.config.network));
-        Worker { app, owner, client, limits, fields: FieldCache::default() }
+        Worker { app, owner, client, limits }
     }
 
     pub fn owner(&self) -> &str {

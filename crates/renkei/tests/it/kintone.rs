@@ -503,3 +503,21 @@ flows:
     assert_eq!(puts[0]["id"], id.to_string());
     assert_eq!(puts[1]["updateKey"], json!({"field": "code", "value": "K1"}));
 }
+
+#[tokio::test]
+async fn fields_are_read_once_and_again_after_a_connection_test() {
+    let k = FakeKintone::start().await;
+    customer_app(&k);
+    let app = spawn_app(&config(&k, "upsert", "", "batch: { enabled: false }")).await;
+    let form_reads = || k.requests().iter().filter(|r| r.path.ends_with("/app/form/fields.json")).count();
+    app.post_json("/hooks/in", json!({"code": "F1", "name": "a"})).await;
+    app.post_json("/hooks/in", json!({"code": "F2", "name": "b"})).await;
+    app.drain().await;
+    assert_eq!(form_reads(), 1, "read once, then kept");
+    let report: serde_json::Value = app.api_post("/destinations/crm/test", json!({})).await.json();
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(form_reads(), 2);
+    app.post_json("/hooks/in", json!({"code": "F3", "name": "c"})).await;
+    app.drain().await;
+    assert_eq!(form_reads(), 3, "the connection test made the worker read the app's fields again");
+}
