@@ -1,5 +1,5 @@
-//! Group commit for ingest: the requests that arrive while the writer is busy are stored in one
-//! transaction and one fsync, then each is answered.
+//! Group commit: the writes that arrive while the writer is busy (ingests, and the worker's attempt records)
+//! are stored in one transaction and one fsync, then each is answered.
 //!
 //! SQLite has one writer and `synchronous=FULL` makes every commit wait for the disk, so one commit per
 //! webhook caps ingest at the disk's commit rate (a few thousand a second). The writer task takes every job
@@ -17,10 +17,25 @@ use crate::*;
 /// Jobs per transaction at most, so one commit stays short.
 const MAX_JOBS: usize = 256;
 
-pub(super) struct Job {
-    pub events: Vec<NewEvent>,
-    pub now: DateTime<Utc>,
-    pub reply: oneshot::Sender<Result<Vec<Ingested>>>,
+pub(super) enum Job {
+    Ingest {
+        events: Vec<NewEvent>,
+        now: DateTime<Utc>,
+        reply: oneshot::Sender<Result<Vec<Ingested>>>,
+    },
+    Attempt {
+        owner: String,
+        attempt: Box<NewAttempt>,
+        transition: Transition,
+        now: DateTime<Utc>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+}
+
+/// What a job produced, kept until the commit says whether it stands.
+enum Done {
+    Ingest(Result<Vec<Ingested>>),
+    Attempt(Result<()>),
 }
 
 /// Starts the writer task; it ends when the last sender (the store) is dropped.
@@ -39,54 +54,109 @@ async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let results = commit(&pool, &mut jobs).await;
-        for (job, result) in jobs.into_iter().zip(results) {
-            // The caller may have gone (client disconnected); its events are stored all the same.
-            let _ = job.reply.send(result);
+        let (replies, results) = commit(&pool, jobs).await;
+        for (reply, result) in replies.into_iter().zip(results) {
+            // A caller may have gone (client disconnected); what it asked for is stored all the same.
+            match (reply, result) {
+                (Reply::Ingest(tx), Done::Ingest(r)) => {
+                    let _ = tx.send(r);
+                }
+                (Reply::Attempt(tx), Done::Attempt(r)) => {
+                    let _ = tx.send(r);
+                }
+                _ => unreachable!("results follow their jobs"),
+            }
         }
     }
 }
 
-async fn commit(pool: &SqlitePool, jobs: &mut [Job]) -> Vec<Result<Vec<Ingested>>> {
-    let fail_all = |e: &StoreError, n: usize| -> Vec<Result<Vec<Ingested>>> {
-        (0..n)
-            .map(|_| {
-                Err(match e {
-                    StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
-                    other => StoreError::Other(other.to_string().into()),
-                })
+enum Reply {
+    Ingest(oneshot::Sender<Result<Vec<Ingested>>>),
+    Attempt(oneshot::Sender<Result<()>>),
+}
+
+fn copy_err(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        StoreError::Conflict(m) => StoreError::Conflict(m.clone()),
+        StoreError::NotFound => StoreError::NotFound,
+        other => StoreError::Other(other.to_string().into()),
+    }
+}
+
+async fn commit(pool: &SqlitePool, jobs: Vec<Job>) -> (Vec<Reply>, Vec<Done>) {
+    let mut replies = Vec::with_capacity(jobs.len());
+    let mut work = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        match job {
+            Job::Ingest { events, now, reply } => {
+                replies.push(Reply::Ingest(reply));
+                work.push(Work::Ingest(events, now));
+            }
+            Job::Attempt { owner, attempt, transition, now, reply } => {
+                replies.push(Reply::Attempt(reply));
+                work.push(Work::Attempt(owner, attempt, transition, now));
+            }
+        }
+    }
+    let fail_all = |e: &StoreError, replies: &[Reply]| -> Vec<Done> {
+        replies
+            .iter()
+            .map(|r| match r {
+                Reply::Ingest(_) => Done::Ingest(Err(copy_err(e))),
+                Reply::Attempt(_) => Done::Attempt(Err(copy_err(e))),
             })
             .collect()
     };
     let mut tx = match pool.begin_with("BEGIN IMMEDIATE").await.map_err(db) {
         Ok(tx) => tx,
-        Err(e) => return fail_all(&e, jobs.len()),
+        Err(e) => {
+            let done = fail_all(&e, &replies);
+            return (replies, done);
+        }
     };
-    let mut results = Vec::with_capacity(jobs.len());
-    for job in jobs.iter_mut() {
-        let events = std::mem::take(&mut job.events);
+    let mut done = Vec::with_capacity(work.len());
+    for w in work {
         if let Err(e) = sqlx::query("SAVEPOINT job").execute(&mut *tx).await.map_err(db) {
-            return fail_all(&e, jobs.len());
+            let all = fail_all(&e, &replies);
+            return (replies, all);
         }
-        match queue::ingest_in(&mut tx, events, job.now).await {
-            Ok(out) => {
-                if let Err(e) = sqlx::query("RELEASE job").execute(&mut *tx).await.map_err(db) {
-                    return fail_all(&e, jobs.len());
+        let (kept, result) = match w {
+            Work::Ingest(events, now) => match queue::ingest_in(&mut tx, events, now).await {
+                Ok(out) => (true, Done::Ingest(Ok(out))),
+                Err(e) => (false, Done::Ingest(Err(e))),
+            },
+            Work::Attempt(owner, attempt, transition, now) => {
+                match queue::record_attempt_in(&mut tx, &owner, *attempt, transition, now).await {
+                    Ok(queue::Recorded::Applied) => (true, Done::Attempt(Ok(()))),
+                    // The attempt stays in the history; the caller learns its lease was lost.
+                    Ok(queue::Recorded::TakenOver(m)) => (true, Done::Attempt(Err(StoreError::Conflict(m)))),
+                    Err(e) => (false, Done::Attempt(Err(e))),
                 }
-                results.push(Ok(out));
             }
-            Err(e) => {
-                let undo = sqlx::query("ROLLBACK TO job").execute(&mut *tx).await;
-                let release = sqlx::query("RELEASE job").execute(&mut *tx).await;
-                if let Err(e) = undo.and(release).map_err(db) {
-                    return fail_all(&e, jobs.len());
-                }
-                results.push(Err(e));
-            }
+        };
+        let end = if kept {
+            sqlx::query("RELEASE job").execute(&mut *tx).await.map(|_| ())
+        } else {
+            let undo = sqlx::query("ROLLBACK TO job").execute(&mut *tx).await;
+            undo.and(sqlx::query("RELEASE job").execute(&mut *tx).await).map(|_| ())
+        };
+        if let Err(e) = end.map_err(db) {
+            let all = fail_all(&e, &replies);
+            return (replies, all);
         }
+        done.push(result);
     }
     match tx.commit().await.map_err(db) {
-        Ok(()) => results,
-        Err(e) => fail_all(&e, jobs.len()),
+        Ok(()) => (replies, done),
+        Err(e) => {
+            let all = fail_all(&e, &replies);
+            (replies, all)
+        }
     }
+}
+
+enum Work {
+    Ingest(Vec<NewEvent>, DateTime<Utc>),
+    Attempt(String, Box<NewAttempt>, Transition, DateTime<Utc>),
 }

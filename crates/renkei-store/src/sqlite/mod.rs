@@ -34,7 +34,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
 
 pub struct SqliteStore {
     writer: SqlitePool,
-    /// Ingest goes through the group-commit task, which owns its own handle on the writer.
+    /// Ingests and attempt records go through the group-commit task, which owns its own handle on the writer.
     ingest_jobs: tokio::sync::mpsc::Sender<group::Job>,
     reader: SqlitePool,
     _lock: Option<std::fs::File>,
@@ -209,7 +209,7 @@ impl Store for SqliteStore {
     async fn ingest(&self, events: Vec<NewEvent>, now: DateTime<Utc>) -> Result<Vec<Ingested>> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.ingest_jobs
-            .send(group::Job { events, now, reply })
+            .send(group::Job::Ingest { events, now, reply })
             .await
             .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
         answer.await.map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?
@@ -236,7 +236,10 @@ impl Store for SqliteStore {
         transition: Transition,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        queue::record_attempt(&self.writer, owner, attempt, transition, now).await
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = group::Job::Attempt { owner: owner.to_owned(), attempt: Box::new(attempt), transition, now, reply };
+        self.ingest_jobs.send(job).await.map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
+        answer.await.map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?
     }
 
     async fn release(&self, owner: &str, now: DateTime<Utc>) -> Result<u64> {

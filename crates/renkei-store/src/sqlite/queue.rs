@@ -176,28 +176,33 @@ pub(super) async fn claim(
         .collect()
 }
 
-pub(super) async fn record_attempt(
-    pool: &SqlitePool,
+/// Whether an attempt's transition was applied, or the delivery had been taken over (the attempt is kept).
+pub(super) enum Recorded {
+    Applied,
+    TakenOver(String),
+}
+
+/// Records an attempt and its transition inside the caller's transaction (see `group.rs`).
+pub(super) async fn record_attempt_in(
+    tx: &mut Transaction<'_, Sqlite>,
     owner: &str,
     a: NewAttempt,
     t: Transition,
     now: DateTime<Utc>,
-) -> Result<()> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+) -> Result<Recorded> {
     let holder: Option<Option<String>> =
         sqlx::query_scalar("SELECT lease_owner FROM deliveries WHERE id = ?1 AND status = 'in_flight'")
             .bind(a.delivery_id)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await
             .map_err(db)?;
     if holder.flatten().as_deref() != Some(owner) {
         // The lease ran out and another worker took the delivery: its result is the one that counts. The
         // attempt is still history, so keep it.
-        insert_attempt(&mut tx, &a).await?;
-        tx.commit().await.map_err(db)?;
-        return Err(StoreError::Conflict(format!("delivery {} is no longer held by {owner}", a.delivery_id)));
+        insert_attempt(tx, &a).await?;
+        return Ok(Recorded::TakenOver(format!("delivery {} is no longer held by {owner}", a.delivery_id)));
     }
-    insert_attempt(&mut tx, &a).await?;
+    insert_attempt(tx, &a).await?;
     let q = match &t {
         Transition::Advance { step, outputs } => sqlx::query(
             "UPDATE deliveries SET step = ?2, tries = 0, outputs = ?3, attempts = attempts + 1, updated_at = ?4, last_error = NULL WHERE id = ?1",
@@ -231,9 +236,8 @@ pub(super) async fn record_attempt(
         .bind(error)
         .bind(ms(now)),
     };
-    q.execute(&mut *tx).await.map_err(db)?;
-    tx.commit().await.map_err(db)?;
-    Ok(())
+    q.execute(&mut **tx).await.map_err(db)?;
+    Ok(Recorded::Applied)
 }
 
 async fn insert_attempt(tx: &mut Transaction<'_, Sqlite>, a: &NewAttempt) -> Result<()> {
