@@ -161,6 +161,15 @@ pub fn load(
         if let Err(m) = src.csv.validate() {
             cx.problem(&p.key("csv"), m);
         }
+        if ![200, 201, 202, 204].contains(&src.ack_status) {
+            cx.problem(
+                &p.key("ack_status"),
+                Msg::new(
+                    "ack_status must be 200, 201, 202 or 204",
+                    "ack_status は 200・201・202・204 のいずれかにしてください",
+                ),
+            );
+        }
         if let Some(auth) = &src.auth {
             let any = auth.token.is_some()
                 || auth.basic.is_some()

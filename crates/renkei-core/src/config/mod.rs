@@ -180,6 +180,10 @@ pub struct Source {
     /// Requests per second this source accepts (all senders together).
     #[serde(default)]
     pub rate_limit: Option<RateLimit>,
+    /// The status a stored event is answered with: 202 (default), or 200 / 201 / 204 for senders that treat
+    /// anything else as an error (Questetra's HTTP message event accepts only 200).
+    #[serde(default = "default_ack_status")]
+    pub ack_status: u16,
     #[serde(default)]
     pub format: BodyFormat,
     #[serde(default)]
@@ -221,6 +225,10 @@ fn default_poll_every() -> Span {
 
 fn default_poll_field() -> String {
     "更新日時".into()
+}
+
+fn default_ack_status() -> u16 {
+    202
 }
 
 fn default_dedupe_window() -> Span {

@@ -135,7 +135,12 @@ pub async fn receive(
                     .into_response()
             } else {
                 let o = outcomes.into_iter().next().expect("one event in, one outcome out");
-                (StatusCode::ACCEPTED, Json(single_result(&o))).into_response()
+                let status = StatusCode::from_u16(src.ack_status).unwrap_or(StatusCode::ACCEPTED);
+                if status == StatusCode::NO_CONTENT {
+                    status.into_response()
+                } else {
+                    (status, Json(single_result(&o))).into_response()
+                }
             }
         }
         Err(e) => {

@@ -261,3 +261,14 @@ async fn dedupe_answers_a_repeat_with_the_first_event_and_runs_it_once() {
     assert_ne!(later["event_id"], first["event_id"]);
     assert!(later.get("duplicate").is_none());
 }
+
+#[tokio::test]
+async fn the_acknowledgement_status_can_be_what_the_sender_expects() {
+    let app = spawn_app("sources:\n  q: { ack_status: 200 }\n  n: { ack_status: 204 }\n").await;
+    let ok = app.post_json("/hooks/q", json!({"a": 1})).await;
+    assert_eq!(ok.status, 200);
+    assert!(ok.json()["event_id"].is_string());
+    let none = app.post_json("/hooks/n", json!({"a": 1})).await;
+    assert_eq!((none.status, none.text.as_str()), (204, ""));
+    assert_eq!(app.api("/events").await["items"].as_array().unwrap().len(), 2, "both stored");
+}
