@@ -18,8 +18,7 @@
 //! eSM's own webhooks (the tests post those themselves), OAuth.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 
 use axum::body::to_bytes;
 use axum::extract::{Request, State as AxumState};
@@ -28,9 +27,9 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
 use crate::kintone::RecordedRequest;
+use crate::shared::ServerTask;
 
 /// One eSM sheet: its date items and its records by id.
 #[derive(Default)]
@@ -48,24 +47,7 @@ struct State {
     requests: Vec<RecordedRequest>,
 }
 
-struct Inner {
-    addr: SocketAddr,
-    state: Mutex<State>,
-}
-
-impl Inner {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-struct ServerTask(JoinHandle<()>);
-
-impl Drop for ServerTask {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
+type Inner = crate::shared::Inner<State>;
 
 /// The fake eSM tenant. Clones share one server and one state.
 #[derive(Clone)]
@@ -87,7 +69,7 @@ impl FakeEsm {
             faults: VecDeque::new(),
             requests: Vec::new(),
         };
-        let inner = Arc::new(Inner { addr, state: Mutex::new(state) });
+        let inner = Arc::new(Inner::new(addr, state));
         let router = Router::new().fallback(handle).with_state(inner.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;

@@ -1,5 +1,7 @@
 //! renkei-testkit: fakes of the systems renkei talks to, for tests only.
 
+mod shared;
+
 pub mod esm;
 pub mod kintone;
 pub mod questetra;

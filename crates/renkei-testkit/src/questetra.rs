@@ -16,8 +16,7 @@
 //! Event (Questetra as a sender: tests post its requests themselves), OAuth, quotas.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 
 use axum::body::to_bytes;
 use axum::extract::{Request, State as AxumState};
@@ -25,9 +24,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
 use crate::kintone::RecordedRequest;
+use crate::shared::ServerTask;
 
 /// The type of a Questetra data item, as the Message Start Event checks a `q_` parameter.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,24 +73,7 @@ struct State {
     requests: Vec<RecordedRequest>,
 }
 
-struct Inner {
-    addr: SocketAddr,
-    state: Mutex<State>,
-}
-
-impl Inner {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-struct ServerTask(JoinHandle<()>);
-
-impl Drop for ServerTask {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
+type Inner = crate::shared::Inner<State>;
 
 /// The fake Questetra workspace. Clones share one server and one state.
 #[derive(Clone)]
@@ -112,7 +94,7 @@ impl FakeQuestetra {
             faults: VecDeque::new(),
             requests: Vec::new(),
         };
-        let inner = Arc::new(Inner { addr, state: Mutex::new(state) });
+        let inner = Arc::new(Inner::new(addr, state));
         let router = Router::new().fallback(handle).with_state(inner.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;

@@ -22,8 +22,7 @@
 //! themselves), rate limits.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 
 use axum::body::to_bytes;
 use axum::extract::{Request, State as AxumState};
@@ -32,9 +31,9 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
 use crate::kintone::RecordedRequest;
+use crate::shared::ServerTask;
 
 /// A CSV upload the fake received through `csvdataimport`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,24 +62,7 @@ struct State {
     imports: Vec<Import>,
 }
 
-struct Inner {
-    addr: SocketAddr,
-    state: Mutex<State>,
-}
-
-impl Inner {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-struct ServerTask(JoinHandle<()>);
-
-impl Drop for ServerTask {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
+type Inner = crate::shared::Inner<State>;
 
 /// The fake 楽楽販売 / 働くDB account. Clones share one server and one state.
 #[derive(Clone)]
@@ -103,7 +85,7 @@ impl FakeRakuraku {
             requests: Vec::new(),
             imports: Vec::new(),
         };
-        let inner = Arc::new(Inner { addr, state: Mutex::new(state) });
+        let inner = Arc::new(Inner::new(addr, state));
         let router = Router::new().fallback(handle).with_state(inner.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;

@@ -22,8 +22,7 @@
 //! credentials in the payload URL (a test sends those itself), token expiry.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 
 use axum::body::to_bytes;
 use axum::extract::{Request, State as AxumState};
@@ -32,9 +31,9 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
 use crate::kintone::RecordedRequest;
+use crate::shared::ServerTask;
 
 /// The session API's path.
 pub const SESSION_API_PATH: &str = "/h2/STRSessionManipurator.do";
@@ -45,24 +44,7 @@ struct State {
     requests: Vec<RecordedRequest>,
 }
 
-struct Inner {
-    addr: SocketAddr,
-    state: Mutex<State>,
-}
-
-impl Inner {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-struct ServerTask(JoinHandle<()>);
-
-impl Drop for ServerTask {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
+type Inner = crate::shared::Inner<State>;
 
 /// The fake Shopらん domain. Clones share one server and one state.
 #[derive(Clone)]
@@ -77,7 +59,7 @@ impl FakeShopran {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address of the fake Shopらん");
         let state = State { api_key: api_key.to_string(), tokens: HashSet::new(), requests: Vec::new() };
-        let inner = Arc::new(Inner { addr, state: Mutex::new(state) });
+        let inner = Arc::new(Inner::new(addr, state));
         let router = Router::new().fallback(handle).with_state(inner.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;

@@ -42,7 +42,6 @@ use base64::Engine as _;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 pub use apps::{Field, FieldType, Rights, StatusAction};
 
@@ -50,6 +49,8 @@ use apps::{App, Process};
 use dispatch::Call;
 use errors::{ApiError, FieldErrors, Lang};
 use values::Actor;
+
+use crate::shared::ServerTask;
 
 /// kintone's concurrency limit per domain.
 const DEFAULT_CONCURRENCY_LIMIT: usize = 100;
@@ -117,15 +118,6 @@ impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A test that panicked while holding the lock must not take every other test's fake down with it.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// Stops the server when the last clone of the fake is dropped.
-struct ServerTask(JoinHandle<()>);
-
-impl Drop for ServerTask {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
