@@ -9,6 +9,7 @@ mod console;
 mod delivery;
 mod ingress;
 mod kintone;
+mod malformed;
 mod multinode;
 mod ops;
 mod outage;
