@@ -158,3 +158,34 @@ pub fn new_delivery(p: renkei_core::flow::Plan) -> NewDelivery {
     };
     NewDelivery { flow: p.flow.to_string(), status, order_key: p.order_key, error }
 }
+
+/// Why an event could not be replayed.
+#[derive(Debug)]
+pub enum ReplayError {
+    /// A rejected event has no parsed body.
+    Rejected,
+    /// Its source is no longer in the config.
+    UnknownSource(String),
+    Store(StoreError),
+}
+
+/// Runs a stored event through the current flows again, as new deliveries (the API's and the console's
+/// replay), and wakes the worker. Returns the new deliveries' ids.
+pub async fn replay(app: &App, event: &renkei_store::EventRecord) -> Result<Vec<i64>, ReplayError> {
+    if event.status != "accepted" {
+        return Err(ReplayError::Rejected);
+    }
+    let loaded = &app.loaded;
+    let source = match Name::parse(&event.source) {
+        Ok(s) if loaded.config.sources.contains_key(s.as_str()) => s,
+        _ => return Err(ReplayError::UnknownSource(event.source.clone())),
+    };
+    let mut view = crate::worker::event_view(event);
+    if let Ok((event_type, _)) = classify(loaded, &source, &view) {
+        view.event_type = event_type;
+    }
+    let deliveries: Vec<_> = plan(loaded, &view).into_iter().map(new_delivery).collect();
+    let ids = app.store.add_deliveries(&event.id, deliveries, app.clock.now()).await.map_err(ReplayError::Store)?;
+    app.wake.notify_one();
+    Ok(ids)
+}

@@ -10,7 +10,6 @@ use axum::response::{IntoResponse, Redirect};
 use chrono::{DateTime, Utc};
 use minijinja::context;
 use renkei_core::delivery::Status;
-use renkei_core::flow::{classify, plan};
 use renkei_core::types::Name;
 use renkei_core::Msg;
 use renkei_store::{AttemptFilter, DeliveryFilter, EventFilter, EventRecord};
@@ -238,35 +237,28 @@ pub async fn replay(Path(id): Path<String>, posted: Posted) -> Answer {
         Err(renkei_store::StoreError::NotFound) => return Err(p.not_found("Event", "イベント")),
         Err(e) => return Err(p.store_fail(e)),
     };
-    if event.status != "accepted" {
-        return Err(p.fail(
-            StatusCode::CONFLICT,
-            Msg::new(
-                "A rejected event has no parsed body to replay; ask the sender to send it again.",
-                "拒否されたイベントは再実行できません。送信元から再送してください。",
-            ),
-        ));
-    }
-    let loaded = &app.loaded;
-    let source = match Name::parse(&event.source) {
-        Ok(s) if loaded.config.sources.contains_key(s.as_str()) => s,
-        _ => {
+    let ids = match crate::ingest::replay(app, &event).await {
+        Ok(ids) => ids,
+        Err(crate::ingest::ReplayError::Rejected) => {
             return Err(p.fail(
                 StatusCode::CONFLICT,
                 Msg::new(
-                    format!("Source `{}` is no longer configured.", event.source),
-                    format!("受信元 `{}` は現在の設定にありません。", event.source),
+                    "A rejected event has no parsed body to replay; ask the sender to send it again.",
+                    "拒否されたイベントは再実行できません。送信元から再送してください。",
                 ),
             ))
         }
+        Err(crate::ingest::ReplayError::UnknownSource(source)) => {
+            return Err(p.fail(
+                StatusCode::CONFLICT,
+                Msg::new(
+                    format!("Source `{source}` is no longer configured."),
+                    format!("受信元 `{source}` は現在の設定にありません。"),
+                ),
+            ))
+        }
+        Err(crate::ingest::ReplayError::Store(e)) => return Err(p.store_fail(e)),
     };
-    let mut ev = crate::worker::event_view(&event);
-    if let Ok((event_type, _)) = classify(loaded, &source, &ev) {
-        ev.event_type = event_type;
-    }
-    let deliveries: Vec<_> = plan(loaded, &ev).into_iter().map(crate::ingest::new_delivery).collect();
-    let ids = app.store.add_deliveries(&id, deliveries, app.clock.now()).await.map_err(|e| p.store_fail(e))?;
-    app.wake.notify_one();
     if let Some(who) = p.principal() {
         super::audit(app, who, "event.replayed", id.clone(), serde_json::json!({ "delivery_ids": ids })).await;
     }

@@ -16,8 +16,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use renkei_core::delivery::Status;
-use renkei_core::flow::{classify, plan};
-use renkei_core::types::Name;
 use renkei_core::Msg;
 use renkei_store::{AttemptFilter, DeliveryFilter, EventFilter};
 use renkei_store::{AuditFilter, NewAudit};
@@ -26,7 +24,6 @@ use serde::Deserialize;
 use super::ApiError;
 use crate::access::{authenticate, Caller, Denied, Role};
 use crate::app::App;
-use crate::worker::event_view;
 
 pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
     let read = Router::new()
@@ -252,41 +249,32 @@ async fn replay_event(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let event = app.store.get_event(&id).await.map_err(|e| not_found(e, "event", &headers))?;
-    if event.status != "accepted" {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "rejected_event",
-            Msg::new(
-                "a rejected event has no parsed body to replay; ask the sender to send it again",
-                "拒否されたイベントは再実行できません。送信元から再送してください",
-            ),
-        )
-        .lang(&headers));
-    }
-    let loaded = &app.loaded;
-    let Ok(source) = Name::parse(&event.source) else { return Err(ApiError::internal()) };
-    if !loaded.config.sources.contains_key(source.as_str()) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "unknown_source",
-            Msg::new(
-                format!("source `{source}` is no longer configured"),
-                format!("ソース `{source}` は現在の設定にありません"),
-            ),
-        )
-        .lang(&headers));
-    }
-    let mut view = event_view(&event);
-    if let Ok((event_type, _)) = classify(loaded, &source, &view) {
-        view.event_type = event_type;
-    }
-    let deliveries: Vec<_> = plan(loaded, &view).into_iter().map(crate::ingest::new_delivery).collect();
-    let ids = app
-        .store
-        .add_deliveries(&id, deliveries, app.clock.now())
-        .await
-        .map_err(|e| ApiError::from(e).lang(&headers))?;
-    app.wake.notify_one();
+    let ids = match crate::ingest::replay(&app, &event).await {
+        Ok(ids) => ids,
+        Err(crate::ingest::ReplayError::Rejected) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "rejected_event",
+                Msg::new(
+                    "a rejected event has no parsed body to replay; ask the sender to send it again",
+                    "拒否されたイベントは再実行できません。送信元から再送してください",
+                ),
+            )
+            .lang(&headers))
+        }
+        Err(crate::ingest::ReplayError::UnknownSource(source)) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "unknown_source",
+                Msg::new(
+                    format!("source `{source}` is no longer configured"),
+                    format!("ソース `{source}` は現在の設定にありません"),
+                ),
+            )
+            .lang(&headers))
+        }
+        Err(crate::ingest::ReplayError::Store(e)) => return Err(ApiError::from(e).lang(&headers)),
+    };
     audit(&app, &caller, "event.replayed", id.clone(), serde_json::json!({ "delivery_ids": ids })).await;
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "event_id": id, "delivery_ids": ids }))).into_response())
 }
