@@ -24,9 +24,8 @@ use axum::body::to_bytes;
 use axum::extract::{Request, State as AxumState};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Map, Value};
-use tokio::net::TcpListener;
 
 use crate::kintone::RecordedRequest;
 use crate::shared::ServerTask;
@@ -59,8 +58,6 @@ pub struct FakeEsm {
 impl FakeEsm {
     /// Serves tenant `tenant`, accepting the API token `token`, on 127.0.0.1 (a free port).
     pub async fn start(tenant: &str, token: &str) -> FakeEsm {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local address of the fake eSM");
         let state = State {
             tenant: tenant.to_string(),
             token: token.to_string(),
@@ -69,12 +66,8 @@ impl FakeEsm {
             faults: VecDeque::new(),
             requests: Vec::new(),
         };
-        let inner = Arc::new(Inner::new(addr, state));
-        let router = Router::new().fallback(handle).with_state(inner.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
-        FakeEsm { inner, _server: Arc::new(ServerTask(task)) }
+        let (inner, server) = crate::shared::serve(state, handle).await;
+        FakeEsm { inner, _server: server }
     }
 
     /// `http://127.0.0.1:PORT`: the gateway.

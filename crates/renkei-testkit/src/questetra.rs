@@ -22,8 +22,6 @@ use axum::body::to_bytes;
 use axum::extract::{Request, State as AxumState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Router;
-use tokio::net::TcpListener;
 
 use crate::kintone::RecordedRequest;
 use crate::shared::ServerTask;
@@ -85,8 +83,6 @@ pub struct FakeQuestetra {
 impl FakeQuestetra {
     /// Serves on 127.0.0.1 (a free port).
     pub async fn start() -> FakeQuestetra {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local address of the fake Questetra");
         let state = State {
             events: BTreeMap::new(),
             started: Vec::new(),
@@ -94,12 +90,8 @@ impl FakeQuestetra {
             faults: VecDeque::new(),
             requests: Vec::new(),
         };
-        let inner = Arc::new(Inner::new(addr, state));
-        let router = Router::new().fallback(handle).with_state(inner.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
-        FakeQuestetra { inner, _server: Arc::new(ServerTask(task)) }
+        let (inner, server) = crate::shared::serve(state, handle).await;
+        FakeQuestetra { inner, _server: server }
     }
 
     /// `http://127.0.0.1:PORT`: the workspace URL.

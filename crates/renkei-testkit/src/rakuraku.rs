@@ -28,9 +28,8 @@ use axum::body::to_bytes;
 use axum::extract::{Request, State as AxumState};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Map, Value};
-use tokio::net::TcpListener;
 
 use crate::kintone::RecordedRequest;
 use crate::shared::ServerTask;
@@ -74,8 +73,6 @@ pub struct FakeRakuraku {
 impl FakeRakuraku {
     /// Serves account `account` (the path segment after the host) on 127.0.0.1 (a free port).
     pub async fn start(account: &str) -> FakeRakuraku {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local address of the fake 楽楽販売");
         let state = State {
             account: account.to_string(),
             tokens: HashSet::new(),
@@ -85,12 +82,8 @@ impl FakeRakuraku {
             requests: Vec::new(),
             imports: Vec::new(),
         };
-        let inner = Arc::new(Inner::new(addr, state));
-        let router = Router::new().fallback(handle).with_state(inner.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
-        FakeRakuraku { inner, _server: Arc::new(ServerTask(task)) }
+        let (inner, server) = crate::shared::serve(state, handle).await;
+        FakeRakuraku { inner, _server: server }
     }
 
     /// `http://127.0.0.1:PORT`: the domain.

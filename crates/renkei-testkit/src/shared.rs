@@ -2,7 +2,7 @@
 //! task that stops when the last clone of the fake is dropped.
 
 use std::net::SocketAddr;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::task::JoinHandle;
 
@@ -30,4 +30,21 @@ impl Drop for ServerTask {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// Binds 127.0.0.1 on a free port and serves `handler` (every path) over `state` in a background task.
+pub(crate) async fn serve<S, H, T>(state: S, handler: H) -> (Arc<Inner<S>>, Arc<ServerTask>)
+where
+    S: Send + 'static,
+    H: axum::handler::Handler<T, Arc<Inner<S>>>,
+    T: 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local address of a fake");
+    let inner = Arc::new(Inner::new(addr, state));
+    let router = axum::Router::new().fallback(handler).with_state(inner.clone());
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    (inner, Arc::new(ServerTask(task)))
 }

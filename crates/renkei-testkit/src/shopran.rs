@@ -28,9 +28,8 @@ use axum::body::to_bytes;
 use axum::extract::{Request, State as AxumState};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
 
 use crate::kintone::RecordedRequest;
 use crate::shared::ServerTask;
@@ -56,15 +55,9 @@ pub struct FakeShopran {
 impl FakeShopran {
     /// Serves the session API on 127.0.0.1 (a free port), accepting WebAPI key `api_key`.
     pub async fn start(api_key: &str) -> FakeShopran {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local address of the fake Shopらん");
         let state = State { api_key: api_key.to_string(), tokens: HashSet::new(), requests: Vec::new() };
-        let inner = Arc::new(Inner::new(addr, state));
-        let router = Router::new().fallback(handle).with_state(inner.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
-        FakeShopran { inner, _server: Arc::new(ServerTask(task)) }
+        let (inner, server) = crate::shared::serve(state, handle).await;
+        FakeShopran { inner, _server: server }
     }
 
     /// `http://127.0.0.1:PORT`: the service domain.
