@@ -11,6 +11,7 @@
 
 pub mod migrate;
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 mod types;
 

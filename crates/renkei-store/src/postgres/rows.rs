@@ -3,106 +3,50 @@
 //! Column types are the SQLite ones in PostgreSQL form (see the migration): BIGINT where SQLite has INTEGER,
 //! except the HTTP status columns (INTEGER, decoded as `i32`), BOOLEAN flags, BYTEA bodies, JSON as TEXT.
 
-use renkei_core::delivery::Status;
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
 use sqlx::{Postgres, Row};
 
-use super::{db, from_ms};
+use super::db;
 use crate::*;
 
-pub(super) const EVENT_COLUMNS: &str =
-    "id, source, event_type, status, reason, http_status, received_at, request_id, row_no,
-    content_type, headers, query, body, raw, raw_truncated, dedupe_key";
+use crate::rows::Columns;
+pub(super) use crate::rows::{
+    attempt_from_row, delivery_from_row, event_from_row, ATTEMPT_COLUMNS, DELIVERY_COLUMNS, EVENT_COLUMNS,
+};
 
-pub(super) const DELIVERY_COLUMNS: &str =
-    "d.id, d.event_id, d.flow, d.status, d.order_key, d.step, d.tries, d.attempts, d.outputs,
-    d.next_at, d.lease_owner, d.lease_until, d.last_error, d.created_at, d.updated_at, e.source, e.event_type";
+impl Columns for PgRow {
+    fn text(&self, col: &str) -> Result<String> {
+        self.try_get(col).map_err(db)
+    }
 
-pub(super) const ATTEMPT_COLUMNS: &str = "a.id, a.delivery_id, a.step, a.try_no, a.started_at, a.duration_ms, a.outcome, a.method, a.url,
-    a.request_headers, a.request_body, a.response_status, a.response_headers, a.response_body, a.response_truncated, a.error";
+    fn opt_text(&self, col: &str) -> Result<Option<String>> {
+        self.try_get(col).map_err(db)
+    }
 
-fn json(text: Option<String>) -> serde_json::Value {
-    text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(serde_json::Value::Null)
-}
+    fn int(&self, col: &str) -> Result<i64> {
+        self.try_get(col).map_err(db)
+    }
 
-fn pairs(text: Option<String>) -> Vec<(String, String)> {
-    text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
-}
+    fn opt_int(&self, col: &str) -> Result<Option<i64>> {
+        self.try_get(col).map_err(db)
+    }
 
-pub(super) fn event_from_row(r: &PgRow) -> Result<EventRecord> {
-    Ok(EventRecord {
-        id: r.try_get("id").map_err(db)?,
-        source: r.try_get("source").map_err(db)?,
-        event_type: r.try_get("event_type").map_err(db)?,
-        status: r.try_get("status").map_err(db)?,
-        reason: r.try_get("reason").map_err(db)?,
-        http_status: r.try_get::<i32, _>("http_status").map_err(db)? as u16,
-        received_at: from_ms(r.try_get("received_at").map_err(db)?),
-        request_id: r.try_get("request_id").map_err(db)?,
-        row: r.try_get::<Option<i64>, _>("row_no").map_err(db)?.map(|v| v as u32),
-        content_type: r.try_get("content_type").map_err(db)?,
-        headers: json(r.try_get("headers").map_err(db)?),
-        query: json(r.try_get("query").map_err(db)?),
-        body: r.try_get::<Option<String>, _>("body").map_err(db)?.map(|b| json(Some(b))),
-        raw: r.try_get("raw").map_err(db)?,
-        raw_truncated: r.try_get("raw_truncated").map_err(db)?,
-        dedupe_key: r.try_get("dedupe_key").map_err(db)?,
-    })
-}
+    fn small(&self, col: &str) -> Result<i64> {
+        self.try_get::<i32, _>(col).map(i64::from).map_err(db)
+    }
 
-pub(super) fn delivery_from_row(r: &PgRow) -> Result<DeliveryRecord> {
-    let status: String = r.try_get("status").map_err(db)?;
-    Ok(DeliveryRecord {
-        id: r.try_get("id").map_err(db)?,
-        event_id: r.try_get("event_id").map_err(db)?,
-        flow: r.try_get("flow").map_err(db)?,
-        status: Status::parse(&status)
-            .ok_or_else(|| StoreError::Other(format!("unknown delivery status {status}").into()))?,
-        order_key: r.try_get("order_key").map_err(db)?,
-        step: r.try_get::<i64, _>("step").map_err(db)? as u32,
-        tries: r.try_get::<i64, _>("tries").map_err(db)? as u32,
-        attempts: r.try_get::<i64, _>("attempts").map_err(db)? as u32,
-        outputs: json(r.try_get("outputs").map_err(db)?),
-        next_at: from_ms(r.try_get("next_at").map_err(db)?),
-        lease_owner: r.try_get("lease_owner").map_err(db)?,
-        lease_until: r.try_get::<Option<i64>, _>("lease_until").map_err(db)?.map(from_ms),
-        last_error: r.try_get("last_error").map_err(db)?,
-        created_at: from_ms(r.try_get("created_at").map_err(db)?),
-        updated_at: from_ms(r.try_get("updated_at").map_err(db)?),
-        source: r.try_get("source").map_err(db)?,
-        event_type: r.try_get("event_type").map_err(db)?,
-    })
-}
+    fn opt_small(&self, col: &str) -> Result<Option<i64>> {
+        self.try_get::<Option<i32>, _>(col).map(|v| v.map(i64::from)).map_err(db)
+    }
 
-pub(super) fn attempt_from_row(r: &PgRow) -> Result<AttemptRecord> {
-    let status: Option<i32> = r.try_get("response_status").map_err(db)?;
-    let response = match status {
-        Some(s) => Some(ResponseView {
-            status: s as u16,
-            headers: pairs(r.try_get("response_headers").map_err(db)?),
-            body: r.try_get::<Option<Vec<u8>>, _>("response_body").map_err(db)?.unwrap_or_default(),
-            truncated: r.try_get("response_truncated").map_err(db)?,
-        }),
-        None => None,
-    };
-    Ok(AttemptRecord {
-        id: r.try_get("id").map_err(db)?,
-        delivery_id: r.try_get("delivery_id").map_err(db)?,
-        step: r.try_get::<i64, _>("step").map_err(db)? as u32,
-        try_no: r.try_get::<i64, _>("try_no").map_err(db)? as u32,
-        started_at: from_ms(r.try_get("started_at").map_err(db)?),
-        duration_ms: r.try_get::<i64, _>("duration_ms").map_err(db)? as u64,
-        outcome: r.try_get("outcome").map_err(db)?,
-        request: RequestView {
-            method: r.try_get("method").map_err(db)?,
-            url: r.try_get("url").map_err(db)?,
-            headers: pairs(r.try_get("request_headers").map_err(db)?),
-            body: r.try_get::<Option<Vec<u8>>, _>("request_body").map_err(db)?.unwrap_or_default(),
-        },
-        response,
-        error: r.try_get("error").map_err(db)?,
-    })
+    fn flag(&self, col: &str) -> Result<bool> {
+        self.try_get(col).map_err(db)
+    }
+
+    fn opt_bytes(&self, col: &str) -> Result<Option<Vec<u8>>> {
+        self.try_get(col).map_err(db)
+    }
 }
 
 /// A value bound to a placeholder of a query built from a filter.
