@@ -58,7 +58,7 @@ pub async fn child_main(mode: Mode) -> anyhow::Result<()> {
             let now = chrono::Utc::now();
             let store = SqliteStore::open(&format!("sqlite://{}", db.display()), now).await?;
             store.save_config(&loaded.text, now).await?;
-            let app = App::new(Arc::new(loaded), Arc::new(store), Arc::new(SystemClock), None);
+            let app = App::new(loaded, Arc::new(store), Arc::new(SystemClock), None);
             let worker = worker.then(|| tokio::spawn(Arc::new(Worker::new(app.clone())).run(stopped(stop_rx.clone()))));
             announce(addr)?;
             renkei::server::serve(listener, app, stopped(stop_rx)).await?;

@@ -70,10 +70,10 @@ flows:
         .map_err(|p| anyhow::anyhow!("bench config: {p:?}"))?;
     let url = format!("sqlite://{}", dir.path().join("k.db").display());
     let store = renkei::cli::open_store(&url, chrono::Utc::now()).await?;
-    let app = App::new(Arc::new(loaded), store, Arc::new(SystemClock), None);
+    let app = App::new(loaded, store, Arc::new(SystemClock), None);
     // Queue the events in requests of 100 rows (a CSV file's worth), then time the writes alone.
     let src_name = renkei_core::types::Name::parse("in").expect("a valid name");
-    let src = app.loaded.config.sources["in"].clone();
+    let src = app.loaded().config.sources["in"].clone();
     for chunk in (0..events).collect::<Vec<_>>().chunks(100) {
         let rows = chunk
             .iter()

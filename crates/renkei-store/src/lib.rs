@@ -139,6 +139,20 @@ pub trait Store: Send + Sync + 'static {
 
     // ----- config revisions, whole (renkei seals their text; see `save_config`) -----
 
+    /// The id of the newest config revision: what every node should be running.
+    async fn config_head(&self) -> Result<Option<i64>>;
+    async fn config_revision(&self, id: i64) -> Result<ConfigRevision>;
+    /// Stores an edited config (as `origin`: console, api, apply) with its audit entry (the new revision's id is
+    /// added to the entry's detail); returns its id. With `base`, `Conflict` unless `base` is still the newest
+    /// revision, so two admins editing at once cannot silently undo each other.
+    async fn add_config_revision(
+        &self,
+        text: &str,
+        origin: &str,
+        now: DateTime<Utc>,
+        base: Option<i64>,
+        audit: NewAudit,
+    ) -> Result<i64>;
     /// Every kept config revision, oldest first.
     async fn config_revisions(&self) -> Result<Vec<ConfigRevision>>;
     /// Replaces the text of these revisions (by id), all or none, with the audit entry: re-encryption under a

@@ -120,7 +120,7 @@ const TABLES: &[Table] = {
         },
         Table {
             name: "config_revisions",
-            columns: &[("id", Int), ("loaded_at", Int), ("text", Text)],
+            columns: &[("id", Int), ("loaded_at", Int), ("text", Text), ("origin", Text)],
             serial_id: true,
         },
         Table { name: "kv_state", columns: &[("key", Text), ("value", Text), ("updated_at", Int)], serial_id: false },

@@ -338,4 +338,6 @@ pub struct ConfigRevision {
     pub id: i64,
     pub loaded_at: DateTime<Utc>,
     pub text: String,
+    /// Where it came from: `file` (the config file at start), `console`, `api` or `apply`.
+    pub origin: String,
 }

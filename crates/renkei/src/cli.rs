@@ -408,9 +408,11 @@ async fn serve(config: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::R
     let env_key = std::env::var(crate::secrets::KEY_ENV).ok();
     let key_source = crate::secrets::key_source(&loaded.config, env_key.as_deref())?;
     let key = crate::secrets::master_key(&*store, &key_source, env_key.as_deref()).await?;
-    crate::secrets::keep_config(&*store, &key, &loaded.text, chrono::Utc::now()).await?;
+    let loader = crate::live::Loader::for_file(config);
     let addr = listen.unwrap_or(loaded.config.server.listen);
-    let app = App::new(Arc::new(loaded), store, clock, std::env::var("RENKEI_ADMIN_TOKEN").ok());
+    let (loaded, revision) = crate::live::adopt(&*store, &key, &loader, loaded, chrono::Utc::now()).await?;
+    let home = crate::app::Home { revision, key: Some(Arc::new(key)), loader };
+    let app = App::with_revisions(loaded, home, store, clock, std::env::var("RENKEI_ADMIN_TOKEN").ok());
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
     tracing::info!(addr = %listener.local_addr()?, storage = %storage_label(&storage), "renkei is listening");
     if app.admin_token.is_none() {
@@ -422,6 +424,7 @@ async fn serve(config: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::R
     let worker_task = tokio::spawn(worker.run(wait_for(stop_rx.clone())));
     let purge_task = tokio::spawn(purge_loop(app.clone(), wait_for(stop_rx.clone())));
     let poll_task = tokio::spawn(crate::poll::run(app.clone(), wait_for(stop_rx.clone())));
+    let reload_task = tokio::spawn(crate::live::watch(app.clone(), wait_for(stop_rx.clone())));
     let server = crate::server::serve(listener, app.clone(), wait_for(stop_rx));
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -432,6 +435,7 @@ async fn serve(config: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::R
     worker_task.await?;
     purge_task.await?;
     poll_task.await?;
+    reload_task.await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -468,7 +472,7 @@ async fn wait_for(mut rx: tokio::sync::watch::Receiver<bool>) {
 async fn purge_loop(app: Arc<App>, shutdown: impl std::future::Future<Output = ()>) {
     tokio::pin!(shutdown);
     let retention =
-        chrono::Duration::from_std(app.loaded.config.history.retention.0).unwrap_or(chrono::Duration::days(30));
+        chrono::Duration::from_std(app.loaded().config.history.retention.0).unwrap_or(chrono::Duration::days(30));
     loop {
         let now = app.clock.now();
         match app.store.purge(now - retention, now).await {

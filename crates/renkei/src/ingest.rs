@@ -78,7 +78,7 @@ async fn echo_of(app: &App, flow: &Name, key: &str) -> Result<Option<String>, St
     let Some(stored) = app.store.get_state(&renkei_core::flow::echo_state_key(key)).await? else { return Ok(None) };
     let v: serde_json::Value = serde_json::from_str(&stored).unwrap_or_default();
     let at = v["at"].as_i64().and_then(DateTime::from_timestamp_millis);
-    let window = app.loaded.config.flows.get(flow.as_str()).map(|f| f.echo_window.0).unwrap_or_default();
+    let window = app.loaded().config.flows.get(flow.as_str()).map(|f| f.echo_window.0).unwrap_or_default();
     let fresh = at.is_some_and(|at| {
         app.clock.now() - at <= chrono::Duration::from_std(window).unwrap_or(chrono::Duration::hours(1))
     });
@@ -102,7 +102,7 @@ fn new_event(
     content_type: Option<String>,
     now: DateTime<Utc>,
 ) -> (NewEvent, Vec<Echo>) {
-    let loaded = &app.loaded;
+    let loaded = &*app.loaded();
     let mut echoes = Vec::new();
     let (deliveries, dedupe) = match classify(loaded, name, view) {
         Ok((event_type, dedupe)) => {
@@ -175,7 +175,7 @@ pub async fn replay(app: &App, event: &renkei_store::EventRecord) -> Result<Vec<
     if event.status != "accepted" {
         return Err(ReplayError::Rejected);
     }
-    let loaded = &app.loaded;
+    let loaded = &*app.loaded();
     let source = match Name::parse(&event.source) {
         Ok(s) if loaded.config.sources.contains_key(s.as_str()) => s,
         _ => return Err(ReplayError::UnknownSource(event.source.clone())),

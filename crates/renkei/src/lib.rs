@@ -11,6 +11,7 @@ pub mod clock;
 pub mod connection;
 pub mod console;
 pub mod ingest;
+pub mod live;
 pub mod manage;
 pub mod metrics;
 pub mod poll;

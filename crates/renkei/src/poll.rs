@@ -6,6 +6,7 @@
 //! cursor's instant are read again and recognised by their dedupe key (record id and revision). The first
 //! look only sets the cursor: like a webhook, a poller sees what happens after it was set up (seed 001).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +26,8 @@ const MAX_OFFSET: usize = 10_000;
 
 /// Looks once for changes of a polling source; returns how many new events were stored.
 pub async fn poll_once(app: &App, client: &HttpClient, source: &str) -> Result<usize, String> {
-    let cfg = &app.loaded.config;
+    let loaded = app.loaded();
+    let cfg = &loaded.config;
     let (name, src) = cfg.sources.get_key_value(source).ok_or_else(|| format!("there is no source `{source}`"))?;
     let poll = src.poll.as_ref().ok_or_else(|| format!("source `{source}` does not poll"))?;
     let Some(Destination::Kintone(dest)) = cfg.destinations.get(poll.destination.as_str()) else {
@@ -94,7 +96,7 @@ async fn fetch(
         .append_pair("query", &query)
         .finish();
     req.url = format!("{}?{params}", dest.api_path("records"));
-    let resp = client.send(&req).await.map_err(|e| app.loaded.redactor.text(&e.to_string()).into_owned())?;
+    let resp = client.send(&req).await.map_err(|e| app.loaded().redactor.text(&e.to_string()).into_owned())?;
     app.metrics.kintone_request(poll.destination.as_str(), dest.app);
     let counter = crate::metrics::kintone_counter(app.clock.now(), poll.destination.as_str(), dest.app);
     if let Err(e) = app.store.add_count(&counter, 1).await {
@@ -135,28 +137,43 @@ fn event_body(app: u64, record: Value) -> Value {
     })
 }
 
-/// Runs every polling source at its interval until `shutdown`.
+/// Runs every polling source at its interval until `shutdown`. The sources are read from the running config
+/// before each wait, so a source added, changed or removed by an edit is polled (or not) without a restart.
 pub async fn run(app: Arc<App>, shutdown: impl Future<Output = ()>) {
-    let sources: Vec<(Name, Duration)> =
-        app.loaded.config.sources.iter().filter_map(|(n, s)| s.poll.as_ref().map(|p| (n.clone(), p.every.0))).collect();
-    if sources.is_empty() {
-        return;
-    }
-    let client = HttpClient::new(renkei_connectors::http::Policy::from_network(&app.loaded.config.network));
-    let mut next: Vec<tokio::time::Instant> = sources.iter().map(|_| tokio::time::Instant::now()).collect();
+    let mut next: HashMap<Name, tokio::time::Instant> = HashMap::new();
+    let mut client: Option<(i64, HttpClient)> = None;
     tokio::pin!(shutdown);
     loop {
-        let (i, at) = next.iter().copied().enumerate().min_by_key(|(_, t)| *t).expect("at least one source");
+        let loaded = app.loaded();
+        let sources: HashMap<Name, Duration> =
+            loaded.config.sources.iter().filter_map(|(n, s)| s.poll.as_ref().map(|p| (n.clone(), p.every.0))).collect();
+        drop(loaded);
+        next.retain(|n, _| sources.contains_key(n));
+        let now = tokio::time::Instant::now();
+        for n in sources.keys() {
+            next.entry(n.clone()).or_insert(now);
+        }
+        let due = next.iter().min_by_key(|(_, t)| **t).map(|(n, t)| (n.clone(), *t));
+        let wake = due.as_ref().map_or(now + crate::live::RELOAD_EVERY, |(_, t)| (*t).min(now + crate::live::RELOAD_EVERY));
         tokio::select! {
             _ = &mut shutdown => return,
-            _ = tokio::time::sleep_until(at) => {}
+            _ = tokio::time::sleep_until(wake) => {}
         }
-        let (name, every) = &sources[i];
-        match poll_once(&app, &client, name.as_str()).await {
+        let Some((name, at)) = due else { continue };
+        if at > tokio::time::Instant::now() {
+            continue;
+        }
+        let revision = app.revision();
+        if client.as_ref().is_none_or(|(r, _)| *r != revision) {
+            let policy = renkei_connectors::http::Policy::from_network(&app.loaded().config.network);
+            client = Some((revision, HttpClient::new(policy)));
+        }
+        let (_, http) = client.as_ref().expect("made above");
+        match poll_once(&app, http, name.as_str()).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(source = %name, events = n, "polled changes"),
             Err(e) => tracing::warn!(source = %name, error = %e, "polling failed; will try again"),
         }
-        next[i] = tokio::time::Instant::now() + *every;
+        next.insert(name.clone(), tokio::time::Instant::now() + sources[&name]);
     }
 }

@@ -282,31 +282,18 @@ fn audit(actor: &str, action: &str, detail: serde_json::Value, now: DateTime<Utc
     NewAudit { at: now, actor: actor.into(), action: action.into(), target: String::new(), detail }
 }
 
-/// Keeps the config as loaded, sealed: a new revision when it differs from the last one (which is opened to
-/// compare, since two seals of one text differ). Revisions stored in plaintext by a version before sealing are
-/// sealed first. Returns whether a new revision was stored.
-pub async fn keep_config(store: &dyn Store, key: &MasterKey, text: &str, now: DateTime<Utc>) -> anyhow::Result<bool> {
+/// Seals the revisions a version before sealing stored in plaintext. Returns how many.
+pub async fn seal_plaintext_revisions(store: &dyn Store, key: &MasterKey, now: DateTime<Utc>) -> anyhow::Result<usize> {
     let revisions = store.config_revisions().await.context("reading config revisions")?;
     let plain: Vec<(i64, String)> =
         revisions.iter().filter(|r| sealed_by(&r.text).is_none()).map(|r| (r.id, key.seal(&r.text))).collect();
-    if !plain.is_empty() {
-        let n = plain.len();
+    let n = plain.len();
+    if n > 0 {
         let entry = audit("serve", "config.sealed", serde_json::json!({ "revisions": n, "key": key.id() }), now);
         store.rewrite_config_revisions(plain, entry).await.context("sealing stored config revisions")?;
         tracing::info!(revisions = n, "sealed config revisions stored in plaintext by an earlier version");
     }
-    let unchanged = match revisions.last() {
-        Some(last) if sealed_by(&last.text).is_some() => key.open(&last.text).map_err(|e| anyhow!(e))? == text,
-        Some(last) => last.text == text,
-        None => false,
-    };
-    if unchanged {
-        return Ok(false);
-    }
-    store.save_config(&key.seal(text), now).await.context("saving the config revision")?;
-    let entry = audit("serve", "config.changed", serde_json::json!({ "revisions": revisions.len() + 1 }), now);
-    store.append_audit(entry).await.context("recording the config change")?;
-    Ok(true)
+    Ok(n)
 }
 
 /// What a rotation did.

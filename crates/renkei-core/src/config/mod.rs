@@ -4,6 +4,7 @@
 //! what the rest of renkei works with. Templates stay as source text ([`Tmpl`], [`Expr`]) in the model and
 //! are compiled once into the [`crate::template::Engine`] built beside it, so a typo is reported at load.
 
+pub mod edit;
 mod load;
 pub mod storage;
 pub mod subscriptions;

@@ -175,13 +175,13 @@ pub(super) async fn list_audit(pool: &PgPool, f: &AuditFilter) -> Result<Vec<Aud
 }
 
 pub(super) async fn config_revisions(pool: &PgPool) -> Result<Vec<ConfigRevision>> {
-    let rows = sqlx::query("SELECT id, loaded_at, text FROM config_revisions ORDER BY id")
+    let rows = sqlx::query("SELECT id, loaded_at, text, origin FROM config_revisions ORDER BY id")
         .fetch_all(pool)
         .await
         .map_err(db)?;
     Ok(rows
         .iter()
-        .map(|r| ConfigRevision { id: r.get("id"), loaded_at: from_ms(r.get("loaded_at")), text: r.get("text") })
+        .map(revision_from_row)
         .collect())
 }
 
@@ -200,4 +200,67 @@ pub(super) async fn rewrite_config_revisions(pool: &PgPool, texts: Vec<(i64, Str
     }
     audit(&mut tx, &a).await?;
     tx.commit().await.map_err(db)
+}
+
+fn revision_from_row(r: &PgRow) -> ConfigRevision {
+    ConfigRevision {
+        id: r.get("id"),
+        loaded_at: from_ms(r.get("loaded_at")),
+        text: r.get("text"),
+        origin: r.get("origin"),
+    }
+}
+
+pub(super) async fn config_head(pool: &PgPool) -> Result<Option<i64>> {
+    sqlx::query_scalar("SELECT MAX(id) FROM config_revisions").fetch_one(pool).await.map_err(db)
+}
+
+pub(super) async fn config_revision(pool: &PgPool, id: i64) -> Result<ConfigRevision> {
+    let row = sqlx::query("SELECT id, loaded_at, text, origin FROM config_revisions WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .map_err(db)?;
+    row.as_ref().map(revision_from_row).ok_or(StoreError::NotFound)
+}
+
+pub(super) async fn add_config_revision(
+    pool: &PgPool,
+    text: &str,
+    origin: &str,
+    now: DateTime<Utc>,
+    base: Option<i64>,
+    a: NewAudit,
+) -> Result<i64> {
+    let mut tx = pool.begin().await.map_err(db)?;
+    // Edits on several nodes at once: the lock makes each see the revision the other wrote.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('renkei:config'), hashtext(COALESCE(current_schema(), '')))")
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+    let head: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(id) FROM config_revisions").fetch_one(&mut *tx).await.map_err(db)?;
+    if let Some(base) = base {
+        if head != Some(base) {
+            return Err(StoreError::Conflict(format!(
+                "the config was changed meanwhile: revision {} is the newest, not {base}",
+                head.unwrap_or(0)
+            )));
+        }
+    }
+    let id: i64 =
+        sqlx::query_scalar("INSERT INTO config_revisions (loaded_at, text, origin) VALUES ($1, $2, $3) RETURNING id")
+            .bind(ms(now))
+            .bind(super::text(text))
+            .bind(super::text(origin))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+    let mut a = a;
+    if let serde_json::Value::Object(m) = &mut a.detail {
+        m.insert("revision".into(), id.into());
+    }
+    audit(&mut tx, &a).await?;
+    tx.commit().await.map_err(db)?;
+    Ok(id)
 }

@@ -64,6 +64,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
     (2, include_str!("../../migrations/postgres/0002_state.sql")),
     (3, include_str!("../../migrations/postgres/0003_access.sql")),
+    (4, include_str!("../../migrations/postgres/0004_config_origin.sql")),
 ];
 
 pub struct PgStore {
@@ -430,6 +431,25 @@ impl Store for PgStore {
 
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
         auth::list_audit(&self.pool, filter).await
+    }
+
+    async fn config_head(&self) -> Result<Option<i64>> {
+        auth::config_head(&self.pool).await
+    }
+
+    async fn config_revision(&self, id: i64) -> Result<ConfigRevision> {
+        auth::config_revision(&self.pool, id).await
+    }
+
+    async fn add_config_revision(
+        &self,
+        text: &str,
+        origin: &str,
+        now: DateTime<Utc>,
+        base: Option<i64>,
+        audit: NewAudit,
+    ) -> Result<i64> {
+        auth::add_config_revision(&self.pool, text, origin, now, base, audit).await
     }
 
     async fn config_revisions(&self) -> Result<Vec<ConfigRevision>> {

@@ -30,6 +30,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../../migrations/sqlite/0002_state.sql")),
     (3, include_str!("../../migrations/sqlite/0003_access.sql")),
+    (4, include_str!("../../migrations/sqlite/0004_config_origin.sql")),
 ];
 
 pub struct SqliteStore {
@@ -396,6 +397,25 @@ impl Store for SqliteStore {
 
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
         auth::list_audit(&self.reader, filter).await
+    }
+
+    async fn config_head(&self) -> Result<Option<i64>> {
+        auth::config_head(&self.reader).await
+    }
+
+    async fn config_revision(&self, id: i64) -> Result<ConfigRevision> {
+        auth::config_revision(&self.reader, id).await
+    }
+
+    async fn add_config_revision(
+        &self,
+        text: &str,
+        origin: &str,
+        now: DateTime<Utc>,
+        base: Option<i64>,
+        audit: NewAudit,
+    ) -> Result<i64> {
+        auth::add_config_revision(&self.writer, text, origin, now, base, audit).await
     }
 
     async fn config_revisions(&self) -> Result<Vec<ConfigRevision>> {

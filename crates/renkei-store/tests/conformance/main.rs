@@ -316,10 +316,42 @@ pub async fn purge_removes_finished_history_only(s: &dyn Store) {
 }
 
 pub async fn config_revisions_and_ping(s: &dyn Store) {
+    assert_eq!(s.config_head().await.unwrap(), None);
     s.save_config("a: 1", t0()).await.unwrap();
     s.save_config("a: 1", t0()).await.unwrap();
     s.save_config("a: 2", t0()).await.unwrap();
+    let revs = s.config_revisions().await.unwrap();
+    assert_eq!(revs.iter().map(|r| (r.text.as_str(), r.origin.as_str())).collect::<Vec<_>>(), [
+        ("a: 1", "file"),
+        ("a: 2", "file")
+    ]);
+    let head = s.config_head().await.unwrap().unwrap();
+    assert_eq!(head, revs[1].id);
     s.ping().await.unwrap();
+}
+
+fn audit_entry(action: &str) -> NewAudit {
+    NewAudit { at: t0(), actor: "alice".into(), action: action.into(), target: "flows/x".into(), detail: json!({}) }
+}
+
+pub async fn config_edits_are_revisions_and_conflict_on_a_stale_base(s: &dyn Store) {
+    s.save_config("a: 1", t0()).await.unwrap();
+    let base = s.config_head().await.unwrap();
+    let id = s.add_config_revision("a: 2", "console", t0(), base, audit_entry("config.edit")).await.unwrap();
+    assert_eq!(s.config_head().await.unwrap(), Some(id));
+    let rev = s.config_revision(id).await.unwrap();
+    assert_eq!((rev.text.as_str(), rev.origin.as_str()), ("a: 2", "console"));
+    // Someone else edited from the same base: refused, nothing stored, nothing audited.
+    let stale = s.add_config_revision("a: 3", "api", t0(), base, audit_entry("config.edit")).await;
+    assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
+    assert_eq!(s.config_head().await.unwrap(), Some(id));
+    // Without a base the edit always lands (`renkei apply`).
+    let id2 = s.add_config_revision("a: 4", "apply", t0(), None, audit_entry("config.apply")).await.unwrap();
+    assert!(id2 > id);
+    assert!(matches!(s.config_revision(id2 + 1).await, Err(StoreError::NotFound)));
+    let log = s.list_audit(&AuditFilter { limit: 10, ..Default::default() }).await.unwrap();
+    let edits: Vec<_> = log.iter().map(|a| (a.action.as_str(), a.detail["revision"].as_i64())).collect();
+    assert_eq!(edits, [("config.apply", Some(id2)), ("config.edit", Some(id))]);
 }
 
 pub async fn state_and_counters(s: &dyn Store) {
@@ -455,6 +487,7 @@ backends::for_each_backend!(
     listings_filter_search_and_page,
     purge_removes_finished_history_only,
     config_revisions_and_ping,
+    config_edits_are_revisions_and_conflict_on_a_stale_base,
     tokens_are_found_by_hash_and_every_change_is_audited,
     users_are_kept_with_their_password_hash,
     the_audit_log_filters_and_pages,

@@ -29,7 +29,7 @@ pub async fn list(Signed(p): Signed, Query(q): Query<Params>) -> Answer {
         ));
     }
     let app = p.app();
-    let r = &app.loaded.redactor;
+    let r = &app.loaded().redactor;
     let before = match view::given(&q.before).map(|b| b.parse::<i64>()) {
         Some(Ok(b)) => Some(b),
         Some(Err(_)) => {

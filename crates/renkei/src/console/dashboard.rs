@@ -51,7 +51,7 @@ struct Hour {
 
 pub async fn show(Signed(p): Signed) -> Answer {
     let app = p.app();
-    let cfg = &app.loaded.config;
+    let cfg = &app.loaded().config;
     let now = app.clock.now();
     let since = now - Duration::hours(WINDOW_HOURS);
     let this_hour = now.duration_trunc(Duration::hours(1)).unwrap_or(now);
@@ -145,7 +145,7 @@ pub async fn show(Signed(p): Signed) -> Answer {
         .list_deliveries(&DeliveryFilter { status: Some(Status::Dead), limit: 10, ..Default::default() })
         .await
         .map_err(|e| p.store_fail(e))?;
-    let r = &app.loaded.redactor;
+    let r = &app.loaded().redactor;
     let dead: Vec<_> = dead
         .iter()
         .map(|d| {

@@ -58,14 +58,15 @@ fn auth_text(p: &Page, d: &Destination) -> String {
             Msg::new(format!("{} (not shown)", en.join(", ")), format!("{}（値は表示しません）", ja.join("、")))
         }
     };
-    p.app().loaded.redactor.text(p.t(&m)).into_owned()
+    p.app().loaded().redactor.text(p.t(&m)).into_owned()
 }
 
 fn summary(p: &Page, name: &str, d: &Destination) -> minijinja::Value {
-    let r = &p.app().loaded.redactor;
+    let loaded = p.app().loaded();
+    let r = &loaded.redactor;
     let flows: Vec<String> = p
         .app()
-        .loaded
+        .loaded()
         .config
         .flows
         .iter()
@@ -96,15 +97,17 @@ fn summary(p: &Page, name: &str, d: &Destination) -> minijinja::Value {
 }
 
 pub async fn list(Signed(p): Signed) -> Answer {
-    let items: Vec<_> = p.app().loaded.config.destinations.iter().map(|(n, d)| summary(&p, n.as_str(), d)).collect();
+    let items: Vec<_> = p.app().loaded().config.destinations.iter().map(|(n, d)| summary(&p, n.as_str(), d)).collect();
     Ok(p.render("destinations.html", "destinations", context! { items => items }))
 }
 
 pub async fn show(Signed(p): Signed, Path(name): Path<String>) -> Answer {
-    let Some(d) = p.app().loaded.config.destinations.get(name.as_str()) else {
+    let loaded = p.app().loaded();
+    let Some(d) = loaded.config.destinations.get(name.as_str()) else {
         return Err(p.not_found("Destination", "連携先"));
     };
-    let r = &p.app().loaded.redactor;
+    let loaded = p.app().loaded();
+    let r = &loaded.redactor;
     let last = {
         let tests = p.console.tests.lock().expect("tests lock");
         tests.get(&name).map(|t| {
@@ -140,7 +143,7 @@ pub async fn show(Signed(p): Signed, Path(name): Path<String>) -> Answer {
 pub async fn test(Path(name): Path<String>, Posted { page: p, .. }: Posted) -> Answer {
     let app = p.app();
     app.forget_kintone_fields(&name);
-    let Some(report) = crate::connection::test_destination(&app.loaded, &app.http, &name).await else {
+    let Some(report) = crate::connection::test_destination(&app.loaded(), &app.http(), &name).await else {
         return Err(p.not_found("Destination", "連携先"));
     };
     tracing::info!(destination = %name, ok = report.ok, "console: connection test");

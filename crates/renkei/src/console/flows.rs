@@ -14,7 +14,8 @@ use super::view;
 use crate::cli::{dry_run_event, DryOutcome};
 
 fn step_view(p: &Page, i: usize, s: &Step) -> minijinja::Value {
-    let r = &p.app().loaded.redactor;
+    let loaded = p.app().loaded();
+    let r = &loaded.redactor;
     let t = |x: &Option<renkei_core::config::Tmpl>| x.as_ref().map(|t| view::text(r, &t.0));
     let pairs = |m: &indexmap::IndexMap<String, renkei_core::config::Tmpl>| {
         m.iter().map(|(k, v)| (k.clone(), r.header(k, &v.0))).collect::<Vec<_>>()
@@ -45,10 +46,11 @@ fn step_view(p: &Page, i: usize, s: &Step) -> minijinja::Value {
 }
 
 pub async fn list(Signed(p): Signed) -> Answer {
-    let r = &p.app().loaded.redactor;
+    let loaded = p.app().loaded();
+    let r = &loaded.redactor;
     let items: Vec<_> = p
         .app()
-        .loaded
+        .loaded()
         .config
         .flows
         .iter()
@@ -78,10 +80,11 @@ pub struct PreviewParams {
 
 pub async fn show(Signed(p): Signed, Path(name): Path<String>, Query(q): Query<PreviewParams>) -> Answer {
     let app = p.app();
-    let Some(flow) = app.loaded.config.flows.get(name.as_str()) else {
+    let loaded = app.loaded();
+    let Some(flow) = loaded.config.flows.get(name.as_str()) else {
         return Err(p.not_found("Flow", "フロー"));
     };
-    let r = &app.loaded.redactor;
+    let r = &app.loaded().redactor;
     let recent = app
         .store
         .list_events(&EventFilter {
@@ -147,9 +150,9 @@ async fn preview(
         }
         Err(e) => return Err(p.store_fail(e)),
     };
-    let r = &app.loaded.redactor;
+    let r = &app.loaded().redactor;
     let ev = crate::worker::event_view(&event);
-    let run = match dry_run_event(&app.loaded, flow, &ev) {
+    let run = match dry_run_event(&app.loaded(), flow, &ev) {
         Ok(run) => run,
         Err(e) => return Ok(context! { event_id => id, error => view::text(r, &e) }),
     };
@@ -195,7 +198,8 @@ fn note_text(p: &Page, note: &str) -> String {
 
 /// A rendered request as the page shows it: secrets masked, JSON pretty, Shift_JIS decoded.
 fn request_view(p: &Page, req: &Request) -> minijinja::Value {
-    let r = &p.app().loaded.redactor;
+    let loaded = p.app().loaded();
+    let r = &loaded.redactor;
     let body = match std::str::from_utf8(&req.body) {
         Ok(s) => s.to_owned(),
         Err(_) => encoding_rs::SHIFT_JIS.decode(&req.body).0.into_owned(),

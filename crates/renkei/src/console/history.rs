@@ -124,7 +124,7 @@ fn next_link(base: &str, c: &Checked, cursor: Option<String>) -> Option<String> 
 pub async fn events(Signed(p): Signed, Query(f): Query<Filters>) -> Answer {
     let c = check(&p, &f, &["accepted", "rejected"]);
     let app = p.app();
-    let r = &app.loaded.redactor;
+    let r = &app.loaded().redactor;
     let filter = EventFilter {
         source: c.source.clone(),
         event_type: None,
@@ -142,7 +142,8 @@ pub async fn events(Signed(p): Signed, Query(f): Query<Filters>) -> Answer {
     let next = next_link("/console/events", &c, more.then(|| items.last().map(|e| e.id.clone())).flatten());
     let show_raw = p.principal().is_some_and(|who| who.may(Role::Editor));
     let rows: Vec<_> = items.iter().map(|e| event_row(r, e, show_raw)).collect();
-    let sources: Vec<&str> = app.loaded.config.sources.keys().map(Name::as_str).collect();
+    let loaded = app.loaded();
+    let sources: Vec<&str> = loaded.config.sources.keys().map(Name::as_str).collect();
     Ok(p.render(
         "events.html",
         "events",
@@ -179,7 +180,7 @@ fn bytes_text(b: &[u8]) -> String {
 
 pub async fn event(Signed(p): Signed, Path(id): Path<String>) -> Answer {
     let app = p.app();
-    let r = &app.loaded.redactor;
+    let r = &app.loaded().redactor;
     let e = match app.store.get_event(&id).await {
         Ok(e) => e,
         Err(renkei_store::StoreError::NotFound) => return Err(p.not_found("Event", "イベント")),
@@ -191,7 +192,7 @@ pub async fn event(Signed(p): Signed, Path(id): Path<String>) -> Answer {
         .await
         .map_err(|e| p.store_fail(e))?;
     let deliveries: Vec<_> = deliveries.iter().map(|d| delivery_row(r, d)).collect();
-    let replayable = e.status == "accepted" && app.loaded.config.sources.contains_key(e.source.as_str());
+    let replayable = e.status == "accepted" && app.loaded().config.sources.contains_key(e.source.as_str());
     // As in the API: a refused request's bytes came from an unauthenticated sender and may hold credentials
     // renkei does not know to mask, so only those who may act on them see them.
     let may_see_raw = p.principal().is_some_and(|who| who.may(Role::Editor));
@@ -273,7 +274,7 @@ pub async fn deliveries(Signed(p): Signed, Query(f): Query<Filters>) -> Answer {
     let statuses = Status::ALL.map(Status::as_str);
     let c = check(&p, &f, &statuses);
     let app = p.app();
-    let r = &app.loaded.redactor;
+    let r = &app.loaded().redactor;
     let before = match c.before.as_deref().map(str::parse::<i64>) {
         Some(Ok(b)) => Some(b),
         Some(Err(_)) => {
@@ -299,7 +300,7 @@ pub async fn deliveries(Signed(p): Signed, Query(f): Query<Filters>) -> Answer {
     items.truncate(PAGE as usize);
     let next = next_link("/console/deliveries", &c, more.then(|| items.last().map(|d| d.id.to_string())).flatten());
     let rows: Vec<_> = items.iter().map(|d| delivery_row(r, d)).collect();
-    let cfg = &app.loaded.config;
+    let cfg = &app.loaded().config;
     let flows: Vec<&str> = cfg.flows.keys().map(Name::as_str).collect();
     let sources: Vec<&str> = cfg.sources.keys().map(Name::as_str).collect();
     // The bulk retry acts on dead deliveries only, whatever status the listing shows.
@@ -322,7 +323,7 @@ pub async fn deliveries(Signed(p): Signed, Query(f): Query<Filters>) -> Answer {
 
 pub async fn delivery(Signed(p): Signed, Path(id): Path<i64>) -> Answer {
     let app = p.app();
-    let r = &app.loaded.redactor;
+    let r = &app.loaded().redactor;
     let d = match app.store.get_delivery(id).await {
         Ok(d) => d,
         Err(renkei_store::StoreError::NotFound) => return Err(p.not_found("Delivery", "配信")),
@@ -333,7 +334,8 @@ pub async fn delivery(Signed(p): Signed, Path(id): Path<i64>) -> Answer {
         .list_attempts(&AttemptFilter { delivery_id: Some(id), limit: 500, ..Default::default() })
         .await
         .map_err(|e| p.store_fail(e))?;
-    let flow = app.loaded.config.flows.get(d.flow.as_str());
+    let loaded = app.loaded();
+    let flow = loaded.config.flows.get(d.flow.as_str());
     let attempts: Vec<_> = attempts
         .iter()
         .map(|a| {
@@ -356,7 +358,7 @@ pub async fn delivery(Signed(p): Signed, Path(id): Path<i64>) -> Answer {
             }
         })
         .collect();
-    let replayable = app.loaded.config.sources.contains_key(d.source.as_str());
+    let replayable = app.loaded().config.sources.contains_key(d.source.as_str());
     Ok(p.render(
         "delivery.html",
         "deliveries",

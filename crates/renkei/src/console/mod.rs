@@ -50,7 +50,7 @@ pub struct Console {
 impl Console {
     pub fn new(app: Arc<App>) -> Console {
         let secure_cookies = app
-            .loaded
+            .loaded()
             .config
             .server
             .public_url

@@ -13,7 +13,7 @@ use super::view;
 
 /// The URL senders post to: `server.public_url` + `/hooks/NAME`, else what this browser reached.
 pub fn hook_url(p: &Page, name: &str) -> (String, bool) {
-    match &p.app().loaded.config.server.public_url {
+    match &p.app().loaded().config.server.public_url {
         Some(base) => (format!("{}/hooks/{name}", base.trim_end_matches('/')), true),
         None => (format!("http://{}/hooks/{name}", p.host.as_deref().unwrap_or("127.0.0.1:8080")), false),
     }
@@ -21,7 +21,8 @@ pub fn hook_url(p: &Page, name: &str) -> (String, bool) {
 
 /// How senders are checked, one line per method; kinds and non-secret settings only.
 fn auth_lines(p: &Page, src: &Source) -> Vec<String> {
-    let r = &p.app().loaded.redactor;
+    let loaded = p.app().loaded();
+    let r = &loaded.redactor;
     let mut out: Vec<Msg> = Vec::new();
     match &src.auth {
         None => out.push(Msg::new(
@@ -98,7 +99,7 @@ fn curl(url: &str, src: &Source, content_type: &str, body: &str) -> String {
 }
 
 pub async fn list(Signed(p): Signed) -> Answer {
-    let cfg = &p.app().loaded.config;
+    let cfg = &p.app().loaded().config;
     let items: Vec<_> = cfg
         .sources
         .iter()
@@ -120,9 +121,9 @@ pub async fn list(Signed(p): Signed) -> Answer {
 
 pub async fn show(Signed(p): Signed, Path(name): Path<String>) -> Answer {
     let app = p.app();
-    let cfg = &app.loaded.config;
+    let cfg = &app.loaded().config;
     let Some(src) = cfg.sources.get(name.as_str()) else { return Err(p.not_found("Source", "受信元")) };
-    let r = &app.loaded.redactor;
+    let r = &app.loaded().redactor;
     let events = app
         .store
         .list_events(&EventFilter { source: Some(name.clone()), limit: 20, ..Default::default() })

@@ -37,7 +37,7 @@ fn cell(r: &renkei_core::redact::Redactor, v: Option<&serde_json::Value>) -> Str
 }
 
 pub async fn list(Signed(p): Signed) -> Answer {
-    let cfg = &p.app().loaded.config;
+    let cfg = &p.app().loaded().config;
     let items: Vec<_> = cfg
         .tables
         .iter()
@@ -47,10 +47,12 @@ pub async fn list(Signed(p): Signed) -> Answer {
 }
 
 pub async fn show(Signed(p): Signed, Path(name): Path<String>) -> Answer {
-    let Some(t) = p.app().loaded.config.tables.get(name.as_str()) else {
+    let loaded = p.app().loaded();
+    let Some(t) = loaded.config.tables.get(name.as_str()) else {
         return Err(p.not_found("Table", "テーブル"));
     };
-    let r = &p.app().loaded.redactor;
+    let loaded = p.app().loaded();
+    let r = &loaded.redactor;
     let cols = columns(t);
     let rows: Vec<Vec<String>> =
         t.rows.values().take(SHOWN_ROWS).map(|row| cols.iter().map(|c| cell(r, row.get(c))).collect()).collect();
@@ -71,10 +73,12 @@ pub struct CsvParams {
 
 /// The table as a CSV file: `?encoding=sjis` (Shift_JIS) or `utf8` (UTF-8 with BOM, the default).
 pub async fn csv(Signed(p): Signed, Path(name): Path<String>, Query(q): Query<CsvParams>) -> Answer {
-    let Some(t) = p.app().loaded.config.tables.get(name.as_str()) else {
+    let loaded = p.app().loaded();
+    let Some(t) = loaded.config.tables.get(name.as_str()) else {
         return Err(p.not_found("Table", "テーブル"));
     };
-    let r = &p.app().loaded.redactor;
+    let loaded = p.app().loaded();
+    let r = &loaded.redactor;
     let sjis = matches!(view::given(&q.encoding).as_deref(), Some("sjis" | "shift_jis" | "cp932"));
     let cols = columns(t);
     let rows: Vec<serde_json::Value> = t

@@ -415,14 +415,14 @@ fn not_found(e: renkei_store::StoreError, what: &str, headers: &HeaderMap) -> Ap
 async fn list_destinations(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
     use renkei_core::config::Destination;
     let items: Vec<serde_json::Value> = app
-        .loaded
+        .loaded()
         .config
         .destinations
         .iter()
         .map(|(name, d)| match d {
             Destination::Http(h) => serde_json::json!({
                 "id": name, "type": "http",
-                "base_url": h.base_url.as_deref().map(|u| app.loaded.redactor.text(u).into_owned()),
+                "base_url": h.base_url.as_deref().map(|u| app.loaded().redactor.text(u).into_owned()),
             }),
             Destination::Kintone(k) => serde_json::json!({
                 "id": name, "type": "kintone", "base_url": k.base(), "app": k.app, "guest_space": k.guest_space,
@@ -439,7 +439,7 @@ async fn test_destination(
     Path(id): Path<String>,
 ) -> Result<Json<crate::connection::Report>, ApiError> {
     app.forget_kintone_fields(&id);
-    crate::connection::test_destination(&app.loaded, &app.http, &id)
+    crate::connection::test_destination(&app.loaded(), &app.http(), &id)
         .await
         .map(Json)
         .ok_or_else(|| ApiError::not_found("destination").lang(&headers))

@@ -197,7 +197,7 @@ fn token_or_basic(auth: &SourceAuth, headers: &HeaderMap, query: &[(String, Stri
 
 /// Asks the sender whether it sent this request (`verify:`). `body` is the parsed body.
 pub async fn callback(app: &Arc<App>, source: &Name, verify: &Verify, view: &EventView) -> Result<(), ApiError> {
-    let loaded = &app.loaded;
+    let loaded = &*app.loaded();
     let ctx = view.context(Arc::default());
     let failed = |why: String| {
         let why = loaded.redactor.text(&why).into_owned();
@@ -230,7 +230,7 @@ pub async fn callback(app: &Arc<App>, source: &Name, verify: &Verify, view: &Eve
         timeout: verify.timeout.0,
         allow_http: false,
     };
-    let resp = app.http.send(&req).await.map_err(|e| failed(format!("calling {}: {e}", verify.url)))?;
+    let resp = app.http().send(&req).await.map_err(|e| failed(format!("calling {}: {e}", verify.url)))?;
     let headers: serde_json::Map<String, serde_json::Value> =
         resp.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), serde_json::Value::String(v.clone()))).collect();
     let body = serde_json::from_slice(&resp.body)

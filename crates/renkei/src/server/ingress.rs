@@ -35,7 +35,7 @@ pub async fn receive(
     let now = app.clock.now();
     let query = parse_query(raw_query.as_deref());
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let cfg = &app.loaded.config;
+    let cfg = &app.loaded().config;
     let limit = cfg.server.body_limit.as_usize();
 
     // Limits first, before the body is read: a flood costs as little as possible.
@@ -179,8 +179,8 @@ struct Rejection<'a> {
 impl Rejection<'_> {
     /// Records the refused request, then answers with the error.
     async fn answer(self, err: ApiError) -> Response {
-        let max = self.app.loaded.config.history.max_rejected_body.as_usize();
-        let raw = self.app.loaded.redactor.bytes(&self.bytes[..self.bytes.len().min(max)]);
+        let max = self.app.loaded().config.history.max_rejected_body.as_usize();
+        let raw = self.app.loaded().redactor.bytes(&self.bytes[..self.bytes.len().min(max)]);
         let rejected = Rejected {
             id: uuid::Uuid::now_v7().to_string(),
             source: self.source.to_owned(),
@@ -194,7 +194,7 @@ impl Rejection<'_> {
             raw_truncated: self.truncated || self.bytes.len() > max,
         };
         // Only configured names become metric labels: a caller must not be able to mint new series.
-        let label = if self.app.loaded.config.sources.contains_key(self.source) { self.source } else { "_unknown" };
+        let label = if self.app.loaded().config.sources.contains_key(self.source) { self.source } else { "_unknown" };
         self.app.metrics.event(label, err.code);
         tracing::info!(source = %self.source, status = err.status.as_u16(), code = err.code, "request rejected: {}", err.message.en);
         if let Err(e) = self.app.store.record_rejected(rejected).await {
@@ -211,7 +211,7 @@ impl Rejection<'_> {
 
 /// 429 with `Retry-After` when the source's or the client's bucket is empty.
 fn rate_limited(app: &App, source: &str, peer: Option<std::net::SocketAddr>, headers: &HeaderMap) -> Option<Response> {
-    let cfg = &app.loaded.config;
+    let cfg = &app.loaded().config;
     let now = std::time::Instant::now();
     let mut checks = Vec::new();
     if let Some(limit) = cfg.sources.get(source).and_then(|s| s.rate_limit.as_ref()) {

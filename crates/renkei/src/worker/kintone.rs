@@ -16,9 +16,9 @@ use super::step::{event_view, retry_after, step_output, Tried};
 use super::Worker;
 
 impl Worker {
-    fn kintone_destination(&self, name: &str) -> Option<&KintoneDestination> {
-        match self.app.loaded.config.destinations.get(name) {
-            Some(Destination::Kintone(k)) => Some(k),
+    fn kintone_destination(&self, name: &str) -> Option<KintoneDestination> {
+        match self.app.loaded().config.destinations.get(name) {
+            Some(Destination::Kintone(k)) => Some(k.clone()),
             _ => None,
         }
     }
@@ -92,7 +92,7 @@ impl Worker {
     /// A kintone step for one event.
     pub(super) async fn kintone_single(&self, op: KintoneOp) -> Tried {
         let name = op.destination.as_str();
-        let Some(dest) = self.kintone_destination(name) else {
+        let Some(dest) = &self.kintone_destination(name) else {
             return Tried::refused(format!("`{name}` is not a kintone destination"));
         };
         let record = match self.converted(&op, dest).await {
@@ -156,7 +156,7 @@ impl Worker {
     /// fail validation, those deliveries fail with kintone's message and the rest are written again without
     /// them. Every delivery then goes on with its own remaining steps.
     pub(super) async fn deliver_batch(self: &Arc<Self>, name: &Name, action: KintoneAction, group: Vec<Claimed>) {
-        let Some(dest) = self.kintone_destination(name.as_str()).cloned() else {
+        let Some(dest) = self.kintone_destination(name.as_str()) else {
             for c in group {
                 self.deliver(c, None).await;
             }
@@ -246,11 +246,11 @@ impl Worker {
     ) -> Result<(Target, Map<String, Value>), Box<Tried>> {
         let d = &c.delivery;
         let index = d.step as usize;
-        let flow = &self.app.loaded.config.flows[d.flow.as_str()];
+        let flow = &self.app.loaded().config.flows[d.flow.as_str()];
         let view = event_view(&c.event);
         let outputs = d.outputs.as_array().cloned().unwrap_or_default();
         let steps = Steps::of(flow, &outputs);
-        let op = match render_step(&self.app.loaded, flow, index, &view, steps) {
+        let op = match render_step(&self.app.loaded(), flow, index, &view, steps) {
             Ok(Rendered::Kintone(op)) => op,
             Ok(Rendered::Http(_)) => return Err(Box::new(Tried::refused(format!("step {index}: not a kintone step")))),
             Err(e) => return Err(Box::new(Tried::refused(format!("step {index}: {e}")))),

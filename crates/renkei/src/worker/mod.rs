@@ -32,9 +32,32 @@ pub use step::event_view;
 pub struct Worker {
     app: Arc<App>,
     owner: String,
+    /// The client and the limits of the config revision they were made for; made again when it changes.
+    tools: std::sync::Mutex<Arc<Tools>>,
+}
+
+struct Tools {
+    revision: i64,
     client: HttpClient,
     /// `http:NAME` per http destination, `kintone:DOMAIN` per kintone domain.
     limits: HashMap<String, Arc<Semaphore>>,
+}
+
+impl Tools {
+    fn new(loaded: &renkei_core::config::Loaded, revision: i64) -> Tools {
+        let mut limits: HashMap<String, Arc<Semaphore>> = HashMap::new();
+        for (name, d) in &loaded.config.destinations {
+            let key = limit_key(name, d);
+            // Several kintone destinations on one domain share the smallest of their limits.
+            let n = match limits.get(&key) {
+                Some(s) => s.available_permits().min(d.concurrency()),
+                None => d.concurrency(),
+            };
+            limits.insert(key, Arc::new(Semaphore::new(n)));
+        }
+        let client = HttpClient::new(Policy::from_network(&loaded.config.network));
+        Tools { revision, client, limits }
+    }
 }
 
 /// Deliveries claimed together, as the worker runs them.
@@ -45,19 +68,21 @@ enum Work {
 
 impl Worker {
     pub fn new(app: Arc<App>) -> Worker {
-        let mut limits: HashMap<String, Arc<Semaphore>> = HashMap::new();
-        for (name, d) in &app.loaded.config.destinations {
-            let key = limit_key(name, d);
-            // Several kintone destinations on one domain share the smallest of their limits.
-            let n = match limits.get(&key) {
-                Some(s) => s.available_permits().min(d.concurrency()),
-                None => d.concurrency(),
-            };
-            limits.insert(key, Arc::new(Semaphore::new(n)));
-        }
         let owner = format!("{}-{}", hostname(), uuid::Uuid::now_v7().simple());
-        let client = HttpClient::new(Policy::from_network(&app.loaded.config.network));
-        Worker { app, owner, client, limits }
+        let tools = std::sync::Mutex::new(Arc::new(Tools::new(&app.loaded(), app.revision())));
+        Worker { app, owner, tools }
+    }
+
+    /// The client and limits for the running config. A delivery already holding a permit of the previous
+    /// revision's limits keeps it until it finishes, so for a moment after a reload a destination can see its
+    /// old and new limit together.
+    fn tools(&self) -> Arc<Tools> {
+        let revision = self.app.revision();
+        let mut tools = self.tools.lock().expect("worker tools lock");
+        if tools.revision != revision {
+            *tools = Arc::new(Tools::new(&self.app.loaded(), revision));
+        }
+        tools.clone()
     }
 
     pub fn owner(&self) -> &str {
@@ -66,7 +91,7 @@ impl Worker {
 
     /// Claims one batch of due deliveries and runs them to the end of this try; returns how many.
     pub async fn run_once(self: &Arc<Self>) -> Result<usize, StoreError> {
-        let limit = self.app.loaded.config.worker.concurrency;
+        let limit = self.app.loaded().config.worker.concurrency;
         let batch = self.claim(limit).await?;
         let n = batch.len();
         let mut set = JoinSet::new();
@@ -93,13 +118,13 @@ impl Worker {
     async fn claim(&self, limit: usize) -> Result<Vec<Claimed>, StoreError> {
         let now = self.app.clock.now();
         let lease =
-            chrono::Duration::from_std(self.app.loaded.config.worker.lease.0).unwrap_or(chrono::Duration::minutes(2));
+            chrono::Duration::from_std(self.app.loaded().config.worker.lease.0).unwrap_or(chrono::Duration::minutes(2));
         self.app.store.claim(&self.owner, now, now + lease, limit).await
     }
 
     /// Splits a claim into single deliveries and kintone batches.
     fn group(&self, claimed: Vec<Claimed>) -> Vec<Work> {
-        let cfg = &self.app.loaded.config;
+        let cfg = &self.app.loaded().config;
         let mut batches: HashMap<(Name, KintoneAction), Vec<Claimed>> = HashMap::new();
         let mut out = Vec::new();
         for c in claimed {
@@ -139,7 +164,7 @@ impl Worker {
     /// releases the rest so the next start (or another node) takes them at once. While claiming fails (the store
     /// is away) it waits longer each time ([`claim_backoff`]) and resumes by itself once a claim succeeds.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
-        let cfg = &self.app.loaded.config.worker;
+        let cfg = &self.app.loaded().config.worker;
         let gather = self.gathering_window();
         let slots = Arc::new(Semaphore::new(cfg.concurrency));
         let mut running = JoinSet::new();
@@ -219,7 +244,7 @@ impl Worker {
     /// The shortest batching window of the kintone destinations that batch (zero when none does).
     fn gathering_window(&self) -> Duration {
         self.app
-            .loaded
+            .loaded()
             .config
             .destinations
             .values()
@@ -240,9 +265,10 @@ impl Worker {
     }
 
     fn limit(&self, destination: &str) -> Option<Arc<Semaphore>> {
-        let d = self.app.loaded.config.destinations.get(destination)?;
+        let loaded = self.app.loaded();
+        let d = loaded.config.destinations.get(destination)?;
         let name = Name::parse(destination).ok()?;
-        self.limits.get(&limit_key(&name, d)).cloned()
+        self.tools().limits.get(&limit_key(&name, d)).cloned()
     }
 }
 

@@ -92,7 +92,8 @@ impl Worker {
     /// is the current step's try already made (by a kintone batch).
     pub(super) async fn deliver(&self, c: Claimed, mut first: Option<Tried>) {
         let d = &c.delivery;
-        let Some(flow) = self.app.loaded.config.flows.get(d.flow.as_str()) else {
+        let loaded = self.app.loaded();
+        let Some(flow) = loaded.config.flows.get(d.flow.as_str()) else {
             let error = format!("flow `{}` is not in the current config", d.flow);
             self.finish(&c, d.step as usize, d.tries + 1, Tried::refused(error), None).await;
             return;
@@ -128,7 +129,7 @@ impl Worker {
     ) {
         let Some(t) = &flow.steps[index].echo_key else { return };
         let steps = Steps::of(flow, outputs);
-        let key = match self.app.loaded.engine.render(t, &view.context(steps)) {
+        let key = match self.app.loaded().engine.render(t, &view.context(steps)) {
             Ok(k) if !k.is_empty() => k,
             Ok(_) => return,
             Err(e) => {
@@ -138,7 +139,7 @@ impl Worker {
         };
         let now = self.app.clock.now();
         let flow_name =
-            self.app.loaded.config.flows.iter().find(|(_, f)| std::ptr::eq(*f, flow)).map(|(n, _)| n.to_string());
+            self.app.loaded().config.flows.iter().find(|(_, f)| std::ptr::eq(*f, flow)).map(|(n, _)| n.to_string());
         let value = serde_json::json!({ "flow": flow_name, "delivery": delivery, "at": now.timestamp_millis() });
         if let Err(e) =
             self.app.store.put_state(&renkei_core::flow::echo_state_key(&key), &value.to_string(), now).await
@@ -157,7 +158,7 @@ impl Worker {
         delivery_id: i64,
     ) -> Tried {
         let steps = Steps::of(flow, outputs);
-        match render_step(&self.app.loaded, flow, index, view, steps) {
+        match render_step(&self.app.loaded(), flow, index, view, steps) {
             // A template that fails on this event fails this delivery only; the event is kept for replay.
             Err(e) => Tried::refused(format!("step {index}: {e}")),
             Ok(Rendered::Http(mut req)) => {
@@ -172,7 +173,7 @@ impl Worker {
                 let mut tried = self.send_http(req).await;
                 if let (Some(cond), Outcome::Success) = (&flow.steps[index].success_when, &tried.outcome) {
                     let ctx = minijinja::context! { response => minijinja::Value::from_serialize(&tried.output) };
-                    let verdict = self.app.loaded.engine.eval_bool(cond, &ctx);
+                    let verdict = self.app.loaded().engine.eval_bool(cond, &ctx);
                     if !matches!(verdict, Ok(true)) {
                         let why = match verdict {
                             Err(e) => format!("step {index}: success_when: {e}"),
@@ -205,7 +206,7 @@ impl Worker {
             Some(s) => Some(s.acquire().await.expect("semaphore is never closed")),
             None => None,
         };
-        let result = self.client.send(req).await;
+        let result = self.tools().client.send(req).await;
         if let Ok(resp) = &result {
             self.app.metrics.attempt(req.destination.as_str(), resp.elapsed.as_secs_f64());
         }
@@ -236,11 +237,11 @@ impl Worker {
             (failure, flow) => {
                 let policy = flow.map(|(f, _)| f.retry).unwrap_or_default();
                 let jitter: f64 = rand::rng().random();
-                let redacted = self.app.loaded.redactor.text(reason(failure)).into_owned();
+                let redacted = self.app.loaded().redactor.text(reason(failure)).into_owned();
                 match after_failure(&policy, tries, failure, now, jitter) {
                     AfterFailure::Retry { at } => Transition::Retry { at, tries, error: prefixed(index, &redacted) },
                     AfterFailure::Dead { reason } => {
-                        Transition::Dead { tries, error: prefixed(index, &self.app.loaded.redactor.text(&reason)) }
+                        Transition::Dead { tries, error: prefixed(index, &self.app.loaded().redactor.text(&reason)) }
                     }
                 }
             }
@@ -304,8 +305,8 @@ impl Worker {
         now: chrono::DateTime<chrono::Utc>,
         t: &Tried,
     ) -> NewAttempt {
-        let r = &self.app.loaded.redactor;
-        let max = self.app.loaded.config.history.max_body.as_usize();
+        let r = &self.app.loaded().redactor;
+        let max = self.app.loaded().config.history.max_body.as_usize();
         let clip = |b: &[u8]| -> (Vec<u8>, bool) { (r.bytes(&b[..b.len().min(max)]), b.len() > max) };
         let (method, url, request_headers, request_body) = match &t.request {
             Some(req) => (

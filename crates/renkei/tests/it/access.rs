@@ -345,17 +345,26 @@ async fn an_expired_or_revoked_token_opens_nothing() {
 
 #[tokio::test]
 async fn config_revisions_are_sealed_compared_and_re_encrypted() {
-    let app = spawn_app("sources:\n  in: {}\n").await;
-    let store = &*app.app.store;
-    let now = app.app.clock.now();
+    let (store, _dir) = fresh_store().await;
+    let store = &*store;
+    let now = t0();
     // A revision a version before sealing stored in plaintext.
     store.save_config("server: { admin_token: old-literal-s3cr3t }\n", now).await.unwrap();
     let key = secrets::master_key(store, &KeySource::Ephemeral, None).await.unwrap();
+    let loader = renkei::live::Loader::default();
+    let adopt = |text: &'static str| {
+        let key = &key;
+        let loader = &loader;
+        async move {
+            let file = loader.load(text).unwrap();
+            renkei::live::adopt(store, key, loader, file, now).await.unwrap().1
+        }
+    };
     let v1 = "server: { admin_token: literal-s3cr3t-token }\nsources: { a: {} }\n";
-    assert!(secrets::keep_config(store, &key, v1, now).await.unwrap());
-    assert!(!secrets::keep_config(store, &key, v1, now).await.unwrap(), "unchanged: no new revision");
+    let r1 = adopt(v1).await;
+    assert_eq!(adopt(v1).await, r1, "unchanged: no new revision");
     let v2 = "server: { admin_token: literal-s3cr3t-token }\nsources: { b: {} }\n";
-    assert!(secrets::keep_config(store, &key, v2, now).await.unwrap());
+    assert!(adopt(v2).await > r1);
     let revs = store.config_revisions().await.unwrap();
     assert_eq!(revs.len(), 3);
     for r in &revs {

@@ -11,10 +11,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use renkei::app::App;
+use renkei::app::{App, Home};
+use renkei::live::Loader;
+use renkei::secrets::MasterKey;
 use renkei::clock::ManualClock;
 use renkei::worker::Worker;
-use renkei_core::config::load;
 use renkei_store::postgres::PgStore;
 use renkei_store::sqlite::SqliteStore;
 use renkei_store::Store;
@@ -34,6 +35,8 @@ pub struct TestApp {
     pub clock: Arc<ManualClock>,
     pub http: reqwest::Client,
     pub dir: Arc<TempDir>,
+    /// Seals this app's config revisions; kept across a restart, like a key file.
+    pub key: Arc<MasterKey>,
     config: String,
     env: Vec<(String, String)>,
     server: tokio::task::JoinHandle<()>,
@@ -49,7 +52,7 @@ pub async fn spawn_app_env(config: &str, env: &[(&str, &str)]) -> TestApp {
     let dir = Arc::new(TempDir::new().unwrap());
     let clock = Arc::new(ManualClock::new(t0()));
     let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    start(with_local_network(config), env, dir, clock).await
+    start(with_local_network(config), env, dir, clock, Arc::new(MasterKey::generate())).await
 }
 
 /// Receivers and fakes listen on 127.0.0.1 over plain http, which the SSRF guard refuses: a config that says
@@ -62,14 +65,21 @@ fn with_local_network(config: &str) -> String {
     }
 }
 
-async fn start(config: String, env: Vec<(String, String)>, dir: Arc<TempDir>, clock: Arc<ManualClock>) -> TestApp {
+async fn start(
+    config: String,
+    env: Vec<(String, String)>,
+    dir: Arc<TempDir>,
+    clock: Arc<ManualClock>,
+    key: Arc<MasterKey>,
+) -> TestApp {
     let lookup: HashMap<String, String> = env.iter().cloned().collect();
-    let base = dir.path().to_path_buf();
-    let loaded =
-        load(&config, &|k| lookup.get(k).cloned(), &|f| std::fs::read(base.join(f)).map_err(|e| e.to_string()))
-            .unwrap_or_else(|problems| panic!("test config does not load: {problems:#?}"));
+    let loader = Loader::new(dir.path().to_path_buf(), Arc::new(move |k: &str| lookup.get(k).cloned()));
+    let loaded = loader.load(&config).unwrap_or_else(|problems| panic!("test config does not load: {problems:#?}"));
     let store = open_store(&dir, clock.now_utc()).await;
-    let app = App::new(Arc::new(loaded), store, clock.clone(), Some(ADMIN.to_owned()));
+    // As `renkei serve`: the file's text is a revision; after a restart with the same text, the newest runs.
+    let (loaded, revision) = renkei::live::adopt(&*store, &key, &loader, loaded, clock.now_utc()).await.unwrap();
+    let home = Home { revision, key: Some(key.clone()), loader };
+    let app = App::with_revisions(loaded, home, store, clock.clone(), Some(ADMIN.to_owned()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -80,7 +90,14 @@ async fn start(config: String, env: Vec<(String, String)>, dir: Arc<TempDir>, cl
         server.await.unwrap().unwrap();
     });
     let worker = Arc::new(Worker::new(app.clone()));
-    TestApp { addr, app, worker, clock, http: reqwest::Client::new(), dir, config, env, server, stop }
+    TestApp { addr, app, worker, clock, http: reqwest::Client::new(), dir, key, config, env, server, stop }
+}
+
+/// A store of the backend under test, in a folder of its own (dropped with the folder).
+pub async fn fresh_store() -> (Arc<dyn Store>, TempDir) {
+    let dir = TempDir::new().unwrap();
+    let store = open_store(&dir, t0()).await;
+    (store, dir)
 }
 
 /// The store under test: SQLite in the test's directory, or, with `RENKEI_TEST_STORAGE=postgres`, a schema of
@@ -160,7 +177,7 @@ impl TestApp {
     /// Stops this app (as a crash would: nothing is released) and starts a new one on the same database,
     /// config and clock.
     pub async fn restart(self) -> TestApp {
-        let TestApp { app, worker, clock, dir, config, env, server, stop, http, .. } = self;
+        let TestApp { app, worker, clock, dir, key, config, env, server, stop, http, .. } = self;
         // Close the client's connections so the server's graceful stop completes.
         drop(http);
         let _ = stop.send(());
@@ -171,7 +188,7 @@ impl TestApp {
         // The store (and its file lock) goes when the last handle does.
         assert_eq!(Arc::strong_count(&store), 1, "something still holds the store");
         drop(store);
-        start(config, env, dir, clock).await
+        start(config, env, dir, clock, key).await
     }
 }
 

@@ -402,7 +402,7 @@ flows:
         rx = rx.url
     );
     let app = spawn_app(&cfg).await;
-    let client = app.app.http.clone();
+    let client = app.app.http();
     let poll = || renkei::poll::poll_once(&app.app, &client, "changes");
     // The first look only sets the cursor.
     assert_eq!(poll().await, Ok(0));
