@@ -11,11 +11,21 @@ use renkei_core::config::{load, yaml};
 #[path = "template_guard.rs"]
 mod template_guard;
 
+#[path = "known_issues.rs"]
+mod known_issues;
+
+/// Keys whose values are compiled as expressions (Engine::check_expr) rather than templates.
+const EXPRESSION_KEYS: &[&str] = &["when", "valid_when", "success_when"];
+
 fn strings_allowed(v: &serde_json::Value) -> bool {
     match v {
         serde_json::Value::String(s) => template_guard::allowed(s),
         serde_json::Value::Array(items) => items.iter().all(strings_allowed),
-        serde_json::Value::Object(m) => m.iter().all(|(k, v)| template_guard::allowed(k) && strings_allowed(v)),
+        serde_json::Value::Object(m) => m.iter().all(|(k, v)| {
+            let known = EXPRESSION_KEYS.contains(&k.as_str())
+                && v.as_str().is_some_and(known_issues::expression_panics_in_minijinja);
+            template_guard::allowed(k) && strings_allowed(v) && !known
+        }),
         _ => true,
     }
 }

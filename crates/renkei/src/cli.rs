@@ -78,6 +78,23 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Print the config the hub runs (the newest revision), secrets masked: the file to keep edits made in the
+    /// console or through the API.
+    Export {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// An earlier revision instead of the newest.
+        #[arg(long)]
+        revision: Option<i64>,
+    },
+    /// Store FILE as the config every node runs (within seconds, without a restart). Masked secrets
+    /// (`[REDACTED]`, as `export` prints them) keep their current values. Checked first; nothing is stored when
+    /// it has a problem.
+    Apply {
+        #[arg(long, short)]
+        config: PathBuf,
+        file: PathBuf,
+    },
     /// Copy a SQLite installation, history included, into an empty PostgreSQL database. Stop renkei first.
     MigrateStore {
         /// The SQLite database: sqlite://FILE.
@@ -106,6 +123,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token { command } => crate::manage::token(command).await,
         Command::User { command } => crate::manage::user(command).await,
         Command::RotateKey { config } => crate::manage::rotate_key(&config).await,
+        Command::Export { config, revision } => crate::manage::export(&config, revision).await,
+        Command::Apply { config, file } => crate::manage::apply(&config, &file).await,
     }
 }
 

@@ -95,7 +95,13 @@ pub async fn adopt(
     if !file_unchanged {
         let detail = serde_json::json!({ "origin": "file" });
         let id = store
-            .add_config_revision(&key.seal(&file.text), "file", now, None, audit("serve", "config.changed", "", detail, now))
+            .add_config_revision(
+                &key.seal(&file.text),
+                "file",
+                now,
+                None,
+                audit("serve", "config.changed", "", detail, now),
+            )
             .await
             .context("saving the config revision")?;
         if revisions.iter().any(|r| r.origin != "file" && Some(r.id) > last_file.map(|f| f.id)) {
@@ -228,7 +234,13 @@ pub async fn edit(
     let detail = serde_json::json!({ "origin": by.origin, "base": running });
     let id = app
         .store
-        .add_config_revision(&key.seal(&text), by.origin, now, Some(running), audit(by.actor, "config.edit", what, detail, now))
+        .add_config_revision(
+            &key.seal(&text),
+            by.origin,
+            now,
+            Some(running),
+            audit(by.actor, "config.edit", what, detail, now),
+        )
         .await
         .map_err(|e| match e {
             StoreError::Conflict(m) => EditFailure::Conflict(m),

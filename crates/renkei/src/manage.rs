@@ -1,4 +1,5 @@
-//! The command line's access and key commands: `renkei token ...`, `renkei user ...`, `renkei rotate-key`.
+//! The command line's access, key and config commands: `renkei token ...`, `renkei user ...`, `renkei rotate-key`,
+//! `renkei export`, `renkei apply`.
 //!
 //! Token and user commands may run while the hub runs (on SQLite they open the file beside the running
 //! process, without its lock); every change they make is in the audit log, as done by `cli`. A new token is
@@ -250,5 +251,81 @@ pub async fn rotate_key(config: &Path) -> anyhow::Result<ExitCode> {
         secrets::KeySource::File(path) => eprintln!("the key file {} now holds the new key", path.display()),
         _ => eprintln!("start renkei with {} set to the new key from now on", secrets::KEY_ENV),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The master key of a store that already holds sealed revisions (never creates a key file).
+async fn existing_key(loaded: &Loaded, store: &dyn Store) -> anyhow::Result<MasterKey> {
+    if store.config_head().await?.is_none() {
+        bail!("this store holds no config yet: start renkei once with the config file");
+    }
+    let env = std::env::var(secrets::KEY_ENV).ok();
+    let source = secrets::key_source(&loaded.config, env.as_deref())?;
+    secrets::master_key(store, &source, env.as_deref()).await
+}
+
+fn open_text(key: &MasterKey, text: &str) -> anyhow::Result<String> {
+    match secrets::sealed_by(text) {
+        Some(_) => key.open(text).map_err(|e| anyhow!(e)),
+        None => Ok(text.to_owned()),
+    }
+}
+
+pub async fn export(config: &Path, revision: Option<i64>) -> anyhow::Result<ExitCode> {
+    let loaded = load(config)?;
+    let store = open_beside(&loaded).await?;
+    let key = existing_key(&loaded, &*store).await?;
+    let id = match revision {
+        Some(id) => id,
+        None => store.config_head().await?.context("no config revision")?,
+    };
+    let rev = match store.config_revision(id).await {
+        Err(StoreError::NotFound) => bail!("there is no config revision {id}"),
+        r => r?,
+    };
+    let text = open_text(&key, &rev.text)?;
+    // Masking needs the secrets the text resolves to: a revision that does not load here cannot be masked.
+    let of_it = crate::live::Loader::for_file(config).load(&text).map_err(|problems| {
+        anyhow!(
+            "revision {id} does not load here, so its secrets cannot be told apart: {}",
+            problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+        )
+    })?;
+    print!("{}", crate::live::shown_text(&of_it));
+    eprintln!("revision {id} ({}, {}); secrets masked as [REDACTED]", rev.origin, rev.loaded_at.to_rfc3339());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn apply(config: &Path, file: &Path) -> anyhow::Result<ExitCode> {
+    let loaded = load(config)?;
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let store = open_beside(&loaded).await?;
+    let key = existing_key(&loaded, &*store).await?;
+    let head = store.config_head().await?.context("no config revision")?;
+    let current = open_text(&key, &store.config_revision(head).await?.text)?;
+    let loader = crate::live::Loader::for_file(config);
+    let current = loader.load(&current).map_err(|_| anyhow!("the running revision {head} does not load here"))?;
+    let text = renkei_core::config::edit::restore(&text, &current.text, &current.redactor)
+        .map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    if let Err(problems) = loader.load(&text) {
+        for p in &problems {
+            eprintln!("{}: {p}", file.display());
+        }
+        eprintln!("{} problem(s): nothing stored", problems.len());
+        return Ok(ExitCode::from(1));
+    }
+    if text == current.text {
+        eprintln!("{} is the running config (revision {head}): nothing stored", file.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let detail = serde_json::json!({ "origin": "apply", "base": head, "file": file.display().to_string() });
+    let id = match store
+        .add_config_revision(&key.seal(&text), "apply", Utc::now(), Some(head), audit("config.apply", "config", detail))
+        .await
+    {
+        Err(StoreError::Conflict(m)) => bail!("{m}: run apply again"),
+        r => r.context("storing the revision")?,
+    };
+    eprintln!("stored as revision {id}; running nodes switch to it within {} s", crate::live::RELOAD_EVERY.as_secs());
     Ok(ExitCode::SUCCESS)
 }

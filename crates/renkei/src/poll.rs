@@ -154,7 +154,8 @@ pub async fn run(app: Arc<App>, shutdown: impl Future<Output = ()>) {
             next.entry(n.clone()).or_insert(now);
         }
         let due = next.iter().min_by_key(|(_, t)| **t).map(|(n, t)| (n.clone(), *t));
-        let wake = due.as_ref().map_or(now + crate::live::RELOAD_EVERY, |(_, t)| (*t).min(now + crate::live::RELOAD_EVERY));
+        let wake =
+            due.as_ref().map_or(now + crate::live::RELOAD_EVERY, |(_, t)| (*t).min(now + crate::live::RELOAD_EVERY));
         tokio::select! {
             _ = &mut shutdown => return,
             _ = tokio::time::sleep_until(wake) => {}

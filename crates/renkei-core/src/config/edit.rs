@@ -25,11 +25,18 @@ pub enum EditError {
     UnknownSection(String),
     BadName(String),
     /// The item is not there.
-    NotFound { section: String, name: String },
+    NotFound {
+        section: String,
+        name: String,
+    },
     /// The section or the item is written in a form this module does not splice (flow style).
-    NotBlock { section: String },
+    NotBlock {
+        section: String,
+    },
     /// A masked line could not be given its secret back.
-    Mask { line: usize },
+    Mask {
+        line: usize,
+    },
 }
 
 impl EditError {
@@ -416,7 +423,10 @@ flows:
 
     #[test]
     fn cuts_out_an_item_as_written() {
-        assert_eq!(item(TEXT, "sources", "shop").unwrap().unwrap(), "format: json\nauth: { token: shop-token-123 }   # the sender's token\n");
+        assert_eq!(
+            item(TEXT, "sources", "shop").unwrap().unwrap(),
+            "format: json\nauth: { token: shop-token-123 }   # the sender's token\n"
+        );
         assert_eq!(item(TEXT, "sources", "crm").unwrap().unwrap(), "format: json\n");
         assert_eq!(item(TEXT, "sources", "nope").unwrap(), None);
         assert_eq!(item(TEXT, "tables", "t").unwrap(), None);
@@ -428,7 +438,12 @@ flows:
     #[test]
     fn replaces_adds_and_removes_keeping_the_rest() {
         let t = set_item(TEXT, "sources", "crm", "format: csv\ncsv: { encoding: shift_jis }\n").unwrap();
-        assert!(t.contains("  # Orders from kintone.\n  crm:\n    format: csv\n    csv: { encoding: shift_jis }\ndestinations:"), "{t}");
+        assert!(
+            t.contains(
+                "  # Orders from kintone.\n  crm:\n    format: csv\n    csv: { encoding: shift_jis }\ndestinations:"
+            ),
+            "{t}"
+        );
         assert!(t.starts_with("# The hub's config.\n"));
         let t = set_item(&t, "sources", "web", "format: form").unwrap();
         assert_eq!(names(&t, "sources").unwrap(), ["shop", "crm", "web"]);

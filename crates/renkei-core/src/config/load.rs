@@ -321,8 +321,21 @@ pub fn load(
         }
     }
 
+    // A literal value of a header that carries credentials by name (`X-Api-Key: ...`) is one too.
+    fn credential_headers<'a>(headers: impl Iterator<Item = (&'a String, &'a str)>) -> Vec<String> {
+        headers
+            .filter(|(k, v)| Redactor::is_secret_header(k) && !v.contains("{{"))
+            .map(|(_, v)| v.trim_start_matches("Bearer ").trim_start_matches("Basic ").to_owned())
+            .collect()
+    }
+    for dest in destinations.values() {
+        if let Destination::Http(h) = dest {
+            secrets.extend(credential_headers(h.headers.iter().map(|(k, v)| (k, v.as_str()))));
+        }
+    }
     for flow in flows.values() {
         for step in &flow.steps {
+            secrets.extend(credential_headers(step.headers.iter().map(|(k, v)| (k, v.0.as_str()))));
             secrets.extend(step.sign.iter().flat_map(|s| s.all().map(|x| x.expose().to_owned())));
         }
     }

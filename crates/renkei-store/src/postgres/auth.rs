@@ -179,10 +179,7 @@ pub(super) async fn config_revisions(pool: &PgPool) -> Result<Vec<ConfigRevision
         .fetch_all(pool)
         .await
         .map_err(db)?;
-    Ok(rows
-        .iter()
-        .map(revision_from_row)
-        .collect())
+    Ok(rows.iter().map(revision_from_row).collect())
 }
 
 pub(super) async fn rewrite_config_revisions(pool: &PgPool, texts: Vec<(i64, String)>, a: NewAudit) -> Result<()> {

@@ -178,10 +178,7 @@ pub(super) async fn config_revisions(pool: &SqlitePool) -> Result<Vec<ConfigRevi
         .fetch_all(pool)
         .await
         .map_err(db)?;
-    Ok(rows
-        .iter()
-        .map(revision_from_row)
-        .collect())
+    Ok(rows.iter().map(revision_from_row).collect())
 }
 
 pub(super) async fn rewrite_config_revisions(pool: &SqlitePool, texts: Vec<(i64, String)>, a: NewAudit) -> Result<()> {

@@ -321,10 +321,10 @@ pub async fn config_revisions_and_ping(s: &dyn Store) {
     s.save_config("a: 1", t0()).await.unwrap();
     s.save_config("a: 2", t0()).await.unwrap();
     let revs = s.config_revisions().await.unwrap();
-    assert_eq!(revs.iter().map(|r| (r.text.as_str(), r.origin.as_str())).collect::<Vec<_>>(), [
-        ("a: 1", "file"),
-        ("a: 2", "file")
-    ]);
+    assert_eq!(
+        revs.iter().map(|r| (r.text.as_str(), r.origin.as_str())).collect::<Vec<_>>(),
+        [("a: 1", "file"), ("a: 2", "file")]
+    );
     let head = s.config_head().await.unwrap().unwrap();
     assert_eq!(head, revs[1].id);
     s.ping().await.unwrap();

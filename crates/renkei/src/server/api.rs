@@ -12,7 +12,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use renkei_core::delivery::Status;
@@ -21,7 +21,7 @@ use renkei_store::{AttemptFilter, DeliveryFilter, EventFilter};
 use renkei_store::{AuditFilter, NewAudit};
 use serde::Deserialize;
 
-use super::ApiError;
+use super::{config_api, ApiError};
 use crate::access::{authenticate, Caller, Denied, Role};
 use crate::app::App;
 
@@ -34,15 +34,22 @@ pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
         .route("/attempts", get(list_attempts))
         .route("/queue", get(queue))
         .route("/destinations", get(list_destinations))
-        .route("/kintone/usage", get(kintone_usage));
+        .route("/kintone/usage", get(kintone_usage))
+        .route("/config", get(config_api::get_config))
+        .route("/config/{section}", get(config_api::list_items))
+        .route("/config/{section}/{name}", get(config_api::get_item));
     let operate = Router::new()
         .route("/events/{id}/replay", post(replay_event))
         .route("/deliveries/retry", post(retry_dead))
         .route("/deliveries/{id}/retry", post(retry_delivery))
         .route("/destinations/{id}/test", post(test_destination))
+        // Sources and subscriptions need admin: checked in the handlers (`config_api::role_to_edit`).
+        .route("/config/{section}/{name}", put(config_api::put_item).delete(config_api::delete_item))
         .route_layer(middleware::from_fn(|req: Request, next: Next| need(Role::Editor, req, next)));
     let administer = Router::new()
         .route("/audit", get(list_audit))
+        .route("/config", put(config_api::put_config))
+        .route("/config/revisions", get(config_api::list_revisions))
         .route_layer(middleware::from_fn(|req: Request, next: Next| need(Role::Admin, req, next)));
     let protected = read.merge(operate).merge(administer);
     Router::new()

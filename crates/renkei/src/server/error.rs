@@ -9,17 +9,24 @@ use axum::Json;
 use renkei_core::{Lang, Msg};
 use renkei_store::StoreError;
 
-#[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: Msg,
     pub lang: Lang,
+    /// Fields added to the error object (e.g. `problems` of a config that does not load), per language.
+    pub extra: Option<Box<dyn Fn(Lang) -> serde_json::Map<String, serde_json::Value> + Send + Sync>>,
+}
+
+impl std::fmt::Debug for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiError").field("status", &self.status).field("code", &self.code).finish_non_exhaustive()
+    }
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: Msg) -> ApiError {
-        ApiError { status, code, message, lang: Lang::En }
+        ApiError { status, code, message, lang: Lang::En, extra: None }
     }
 
     /// Answers in the language the request asked for.
@@ -83,7 +90,13 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message.get(self.lang) } });
+        let mut error = serde_json::Map::new();
+        error.insert("code".into(), self.code.into());
+        error.insert("message".into(), self.message.get(self.lang).into());
+        if let Some(extra) = &self.extra {
+            error.extend(extra(self.lang));
+        }
+        let body = serde_json::json!({ "error": error });
         (self.status, Json(body)).into_response()
     }
 }

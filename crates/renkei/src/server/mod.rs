@@ -4,6 +4,7 @@
 
 mod api;
 mod auth;
+pub mod config_api;
 mod error;
 mod ingress;
 pub mod limits;

@@ -140,7 +140,7 @@ subscriptions:
 // ----- tokens, roles, the audit log -----
 
 /// Stores a token with `role` (and an expiry) as `renkei token create` does; answers the token.
-async fn token(app: &TestApp, name: &str, role: &str, expires_in: Option<chrono::Duration>) -> String {
+pub(crate) async fn token(app: &TestApp, name: &str, role: &str, expires_in: Option<chrono::Duration>) -> String {
     let token = new_token();
     let now = app.app.clock.now();
     let record = NewToken {

@@ -5,6 +5,7 @@ mod harness;
 
 mod access;
 mod cli;
+mod config_edit;
 mod console;
 mod delivery;
 mod ingress;

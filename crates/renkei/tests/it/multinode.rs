@@ -277,3 +277,84 @@ async fn three_nodes_deliver_every_acknowledged_event_in_key_order_when_one_is_k
         assert_eq!(a.count(&http, status).await, 0, "{status}");
     }
 }
+
+/// Runs `renkei` with `args`; answers (exit code, stdout, stderr).
+fn renkei_cli(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_renkei"))
+        .env("RENKEI_MASTER_KEY", "bm9kZXMtb2Ytb25lLWRhdGFiYXNlLXNoYXJlLWEta2U=")
+        .env("LANG", "C")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+}
+
+/// Two nodes on one database: a flow edited through one node's API runs on the other within seconds, and a
+/// config exported with `renkei export` (secrets masked), changed and stored with `renkei apply` reaches both.
+#[tokio::test]
+async fn a_config_edit_on_one_node_reaches_the_other_without_a_restart() {
+    let Some(pg) = postgres_url("multinode::config_edit") else { return };
+    let (sink, sink_url) = Sink::start(Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = with_param(&pg, "schema", &fresh_schema("mc"));
+    let cfg = dir.path().join("renkei.yaml");
+    let text = config(&storage, &sink_url)
+        .replace("sink: { type: http,", "sink: { type: http, headers: { X-Api-Key: sink-s3cret-key },");
+    std::fs::write(&cfg, &text).unwrap();
+    let http = reqwest::Client::new();
+    let a = Node::start("a", &cfg, dir.path());
+    let b = Node::start("b", &cfg, dir.path());
+    a.ready(&http).await;
+    b.ready(&http).await;
+    let first = b.api(&http, "/config").await["revision"].as_i64().unwrap();
+
+    // Through a's API: n becomes n * 10.
+    let flow =
+        a.api(&http, "/config/flows/forward").await["text"].as_str().unwrap().replace("body.n }}", "body.n * 10 }}");
+    let r = http
+        .put(format!("{}/api/v1/config/flows/forward", a.url))
+        .bearer_auth(ADMIN)
+        .json(&json!({ "text": flow }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    until(Duration::from_secs(10), "b to run the edit", &[&a, &b], || async {
+        b.api(&http, "/config").await["revision"].as_i64().unwrap() > first
+    })
+    .await;
+    assert_eq!(b.post(&http, json!({ "key": 1, "n": 7 })).await.0, 202);
+    until(Duration::from_secs(10), "the delivery", &[&a, &b], || async { sink.got() == [(1, 70)] }).await;
+
+    // export, change, apply: secrets stay masked on the way out and keep their values on the way in.
+    let config_arg = cfg.to_str().unwrap();
+    let (code, exported, err) = renkei_cli(dir.path(), &["export", "--config", config_arg]);
+    assert_eq!(code, 0, "{err}");
+    assert!(exported.contains("[REDACTED]") && !exported.contains("sink-s3cret-key"), "{exported}");
+    assert!(exported.contains("body.n * 10"), "the newest revision, not the file");
+    let changed = dir.path().join("changed.yaml");
+    std::fs::write(&changed, exported.replace("body.n * 10 }}", "body.n * 100 }}")).unwrap();
+    let (code, _, err) = renkei_cli(dir.path(), &["apply", "--config", config_arg, changed.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("stored as revision"), "{err}");
+    let broken = dir.path().join("broken.yaml");
+    std::fs::write(&broken, exported.replace("to: sink", "to: nowhere")).unwrap();
+    let (code, _, err) = renkei_cli(dir.path(), &["apply", "--config", config_arg, broken.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("nowhere") && err.contains("nothing stored"), "{err}");
+    let applied = a.api(&http, "/config/revisions").await["items"][0]["id"].as_i64().unwrap();
+    for node in [&a, &b] {
+        until(Duration::from_secs(10), "the applied revision to run", &[&a, &b], || async {
+            node.api(&http, "/config").await["revision"].as_i64() == Some(applied)
+        })
+        .await;
+    }
+    assert_eq!(a.post(&http, json!({ "key": 2, "n": 1 })).await.0, 202);
+    assert_eq!(b.post(&http, json!({ "key": 3, "n": 2 })).await.0, 202);
+    until(Duration::from_secs(10), "both deliveries", &[&a, &b], || async { sink.got().len() == 3 }).await;
+    let mut got = sink.got();
+    got.sort();
+    assert_eq!(got, [(1, 70), (2, 100), (3, 200)]);
+}
