@@ -15,8 +15,11 @@ pub struct ApiError {
     pub message: Msg,
     pub lang: Lang,
     /// Fields added to the error object (e.g. `problems` of a config that does not load), per language.
-    pub extra: Option<Box<dyn Fn(Lang) -> serde_json::Map<String, serde_json::Value> + Send + Sync>>,
+    pub extra: Option<Extra>,
 }
+
+/// Fields added to an error object, made in the reader's language.
+pub type Extra = Box<dyn Fn(Lang) -> serde_json::Map<String, serde_json::Value> + Send + Sync>;
 
 impl std::fmt::Debug for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
