@@ -16,3 +16,19 @@ pub fn skip() -> bool {
 pub fn expression_panics_in_minijinja(expr: &str) -> bool {
     skip() && expr.contains("}}")
 }
+
+/// `signing::standard_verify` computes `(now - ts).abs()` (renkei-core src/signing.rs:68), which
+/// overflows, and panics where overflow checks are on (debug builds, the fuzz build), for a
+/// `webhook-timestamp` below `now - i64::MAX`, e.g. `-9223372036854775808`.
+/// Artifact: fuzz/artifacts/signing/repro-timestamp-overflow.
+pub fn timestamp_overflows(now: i64, timestamp: Option<&str>) -> bool {
+    skip() && timestamp.and_then(|t| t.trim().parse::<i64>().ok()).is_some_and(|t| now.checked_sub(t).is_none())
+}
+
+/// `config::yaml::parse` copies the anchored value for every alias (renkei-core src/config/yaml.rs:313),
+/// so nested aliases grow exponentially ("billion laughs"): 467 bytes of YAML with 9 levels of 10 aliases
+/// ask for 10^9 nodes and run out of memory. Artifact: fuzz/artifacts/config/repro-yaml-alias-expansion.yaml.
+/// Skipped: more than four `*` (alias or not) in the text.
+pub fn yaml_alias_expansion(text: &str) -> bool {
+    skip() && text.matches('*').count() > 4
+}

@@ -20,6 +20,7 @@ use serde_json::json;
 mod template_guard;
 
 #[path = "known_issues.rs"]
+#[allow(dead_code)]
 mod known_issues;
 
 fn tables() -> Arc<IndexMap<Name, Table>> {

@@ -214,3 +214,33 @@ async fn kintone(loaded: &Loaded, client: &HttpClient, name: &str, k: &KintoneDe
         report.checks.push(Check { what: right.to_owned(), ok, detail: redact(&detail) });
     }
 }
+
+/// A kintone app's fields for the console's mapping editor: from the cache the worker fills, else read once
+/// (and cached). `Err` says why they could not be read.
+pub async fn kintone_fields(
+    app: &crate::app::App,
+    name: &str,
+    dest: &renkei_core::config::KintoneDestination,
+) -> Result<std::sync::Arc<Fields>, String> {
+    let key = renkei_connectors::kintone::FieldCache::key(dest);
+    if let Some(f) = app.kintone_fields.get(&key) {
+        return Ok(f);
+    }
+    let _reading = app.kintone_fields_read.lock().await;
+    if let Some(f) = app.kintone_fields.get(&key) {
+        return Ok(f);
+    }
+    let resp = app
+        .http()
+        .send(&renkei_connectors::kintone::api::fields_request(dest, name))
+        .await
+        .map_err(|e| e.to_string())?;
+    if resp.status != 200 {
+        let detail = renkei_connectors::kintone::api::KintoneError::parse(&resp.body)
+            .map(|e| e.describe())
+            .unwrap_or_else(|| format!("HTTP {}", resp.status));
+        return Err(format!("reading the app's fields failed: {detail}"));
+    }
+    let body: serde_json::Value = serde_json::from_slice(&resp.body).map_err(|e| e.to_string())?;
+    Ok(app.kintone_fields.put(key, Fields::parse(&body)?))
+}

@@ -219,6 +219,64 @@ pub fn remove_item(text: &str, section: &str, name: &str) -> Result<String, Edit
     Ok(out.join("\n") + "\n")
 }
 
+/// Sets `key` of the block mapping at `parent` (a dotted path into `text`, e.g. `steps.0` for a flow's first
+/// step) to `value` (YAML), keeping every other line. Used by the console's mapping editor on one item's text.
+/// `NotBlock` when `parent` is not written as a block mapping of its own lines.
+pub fn set_in(text: &str, parent: &str, key: &str, value: &str) -> Result<String, EditError> {
+    let not_block = || EditError::NotBlock { section: parent.to_owned() };
+    let lines: Vec<&str> = text.lines().collect();
+    let paths = line_paths(&lines);
+    let under = |p: &Option<String>, of: &str| {
+        p.as_deref().is_some_and(|p| p == of || p.starts_with(&format!("{of}.")) || p.starts_with(&format!("{of}#")))
+    };
+    let parent_lines: Vec<usize> = (0..lines.len()).filter(|&i| under(&paths[i], parent)).collect();
+    let Some(&last) = parent_lines.last() else { return Err(not_block()) };
+    let target = format!("{parent}.{key}");
+    let key_lines: Vec<usize> = (0..lines.len()).filter(|&i| under(&paths[i], &target)).collect();
+    // The column keys of `parent` start at: from a line whose path is one level under it.
+    let depth = parent.split('.').count() + 1;
+    let sibling = parent_lines.iter().find_map(|&i| {
+        let p = paths[i].as_deref()?;
+        let k = p.split('.').nth(depth - 1)?;
+        (p.split('.').count() == depth && !k.contains('#')).then(|| column_of_key(lines[i], k)).flatten()
+    });
+    let col = sibling.ok_or_else(not_block)?;
+    let mut block = Vec::new();
+    let value = value.trim_end();
+    let inline = !value.contains('\n') && !value.is_empty();
+    let head = |prefix: &str| if inline { format!("{prefix}{key}: {value}") } else { format!("{prefix}{key}:") };
+    let (at, end, prefix) = match (key_lines.first(), key_lines.last()) {
+        (Some(&a), Some(&b)) => {
+            // Keep what is before the key on its line (`- ` when the key opens a list item).
+            let c = column_of_key(lines[a], key).ok_or_else(not_block)?;
+            (a, b + 1, lines[a][..c].to_owned())
+        }
+        _ => (last + 1, last + 1, " ".repeat(col)),
+    };
+    block.push(head(&prefix));
+    if !inline {
+        for l in value.lines() {
+            block.push(if l.trim().is_empty() { String::new() } else { format!("{}{l}", " ".repeat(col + 2)) });
+        }
+    }
+    let mut out: Vec<String> = lines[..at].iter().map(|l| (*l).to_owned()).collect();
+    out.extend(block);
+    out.extend(lines[end..].iter().map(|l| (*l).to_owned()));
+    Ok(out.join("\n") + "\n")
+}
+
+/// Where `key:` starts on `line`, if it is written there.
+fn column_of_key(line: &str, key: &str) -> Option<usize> {
+    let plain = format!("{key}:");
+    let quoted = [format!("\"{key}\":"), format!("'{key}':")];
+    let indent = indent_of(line);
+    let rest = &line[indent..];
+    let rest_trim = rest.trim_start_matches("- ");
+    let skipped = rest.len() - rest_trim.len();
+    let c = indent + skipped;
+    (rest_trim.starts_with(&plain) || quoted.iter().any(|q| rest_trim.starts_with(q.as_str()))).then_some(c)
+}
+
 fn check_section(section: &str) -> Result<(), EditError> {
     if ITEM_SECTIONS.contains(&section) {
         Ok(())
@@ -483,6 +541,21 @@ flows:
         // A mask moved to another key is not given that key's secret.
         let moved = shown.replace("subdomain: example", "subdomain: [REDACTED]");
         assert!(matches!(restore(&moved, TEXT, &r), Err(EditError::Mask { .. })));
+    }
+
+    #[test]
+    fn sets_a_key_inside_a_list_item() {
+        let flow = "source: shop\nsteps:\n  - to: kintone\n    action: upsert\n    record:\n      a: \"{{ body.a }}\"\n      b: x\n    # after\n  - to: other\n";
+        let t = set_in(flow, "steps.0", "record", "code: \"{{ body.code }}\"\nname: \"{{ body.name }}\"").unwrap();
+        assert_eq!(
+            t,
+            "source: shop\nsteps:\n  - to: kintone\n    action: upsert\n    record:\n      code: \"{{ body.code }}\"\n      name: \"{{ body.name }}\"\n    # after\n  - to: other\n"
+        );
+        // A key the item lacks is added at its end; an inline value stays on the key's line.
+        let t = set_in(flow, "steps.1", "path", "/x").unwrap();
+        assert!(t.ends_with("  - to: other\n    path: /x\n"), "{t}");
+        let t = set_in("steps: [ { to: a } ]\n", "steps.0", "record", "a: 1");
+        assert!(matches!(t, Err(EditError::NotBlock { .. })));
     }
 
     #[test]

@@ -17,6 +17,7 @@
 mod audit;
 mod dashboard;
 mod destinations;
+mod editing;
 mod flows;
 mod history;
 mod page;
@@ -89,6 +90,14 @@ pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
         .route("/console/tables/{name}", get(tables::show))
         .route("/console/tables/{name}/csv", get(tables::csv))
         .route("/console/audit", get(audit::list))
+        .route("/console/config", get(editing::whole).post(editing::save_whole))
+        .route("/console/config/export", get(editing::export))
+        .route("/console/config/{section}", post(editing::save_new))
+        .route("/console/config/{section}/new", get(editing::new_item))
+        .route("/console/config/{section}/{name}", post(editing::save_item))
+        .route("/console/config/{section}/{name}/edit", get(editing::edit_item))
+        .route("/console/config/{section}/{name}/delete", post(editing::delete_item))
+        .route("/console/flows/{name}/mapping", post(editing::save_mapping))
         .layer(axum::middleware::map_response(protect))
         .with_state(console)
 }

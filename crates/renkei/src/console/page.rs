@@ -39,6 +39,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("tables.html", include_str!("templates/tables.html")),
     ("table.html", include_str!("templates/table.html")),
     ("audit.html", include_str!("templates/audit.html")),
+    ("edit.html", include_str!("templates/edit.html")),
+    ("config.html", include_str!("templates/config.html")),
 ];
 
 /// The environment, built on first use. `.html` templates auto-escape everything they print; undefined
@@ -116,6 +118,11 @@ fn flash(done: &str, n: Option<i64>) -> Option<Msg> {
             format!("停止中の配信 {n} 件を再送待ちにしました。"),
         ),
         "tested" => Msg::new("Connection test finished.", "接続テストが終わりました。"),
+        "saved" => Msg::new(
+            "Saved: the change runs now, on every node.",
+            "保存しました。変更はすべてのノードですぐに有効になります。",
+        ),
+        "deleted" => Msg::new("Deleted.", "削除しました。"),
         "signed_out" => Msg::new("Signed out.", "サインアウトしました。"),
         _ => return None,
     })
@@ -170,9 +177,14 @@ impl Page {
             "/console/lang?to={other}&next={}",
             form_urlencoded::byte_serialize(self.here.as_bytes()).collect::<String>()
         );
-        let (principal, csrf, may_operate) = match &self.session {
-            Some((_, s)) => (Value::from_serialize(&s.principal), s.csrf.clone(), s.principal.may(Role::Editor)),
-            None => (Value::from(()), String::new(), false),
+        let (principal, csrf, may_operate, may_admin) = match &self.session {
+            Some((_, s)) => (
+                Value::from_serialize(&s.principal),
+                s.csrf.clone(),
+                s.principal.may(Role::Editor),
+                s.principal.may(Role::Admin),
+            ),
+            None => (Value::from(()), String::new(), false, false),
         };
         let base = context! {
             lang => self.lang_code(),
@@ -180,6 +192,7 @@ impl Page {
             principal => principal,
             csrf => csrf,
             may_operate => may_operate,
+            may_admin => may_admin,
             lang_switch => switch,
             flash => self.flash.clone(),
             version => env!("CARGO_PKG_VERSION"),
@@ -276,8 +289,8 @@ pub struct Posted {
     pub fields: HashMap<String, String>,
 }
 
-/// Forms here are a few short fields; anything larger is not one of ours.
-const FORM_LIMIT: usize = 64 * 1024;
+/// Forms here are short fields or a config's text; anything larger is not one of ours.
+const FORM_LIMIT: usize = 1024 * 1024;
 
 impl FromRequest<Arc<Console>> for Posted {
     type Rejection = Response;

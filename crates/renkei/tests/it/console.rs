@@ -500,6 +500,88 @@ async fn a_viewer_token_can_look_but_not_change_anything() {
     assert_eq!(v.get("/console/").await.status, 303, "the session is gone");
 }
 
+/// Stores a token with `role`, as `renkei token create` does.
+async fn token_with(app: &TestApp, name: &str, role: &str) -> String {
+    let token = renkei::access::new_token();
+    let now = app.app.clock.now();
+    let record = renkei_store::NewToken {
+        name: name.into(),
+        role: role.into(),
+        hash: renkei::access::token_hash(&token),
+        created_at: now,
+        expires_at: None,
+    };
+    let audit = renkei_store::NewAudit {
+        at: now,
+        actor: "cli".into(),
+        action: "token.created".into(),
+        target: name.into(),
+        detail: json!({}),
+    };
+    app.app.store.create_token(record, audit).await.unwrap();
+    token
+}
+
+#[tokio::test]
+async fn items_are_edited_by_role_with_problems_shown_and_secrets_kept() {
+    let rx = Receiver::start().await;
+    let app = spawn(&rx, "").await;
+    let editor = Visitor::new(&app);
+    editor.sign_in(&[("token", &token_with(&app, "ed", "editor").await)]).await;
+    let viewer = Visitor::new(&app);
+    viewer.sign_in(&[("token", &token_with(&app, "vi", "viewer").await)]).await;
+
+    // A viewer opens no editor; an editor edits flows and destinations, not sources or the whole config.
+    assert_eq!(viewer.get("/console/config/flows/approval/edit").await.status, 403);
+    assert_eq!(editor.get("/console/config/sources/rakuraku/edit").await.status, 403);
+    assert_eq!(editor.get("/console/config").await.status, 403);
+    let page = editor.get("/console/config/destinations/sink/edit").await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    let shown = page.plain();
+    assert_no_secret("destination editor", &shown);
+    let csrf = csrf_of(&page.text());
+    let yaml = unescape(
+        &shown[shown.find(r#"id="yaml""#).unwrap()..].split_once('>').unwrap().1.split("</textarea>").next().unwrap(),
+    );
+    assert!(yaml.contains("[REDACTED]") || yaml.contains("${DEST_TOKEN}"), "{yaml}");
+
+    // A change with a problem: 422, the problem with its line, nothing changed.
+    let before = app.app.revision();
+    let bad = yaml.replace("type: http", "type: htp");
+    let got = editor.post("/console/config/destinations/sink", &[("csrf", &csrf), ("text", &bad)]).await;
+    assert_eq!(got.status, 422);
+    assert!(got.plain().contains("line ") && got.plain().contains("htp"), "{}", got.plain());
+    assert_eq!(app.app.revision(), before);
+    // Without the CSRF token: refused.
+    let got = editor.post("/console/config/destinations/sink", &[("text", &yaml)]).await;
+    assert_eq!(got.status, 403);
+
+    // A good change runs at once and keeps the masked secret.
+    let good = yaml.replace(&format!("base_url: \"{}\"", rx.url), &format!("base_url: \"{}/v2\"", rx.url));
+    assert_ne!(good, yaml);
+    let got = editor.post("/console/config/destinations/sink", &[("csrf", &csrf), ("text", &good)]).await;
+    assert_eq!(
+        (got.status, got.location.as_deref()),
+        (303, Some("/console/destinations/sink?done=saved")),
+        "{}",
+        got.plain()
+    );
+    assert!(app.app.revision() > before);
+    send(&app, "1001", "山田太郎").await;
+    app.drain().await;
+    let got = rx.received();
+    assert_eq!(got[0].path, "/v2/deal/1001");
+    assert_eq!(got[0].header("authorization"), Some(format!("Bearer {DEST_TOKEN}").as_str()));
+
+    // A destination a flow uses is not deleted; the page says why.
+    let got = editor.post("/console/config/destinations/sink/delete", &[("csrf", &csrf)]).await;
+    assert_eq!(got.status, 422);
+    assert!(got.plain().contains("`sink` was not deleted"), "{}", got.plain());
+    let audit = app.api("/audit?action=config.edit").await;
+    assert_eq!(audit["items"][0]["actor"], "token:ed");
+    assert_eq!(audit["items"][0]["target"], "destinations/sink");
+}
+
 #[tokio::test]
 async fn a_console_user_signs_in_with_a_password() {
     let rx = Receiver::start().await;
@@ -800,6 +882,13 @@ mod browser {
             self.cmd(reqwest::Method::POST, &format!("/element/{id}/value"), Some(json!({ "text": text }))).await;
         }
 
+        /// Empties a field (a textarea's starter text) and types `text` into it.
+        async fn replace_text(&self, css: &str, text: &str) {
+            let id = self.find(css).await;
+            self.cmd(reqwest::Method::POST, &format!("/element/{id}/clear"), Some(json!({}))).await;
+            self.cmd(reqwest::Method::POST, &format!("/element/{id}/value"), Some(json!({ "text": text }))).await;
+        }
+
         async fn text(&self, css: &str) -> String {
             let id = self.find(css).await;
             self.cmd(reqwest::Method::GET, &format!("/element/{id}/text"), None).await.as_str().unwrap().to_owned()
@@ -1052,5 +1141,93 @@ mod browser {
             d.script("return document.documentElement.scrollWidth > window.innerWidth + 1;", json!([])).await;
         assert_eq!(overflow, json!(false), "the dashboard scrolls sideways on a phone");
         d.screenshot("phone-dashboard-ja").await;
+    }
+
+    /// The console as the people in the seed documents use it: a new source, a new kintone destination, and a
+    /// new flow whose fields are mapped in the mapping editor (kintone's field codes and labels on one side, the
+    /// latest event's fields on the other); then a webhook through it lands in kintone.
+    #[tokio::test]
+    async fn create_a_source_a_destination_and_a_flow_with_the_mapping_editor() {
+        let Some(d) = Driver::start().await else { return };
+        let rx = Receiver::start().await;
+        let k = FakeKintone::start().await;
+        let app = hub(&rx, &k).await;
+        let url = |p: &str| app.url(p);
+        d.goto(&url("/console/login")).await;
+        d.type_into("#token", ADMIN).await;
+        d.click("#sign-in").await;
+        d.wait_text("h1", "Dashboard").await;
+
+        // A source, with its own token.
+        d.goto(&url("/console/sources")).await;
+        d.click("#new-item").await;
+        d.type_into("#name", "orders").await;
+        d.replace_text("#yaml", "format: json\nauth: { token: orders-hook-s3cret }\n").await;
+        d.click("#save").await;
+        d.wait_text(".flash", "Saved").await;
+        let hook = d.wait_text("#hook-url", "/hooks/orders").await;
+
+        // A kintone destination (a broken first try shows the problem with its line, and keeps the text).
+        d.goto(&url("/console/destinations")).await;
+        d.click("#new-item").await;
+        d.type_into("#name", "crm").await;
+        d.replace_text("#yaml", "type: kintone\napp: 12\n").await;
+        d.click("#save").await;
+        d.wait_text("#problems", "line").await;
+        let dest = format!(
+            "type: kintone\nbase_url: \"{}\"\napp: 12\napi_token: \"{KINTONE_TOKEN}\"\nallow_http: true\n",
+            k.base_url()
+        );
+        d.replace_text("#yaml", &dest).await;
+        d.click("#save").await;
+        d.wait_text(".flash", "Saved").await;
+        assert!(!d.text("main").await.contains(KINTONE_TOKEN), "the token is not shown back");
+
+        // One event first, so the mapping editor can offer its fields.
+        let order = |id: &str| json!({"id": id, "customer": {"name": "株式会社髙﨑"}, "total": 54000});
+        let post = |body: Value| app.http.post(&hook).header("X-Renkei-Token", "orders-hook-s3cret").json(&body).send();
+        assert_eq!(post(order("D-1")).await.unwrap().status(), 202);
+
+        // A flow to it, then its fields mapped in the editor.
+        d.goto(&url("/console/flows")).await;
+        d.click("#new-item").await;
+        d.type_into("#name", "orders-to-crm").await;
+        d.replace_text(
+            "#yaml",
+            "source: orders\nsteps:\n  - to: crm\n    action: upsert\n    key: { field: deal_id, value: \"{{ body.id }}\" }\n    record:\n      deal_id: \"{{ body.id }}\"\n",
+        )
+        .await;
+        d.click("#save").await;
+        d.wait_text(".flash", "Saved").await;
+        d.click("#edit-item").await;
+        d.wait_text("#target-list", "申請者").await;
+        d.wait_text("#event-list", "{{ body.customer.name }}").await;
+        d.wait_text("#event-list", "株式会社髙﨑").await;
+        d.type_into("#f1", "applicant").await;
+        d.type_into("#v1", "{{ body.customer.name }}").await;
+        d.type_into("#f2", "amount").await;
+        d.type_into("#v2", "{{ body.total }}").await;
+        d.screenshot("mapping-editor-en").await;
+        d.click("#save-mapping").await;
+        d.wait_text(".flash", "Saved").await;
+        d.wait_text("main", "body.customer.name").await;
+
+        // A webhook through the new flow reaches kintone with the mapped fields.
+        assert_eq!(post(order("D-2")).await.unwrap().status(), 202);
+        app.drain().await;
+        let records = k.records(12);
+        let d2 = records.iter().find(|r| r["deal_id"]["value"] == "D-2").unwrap_or_else(|| panic!("{records:?}"));
+        assert_eq!(d2["applicant"]["value"], "株式会社髙﨑");
+        assert_eq!(d2["amount"]["value"], "54000");
+        // The first event was stored before the flow existed: replaying it runs it through the flow now.
+        d.goto(&url("/console/events?source=orders")).await;
+        d.wait_text("#events", "orders").await;
+
+        // Every change is a revision, by the signed-in admin.
+        d.goto(&url("/console/config")).await;
+        let revisions = d.wait_text("#revisions", "console").await;
+        assert!(revisions.lines().filter(|l| l.contains("console")).count() >= 4, "{revisions}");
+        assert!(!d.text("main").await.contains("orders-hook-s3cret"));
+        d.screenshot("settings-en").await;
     }
 }
