@@ -210,7 +210,12 @@ impl Page {
     /// An error page in the reader's language.
     pub fn fail(&self, status: StatusCode, msg: Msg) -> Fail {
         let text = self.t(&msg).to_owned();
-        Fail(self.render_status(status, "error.html", "", context! { status => status.as_u16(), message => text }))
+        Fail(Box::new(self.render_status(
+            status,
+            "error.html",
+            "",
+            context! { status => status.as_u16(), message => text },
+        )))
     }
 
     pub fn not_found(&self, what_en: &str, what_ja: &str) -> Fail {
@@ -256,11 +261,11 @@ impl Page {
 }
 
 /// A finished error page.
-pub struct Fail(Response);
+pub struct Fail(Box<Response>);
 
 impl IntoResponse for Fail {
     fn into_response(self) -> Response {
-        self.0
+        *self.0
     }
 }
 
