@@ -541,7 +541,7 @@ async fn items_are_edited_by_role_with_problems_shown_and_secrets_kept() {
     assert_no_secret("destination editor", &shown);
     let csrf = csrf_of(&page.text());
     let yaml = unescape(
-        &shown[shown.find(r#"id="yaml""#).unwrap()..].split_once('>').unwrap().1.split("</textarea>").next().unwrap(),
+        shown[shown.find(r#"id="yaml""#).unwrap()..].split_once('>').unwrap().1.split("</textarea>").next().unwrap(),
     );
     assert!(yaml.contains("[REDACTED]") || yaml.contains("${DEST_TOKEN}"), "{yaml}");
 
