@@ -106,7 +106,7 @@ pub async fn new_item(Signed(p): Signed, Path(section): Path<String>) -> Answer 
     may_change(&p, role)?;
     let loaded = p.app().loaded();
     let text = starter(&loaded, &section);
-    Ok(editor(&p, &section, None, &text, (en, ja), Vec::new(), None, StatusCode::OK))
+    Ok(editor(&p, &section, (None, None), &text, (en, ja), Vec::new(), None, StatusCode::OK))
 }
 
 /// `GET /console/config/{section}/{name}/edit`.
@@ -124,14 +124,15 @@ pub async fn edit_item(
         Err(e) => return Err(p.fail(StatusCode::BAD_REQUEST, e.message())),
     };
     let mapping = if section == "flows" { mapping_view(&p, &loaded, &name, q.step.unwrap_or(0)).await } else { None };
-    Ok(editor(&p, &section, Some(&name), &text, (en, ja), Vec::new(), mapping, StatusCode::OK))
+    Ok(editor(&p, &section, (Some(&name), None), &text, (en, ja), Vec::new(), mapping, StatusCode::OK))
 }
 
 #[allow(clippy::too_many_arguments)]
 fn editor(
     p: &Page,
     section: &str,
-    name: Option<&str>,
+    // The item's name, or for a new item the name typed so far.
+    (name, typed): (Option<&str>, Option<&str>),
     text: &str,
     (en, ja): (&str, &str),
     problems: Vec<minijinja::Value>,
@@ -144,7 +145,7 @@ fn editor(
         "edit.html",
         nav,
         context! {
-            section => section, name => name, text => text, what => if p.lang == renkei_core::Lang::Ja { ja } else { en },
+            section => section, name => name, typed => typed.unwrap_or(""), text => text, what => if p.lang == renkei_core::Lang::Ja { ja } else { en },
             base => p.app().revision(), problems => problems, mapping => mapping,
             rows => (text.lines().count() + 4).max(12),
             back => name.map(|n| shown_at(section, n)).unwrap_or_else(|| format!("/console/{}", if section == "subscriptions" { "config" } else { section })),
@@ -183,8 +184,9 @@ async fn save(section: String, name: String, posted: Posted, new: bool) -> Answe
         Ok(_) => Ok(Redirect::to(&format!("{}?done=saved", shown_at(&section, &name))).into_response()),
         Err(f) => {
             let list = problems(p, &f);
-            let shown_name = (!new).then_some(name.as_str());
-            Ok(editor(p, &section, shown_name, &text, (en, ja), list, None, StatusCode::UNPROCESSABLE_ENTITY))
+            // A new item's form comes back with the name as typed.
+            let (shown, typed) = if new { (None, Some(name.as_str())) } else { (Some(name.as_str()), None) };
+            Ok(editor(p, &section, (shown, typed), &text, (en, ja), list, None, StatusCode::UNPROCESSABLE_ENTITY))
         }
     }
 }
@@ -378,7 +380,7 @@ pub async fn save_mapping(Path(name): Path<String>, posted: Posted) -> Answer {
             Ok(editor(
                 p,
                 "flows",
-                Some(&name),
+                (Some(&name), None),
                 &text,
                 ("Flow", "フロー"),
                 problems(p, &f),
