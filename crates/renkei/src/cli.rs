@@ -444,6 +444,7 @@ async fn serve(config: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::R
     let purge_task = tokio::spawn(purge_loop(app.clone(), wait_for(stop_rx.clone())));
     let poll_task = tokio::spawn(crate::poll::run(app.clone(), wait_for(stop_rx.clone())));
     let reload_task = tokio::spawn(crate::live::watch(app.clone(), wait_for(stop_rx.clone())));
+    let health_task = tokio::spawn(crate::health::watch(app.clone(), wait_for(stop_rx.clone())));
     let server = crate::server::serve(listener, app.clone(), wait_for(stop_rx));
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -455,6 +456,7 @@ async fn serve(config: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::R
     purge_task.await?;
     poll_task.await?;
     reload_task.await?;
+    health_task.await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clock;
 pub mod connection;
 pub mod console;
+pub mod health;
 pub mod ingest;
 pub mod live;
 pub mod manage;

@@ -205,8 +205,12 @@ impl From<EditError> for EditFailure {
 #[derive(Clone, Debug)]
 pub struct Editor<'a> {
     pub actor: &'a str,
-    /// `console`, `api` or `apply`.
+    /// `console`, `api` or `health` (renkei itself, disabling a failing subscription).
     pub origin: &'a str,
+    /// The audit log's action: `config.edit`, or what renkei did (`subscription.disabled`).
+    pub action: &'a str,
+    /// Why, for the audit entry's detail (renkei's own edits say).
+    pub why: Option<serde_json::Value>,
 }
 
 /// Applies `change` to the running config's text, loads the result, keeps it as a new revision made from the
@@ -231,7 +235,10 @@ pub async fn edit(
     let text = change(&current)?;
     let loaded = app.loader.load(&text).map_err(EditFailure::Problems)?;
     let now = app.clock.now();
-    let detail = serde_json::json!({ "origin": by.origin, "base": running });
+    let mut detail = serde_json::json!({ "origin": by.origin, "base": running });
+    if let Some(why) = by.why.clone() {
+        detail["why"] = why;
+    }
     let id = app
         .store
         .add_config_revision(
@@ -239,7 +246,7 @@ pub async fn edit(
             by.origin,
             now,
             Some(running),
-            audit(by.actor, "config.edit", what, detail, now),
+            audit(by.actor, by.action, what, detail, now),
         )
         .await
         .map_err(|e| match e {

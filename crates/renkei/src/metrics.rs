@@ -19,6 +19,7 @@ pub struct Metrics {
     attempt_seconds: Family<Labels, Histogram>,
     queue_depth: Family<Labels, Gauge>,
     oldest_open_age: Gauge,
+    subscriptions_disabled: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -48,7 +49,22 @@ impl Metrics {
             "Requests sent to kintone, by destination and app (kintone limits requests per app per day)",
             kintone_requests.clone(),
         );
-        Metrics { registry, kintone_requests, events, deliveries, attempt_seconds, queue_depth, oldest_open_age }
+        let subscriptions_disabled = Family::<Labels, Counter>::default();
+        registry.register(
+            "subscriptions_disabled",
+            "Subscriptions disabled because their endpoint failed every try for disable_after",
+            subscriptions_disabled.clone(),
+        );
+        Metrics {
+            registry,
+            kintone_requests,
+            events,
+            deliveries,
+            attempt_seconds,
+            queue_depth,
+            oldest_open_age,
+            subscriptions_disabled,
+        }
     }
 
     /// `outcome`: accepted, duplicate, or the rejection code (unauthorized, malformed_body, ...).
@@ -63,6 +79,10 @@ impl Metrics {
 
     pub fn attempt(&self, destination: &str, seconds: f64) {
         self.attempt_seconds.get_or_create(&vec![("destination", destination.to_owned())]).observe(seconds);
+    }
+
+    pub fn subscription_disabled(&self, subscription: &str) {
+        self.subscriptions_disabled.get_or_create(&vec![("subscription", subscription.to_owned())]).inc();
     }
 
     pub fn kintone_request(&self, destination: &str, app: u64) {

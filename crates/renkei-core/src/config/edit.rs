@@ -220,21 +220,23 @@ pub fn remove_item(text: &str, section: &str, name: &str) -> Result<String, Edit
 }
 
 /// Sets `key` of the block mapping at `parent` (a dotted path into `text`, e.g. `steps.0` for a flow's first
-/// step) to `value` (YAML), keeping every other line. Used by the console's mapping editor on one item's text.
+/// step, or `""` for the text's own top level) to `value` (YAML), keeping every other line. Used by the console's mapping editor on one item's text.
 /// `NotBlock` when `parent` is not written as a block mapping of its own lines.
 pub fn set_in(text: &str, parent: &str, key: &str, value: &str) -> Result<String, EditError> {
     let not_block = || EditError::NotBlock { section: parent.to_owned() };
     let lines: Vec<&str> = text.lines().collect();
     let paths = line_paths(&lines);
     let under = |p: &Option<String>, of: &str| {
-        p.as_deref().is_some_and(|p| p == of || p.starts_with(&format!("{of}.")) || p.starts_with(&format!("{of}#")))
+        p.as_deref().is_some_and(|p| {
+            of.is_empty() || p == of || p.starts_with(&format!("{of}.")) || p.starts_with(&format!("{of}#"))
+        })
     };
     let parent_lines: Vec<usize> = (0..lines.len()).filter(|&i| under(&paths[i], parent)).collect();
     let Some(&last) = parent_lines.last() else { return Err(not_block()) };
-    let target = format!("{parent}.{key}");
+    let target = if parent.is_empty() { key.to_owned() } else { format!("{parent}.{key}") };
     let key_lines: Vec<usize> = (0..lines.len()).filter(|&i| under(&paths[i], &target)).collect();
     // The column keys of `parent` start at: from a line whose path is one level under it.
-    let depth = parent.split('.').count() + 1;
+    let depth = if parent.is_empty() { 1 } else { parent.split('.').count() + 1 };
     let sibling = parent_lines.iter().find_map(|&i| {
         let p = paths[i].as_deref()?;
         let k = p.split('.').nth(depth - 1)?;
@@ -554,6 +556,10 @@ flows:
         // A key the item lacks is added at its end; an inline value stays on the key's line.
         let t = set_in(flow, "steps.1", "path", "/x").unwrap();
         assert!(t.ends_with("  - to: other\n    path: /x\n"), "{t}");
+        let t = set_in("url: https://x\nenabled: true # on\nsource: a\n", "", "enabled", "false").unwrap();
+        assert_eq!(t, "url: https://x\nenabled: false\nsource: a\n");
+        let t = set_in("url: https://x\nsource: a\n", "", "enabled", "false").unwrap();
+        assert_eq!(t, "url: https://x\nsource: a\nenabled: false\n");
         let t = set_in("steps: [ { to: a } ]\n", "steps.0", "record", "a: 1");
         assert!(matches!(t, Err(EditError::NotBlock { .. })));
     }

@@ -38,6 +38,14 @@ pub struct Subscription {
     pub enabled: bool,
     #[serde(default = "default_timeout")]
     pub timeout: Span,
+    /// An endpoint whose every try has failed for this long is disabled (`enabled: false` written into the
+    /// config, the admin told in the audit log, the log, the metrics and the console); `0` never disables.
+    #[serde(default = "five_days")]
+    pub disable_after: Span,
+}
+
+fn five_days() -> Span {
+    Span(std::time::Duration::from_secs(5 * 24 * 3600))
 }
 
 /// Standard Webhooks signing of an http step's requests.

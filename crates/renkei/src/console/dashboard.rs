@@ -172,10 +172,38 @@ pub async fn show(Signed(p): Signed) -> Answer {
         })
         .collect();
 
+    // Subscriptions renkei turned off after their endpoint failed for days (their audit entries say why).
+    let disabled_log = app
+        .store
+        .list_audit(&renkei_store::AuditFilter {
+            action: Some("subscription.disabled".into()),
+            limit: 50,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| p.store_fail(e))?;
+    let loaded = app.loaded();
+    let disabled: Vec<_> = loaded
+        .config
+        .subscriptions
+        .iter()
+        .filter(|(_, s)| !s.enabled)
+        .filter_map(|(name, _)| {
+            let target = format!("subscriptions/{name}");
+            let entry = disabled_log.iter().find(|a| a.target == target)?;
+            Some(context! {
+                name => name.as_str(), at => entry.at,
+                since => entry.detail["why"]["failing_since"].as_str().map(str::to_owned),
+                error => entry.detail["why"]["last_error"].as_str().map(|e| loaded.redactor.text(e).into_owned()),
+            })
+        })
+        .collect();
+
     Ok(p.render(
         "dashboard.html",
         "dashboard",
         context! {
+            disabled_subscriptions => disabled,
             window_hours => WINDOW_HOURS,
             sources => sources.into_values().collect::<Vec<_>>(),
             flows => flows.into_values().collect::<Vec<_>>(),

@@ -170,7 +170,7 @@ async fn save(section: String, name: String, posted: Posted, new: bool) -> Answe
     let text = posted.fields.get("text").cloned().unwrap_or_default().replace("\r\n", "\n");
     let base = posted.field("base").and_then(|b| b.parse().ok());
     let who = p.principal().map(|w| w.actor.clone()).unwrap_or_default();
-    let by = Editor { actor: &who, origin: "console" };
+    let by = Editor { actor: &who, origin: "console", action: "config.edit", why: None };
     let result = live::edit(p.app(), by, &format!("{section}/{name}"), base, |current| {
         if new && edit::item(&current.text, &section, &name)?.is_some() {
             return Err(EditFailure::Conflict(format!("there is already a `{name}` in `{section}`")));
@@ -197,7 +197,7 @@ pub async fn delete_item(Path((section, name)): Path<(String, String)>, posted: 
     let (_, _, role) = words_or_404(p, &section)?;
     may_change(p, role)?;
     let who = p.principal().map(|w| w.actor.clone()).unwrap_or_default();
-    let by = Editor { actor: &who, origin: "console" };
+    let by = Editor { actor: &who, origin: "console", action: "config.edit", why: None };
     let result = live::edit(p.app(), by, &format!("{section}/{name}"), None, |c| {
         Ok(edit::remove_item(&c.text, &section, &name)?)
     })
@@ -359,7 +359,7 @@ pub async fn save_mapping(Path(name): Path<String>, posted: Posted) -> Answer {
     }
     let base = posted.field("base").and_then(|b| b.parse().ok());
     let who = p.principal().map(|w| w.actor.clone()).unwrap_or_default();
-    let by = Editor { actor: &who, origin: "console" };
+    let by = Editor { actor: &who, origin: "console", action: "config.edit", why: None };
     let result = live::edit(p.app(), by, &format!("flows/{name}"), base, |current| {
         let item = edit::item(&current.text, "flows", &name)?
             .ok_or_else(|| EditError::NotFound { section: "flows".into(), name: name.clone() })?;
@@ -433,7 +433,7 @@ pub async fn save_whole(posted: Posted) -> Answer {
     let text = posted.fields.get("text").cloned().unwrap_or_default().replace("\r\n", "\n");
     let base = posted.field("base").and_then(|b| b.parse().ok());
     let who = p.principal().map(|w| w.actor.clone()).unwrap_or_default();
-    let by = Editor { actor: &who, origin: "console" };
+    let by = Editor { actor: &who, origin: "console", action: "config.edit", why: None };
     match live::edit(p.app(), by, "config", base, |c| Ok(edit::restore(&text, &c.text, &c.redactor)?)).await {
         Ok(_) => Ok(Redirect::to("/console/config?done=saved").into_response()),
         Err(f) => {

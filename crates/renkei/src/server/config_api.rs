@@ -119,7 +119,7 @@ pub async fn put_config(
     headers: HeaderMap,
     Json(change): Json<Change>,
 ) -> Result<Json<Value>, ApiError> {
-    let by = Editor { actor: &caller.actor, origin: "api" };
+    let by = Editor { actor: &caller.actor, origin: "api", action: "config.edit", why: None };
     let id = live::edit(&app, by, "config", change.base, |current| {
         Ok(edit::restore(&change.text, &current.text, &current.redactor)?)
     })
@@ -178,7 +178,7 @@ pub async fn put_item(
         return Err(forbidden(need, caller.role).lang(&headers));
     }
     let mut created = false;
-    let by = Editor { actor: &caller.actor, origin: "api" };
+    let by = Editor { actor: &caller.actor, origin: "api", action: "config.edit", why: None };
     let id = live::edit(&app, by, &format!("{section}/{name}"), change.base, |current| {
         let old = edit::item(&current.text, &section, &name)?;
         created = old.is_none();
@@ -202,7 +202,7 @@ pub async fn delete_item(
     if caller.role < need {
         return Err(forbidden(need, caller.role).lang(&headers));
     }
-    let by = Editor { actor: &caller.actor, origin: "api" };
+    let by = Editor { actor: &caller.actor, origin: "api", action: "config.edit", why: None };
     let id = live::edit(&app, by, &format!("{section}/{name}"), None, |current| {
         Ok(edit::remove_item(&current.text, &section, &name)?)
     })

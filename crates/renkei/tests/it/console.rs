@@ -71,14 +71,14 @@ async fn send(app: &TestApp, key: &str, applicant: &str) -> String {
 
 /// A browser as far as the console cares: a cookie jar (reqwest's `cookies` feature is not enabled, so the
 /// `Cookie` header is kept by hand), no automatic redirects, and a language.
-struct Visitor {
+pub(crate) struct Visitor {
     base: String,
     http: reqwest::Client,
     cookies: Mutex<HashMap<String, String>>,
     lang: Mutex<&'static str>,
 }
 
-struct Got {
+pub(crate) struct Got {
     status: u16,
     location: Option<String>,
     set_cookies: Vec<String>,
@@ -93,7 +93,7 @@ impl Got {
     }
 
     /// The page with HTML's escapes undone, for looking for text a reader sees.
-    fn plain(&self) -> String {
+    pub(crate) fn plain(&self) -> String {
         unescape(&self.text())
     }
 }
@@ -108,7 +108,7 @@ fn unescape(s: &str) -> String {
 }
 
 impl Visitor {
-    fn new(app: &TestApp) -> Visitor {
+    pub(crate) fn new(app: &TestApp) -> Visitor {
         Visitor {
             base: app.url(""),
             http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
@@ -157,7 +157,7 @@ impl Visitor {
     }
 
     /// GET, following redirects as a browser would.
-    async fn open(&self, path: &str) -> Got {
+    pub(crate) async fn open(&self, path: &str) -> Got {
         let mut got = self.get(path).await;
         for _ in 0..5 {
             match (got.status, &got.location) {
@@ -195,7 +195,7 @@ impl Visitor {
         self.post("/console/login", &all).await
     }
 
-    async fn sign_in_as_admin(&self) {
+    pub(crate) async fn sign_in_as_admin(&self) {
         self.sign_in(&[("token", ADMIN)]).await;
     }
 }

@@ -270,3 +270,83 @@ async fn per_client_limits_and_slow_senders() {
     assert!(read.is_ok(), "no answer to a stalled body");
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 408"), "{}", String::from_utf8_lossy(&answer));
 }
+
+/// An endpoint that fails every try for `disable_after` is disabled, through a config revision, and the admin
+/// is told (audit log with why, dashboard); a healthy endpoint and one failing for less long are left alone.
+#[tokio::test]
+async fn a_subscription_failing_for_days_is_disabled_and_the_admin_told() {
+    let down = Receiver::start().await;
+    down.answer_by_default(Reply::status(500));
+    let up = Receiver::start().await;
+    let cfg = format!(
+        r#"
+sources:
+  in: {{}}
+subscriptions:
+  gone:
+    url: "{}/gone"
+    source: in
+    disable_after: 2d
+    retry: {{ max_attempts: 100, initial: 1h, max: 6h }}
+  fine:
+    url: "{}/fine"
+    source: in
+    disable_after: 2d
+"#,
+        down.url, up.url
+    );
+    let app = spawn_app(&cfg).await;
+    let check = || renkei::health::check_subscriptions(&app.app);
+    // Day 0 to day 2: every try to `gone` fails, `fine` takes everything.
+    for hour in 0..=49 {
+        if hour % 12 == 0 {
+            assert_eq!(app.post_json("/hooks/in", json!({ "hour": hour })).await.status(), 202);
+        }
+        app.drain().await;
+        if hour == 24 {
+            assert!(check().await.is_empty(), "a day of failures is not yet `disable_after`");
+        }
+        app.advance(Duration::from_secs(3600));
+    }
+    assert_eq!(check().await, ["gone"]);
+    assert!(check().await.is_empty(), "disabled once");
+    let loaded = app.app.loaded();
+    assert!(!loaded.config.subscriptions["gone"].enabled);
+    assert!(loaded.config.subscriptions["fine"].enabled);
+    assert!(loaded.text.contains("enabled: false"), "written into the config as a revision");
+
+    // Told: the audit log says who, since when and the last error; the dashboard lists it.
+    let audit = app.api("/audit?action=subscription.disabled").await;
+    let entry = &audit["items"][0];
+    assert_eq!((entry["actor"].as_str(), entry["target"].as_str()), (Some("renkei"), Some("subscriptions/gone")));
+    assert_eq!(entry["detail"]["why"]["failing_since"], json!(t0()));
+    assert!(entry["detail"]["why"]["last_error"].as_str().unwrap().contains("500"), "{entry}");
+    let v = crate::console::Visitor::new(&app);
+    v.sign_in_as_admin().await;
+    let dashboard = v.open("/console/").await.plain();
+    assert!(dashboard.contains(r#"id="disabled-subscriptions""#) && dashboard.contains("HTTP 500"), "{dashboard}");
+    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("renkei_subscriptions_disabled_total{subscription=\"gone\"} 1"), "{metrics}");
+
+    // No new deliveries to it; `fine` goes on.
+    let before = down.received().len();
+    let fine_before = up.received().len();
+    app.post_json("/hooks/in", json!({ "after": true })).await;
+    app.advance(Duration::from_secs(7 * 3600));
+    app.drain().await;
+    assert_eq!(up.received().len(), fine_before + 1);
+    let disabled_at = t0() + chrono::Duration::hours(50);
+    let to_gone = app.api("/deliveries?flow=subscription-gone&limit=500").await;
+    let made: Vec<chrono::DateTime<chrono::Utc>> = to_gone["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["created_at"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(made.len(), 5, "the events of hours 0, 12, 24, 36 and 48 only");
+    assert!(made.iter().all(|t| *t < disabled_at));
+    // Deliveries already queued keep their retries (an admin may turn it back on before they run out).
+    let retrying = app.api("/deliveries?flow=subscription-gone&status=retrying").await;
+    assert_eq!(retrying["items"].as_array().unwrap().len(), 5);
+    assert!(down.received().len() > before, "queued deliveries were tried again");
+}
