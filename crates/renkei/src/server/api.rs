@@ -12,7 +12,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use renkei_core::delivery::Status;
@@ -21,7 +21,7 @@ use renkei_store::{AttemptFilter, DeliveryFilter, EventFilter};
 use renkei_store::{AuditFilter, NewAudit};
 use serde::Deserialize;
 
-use super::{config_api, ApiError};
+use super::{access_api, config_api, ApiError};
 use crate::access::{authenticate, Caller, Denied, Role};
 use crate::app::App;
 
@@ -50,6 +50,10 @@ pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
         .route("/audit", get(list_audit))
         .route("/config", put(config_api::put_config))
         .route("/config/revisions", get(config_api::list_revisions))
+        .route("/tokens", get(access_api::list_tokens).post(access_api::create_token))
+        .route("/tokens/{name}", delete(access_api::revoke_token))
+        .route("/users", get(access_api::list_users).post(access_api::add_user))
+        .route("/users/{name}", delete(access_api::remove_user))
         .route_layer(middleware::from_fn(|req: Request, next: Next| need(Role::Admin, req, next)));
     let protected = read.merge(operate).merge(administer);
     Router::new()

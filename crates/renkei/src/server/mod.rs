@@ -2,6 +2,7 @@
 //!
 //! Handlers only read and enqueue; they never call a destination (that is the worker's job).
 
+mod access_api;
 mod api;
 mod auth;
 pub mod config_api;

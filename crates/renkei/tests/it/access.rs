@@ -593,3 +593,69 @@ fn serve_seals_the_config_with_a_0600_key_file_and_rotate_key_replaces_it() {
     let e = serve_once(&cfg, dir.path(), &[(secrets::KEY_ENV, wrong)]).unwrap_err();
     assert!(e.contains("sealed with master key") && !e.contains(wrong), "{e}");
 }
+
+/// `renkei token` and `renkei user` over the API: an admin makes a token (shown once, then usable), lists and
+/// revokes it; users are added with a password and removed; an editor may do none of it; all is audited.
+#[tokio::test]
+async fn tokens_and_users_are_managed_through_the_api_by_admins() {
+    let app = spawn_app("sources:\n  in: {}\n").await;
+    let editor = token(&app, "ed", "editor", None).await;
+    let send = |method: reqwest::Method, path: &str, token: &str, body: Option<serde_json::Value>| {
+        let mut req = app.http.request(method, app.url(&format!("/api/v1{path}"))).bearer_auth(token.to_owned());
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let made =
+        send(reqwest::Method::POST, "/tokens", ADMIN, Some(json!({"name": "ci", "role": "viewer", "expires": "30d"})))
+            .await;
+    assert_eq!(made.0, 201, "{}", made.1);
+    let made: serde_json::Value = serde_json::from_str(&made.1).unwrap();
+    let ci = made["token"].as_str().unwrap().to_owned();
+    assert!(ci.starts_with("rk_"));
+    assert_eq!(send(reqwest::Method::GET, "/events", &ci, None).await.0, 200, "the new token works");
+    assert_eq!(send(reqwest::Method::GET, "/tokens", &ci, None).await.0, 403, "a viewer lists no tokens");
+    let list = send(reqwest::Method::GET, "/tokens", ADMIN, None).await.1;
+    assert!(list.contains("\"ci\"") && !list.contains(&ci), "listed, never shown again: {list}");
+    let dup = send(reqwest::Method::POST, "/tokens", ADMIN, Some(json!({"name": "ci", "role": "admin"}))).await;
+    assert_eq!(dup.0, 409);
+    let bad = send(reqwest::Method::POST, "/tokens", ADMIN, Some(json!({"name": "x", "role": "root"}))).await;
+    assert_eq!(bad.0, 400);
+    assert_eq!(
+        send(reqwest::Method::POST, "/tokens", &editor, Some(json!({"name": "mine", "role": "admin"}))).await.0,
+        403
+    );
+    assert_eq!(send(reqwest::Method::DELETE, "/tokens/ci", ADMIN, None).await.0, 204);
+    assert_eq!(send(reqwest::Method::GET, "/events", &ci, None).await.0, 401, "revoked");
+    assert_eq!(send(reqwest::Method::DELETE, "/tokens/ci", ADMIN, None).await.0, 404);
+
+    let short = send(
+        reqwest::Method::POST,
+        "/users",
+        ADMIN,
+        Some(json!({"name": "sato", "role": "editor", "password": "short"})),
+    )
+    .await;
+    assert_eq!(short.0, 400);
+    let password = "correct horse battery staple";
+    let added = send(
+        reqwest::Method::POST,
+        "/users",
+        ADMIN,
+        Some(json!({"name": "sato", "role": "editor", "password": password})),
+    )
+    .await;
+    assert_eq!(added.0, 201, "{}", added.1);
+    let users = send(reqwest::Method::GET, "/users", ADMIN, None).await.1;
+    assert!(users.contains("\"sato\"") && !users.contains(password) && !users.contains("argon2"), "{users}");
+    assert_eq!(send(reqwest::Method::DELETE, "/users/sato", ADMIN, None).await.0, 204);
+
+    let audit = app.api("/audit?actor=admin_token").await;
+    let actions: Vec<&str> = audit["items"].as_array().unwrap().iter().map(|a| a["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["user.removed", "user.added", "token.revoked", "token.created"]);
+    assert!(!audit.to_string().contains(password) && !audit.to_string().contains(&ci));
+}
