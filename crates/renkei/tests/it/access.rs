@@ -659,3 +659,127 @@ async fn tokens_and_users_are_managed_through_the_api_by_admins() {
     assert_eq!(actions, ["user.removed", "user.added", "token.revoked", "token.created"]);
     assert!(!audit.to_string().contains(password) && !audit.to_string().contains(&ci));
 }
+
+/// The process's own log, at the most verbose level, after a run that used every kind of secret: a source
+/// token (in the header and in `?token=`), Basic credentials, a destination's bearer token and a literal
+/// API-key header, a destination that refuses them, a sender with a wrong token, a config edit through the
+/// API. None of the secrets may appear in it.
+#[tokio::test]
+async fn no_secret_reaches_the_log_even_at_trace_level() {
+    const SOURCE_TOKEN: &str = "src-tok-5d1c8e0f";
+    const BASIC_PASSWORD: &str = "basic-pw-77a1b2";
+    const BEARER: &str = "dest-bearer-9f3e2a";
+    const API_KEY: &str = "x-api-key-c4d5e6";
+    const ADMIN_TOKEN: &str = "admin-tok-0a9b8c7d";
+    let rx = Receiver::start().await;
+    rx.answer_by_default(Reply::json(503, json!({"error": "bad token", "echo": BEARER})));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("renkei.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+storage: "sqlite://{db}"
+server: {{ admin_token: "{ADMIN_TOKEN}" }}
+network: {{ allow_private: ["127.0.0.0/8"], allow_http: true }}
+worker: {{ poll: 20ms }}
+sources:
+  shop:
+    auth: {{ token: "{SOURCE_TOKEN}" }}
+  web:
+    auth: {{ basic: {{ username: shop, password: "{BASIC_PASSWORD}" }} }}
+destinations:
+  crm:
+    type: http
+    base_url: "{rx}"
+    auth: {{ bearer: "{BEARER}" }}
+    headers: {{ X-Api-Key: "{API_KEY}" }}
+flows:
+  orders:
+    source: shop
+    retry: {{ max_attempts: 2, initial: 10ms, max: 10ms }}
+    steps: [ {{ to: crm, path: "/orders?key={API_KEY}", body: {{ id: "{{{{ body.id }}}}" }} }} ]
+"#,
+            db = dir.path().join("renkei.db").display(),
+            rx = rx.url
+        ),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let log = dir.path().join("serve.log");
+    let mut child = renkei()
+        .env("RUST_LOG", "trace")
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http.get(format!("{base}/readyz")).send().await.map(|r| r.status() != 200).unwrap_or(true) {
+        let exited = child.try_wait().unwrap().is_some();
+        assert!(
+            !exited && Instant::now() < deadline,
+            "not ready: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let hook = format!("{base}/hooks/shop");
+    let r = http.post(&hook).header("x-renkei-token", SOURCE_TOKEN).json(&json!({"id": 1})).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let r = http.post(format!("{hook}?token={SOURCE_TOKEN}")).json(&json!({"id": 2})).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let web = format!("{base}/hooks/web");
+    let r = http.post(&web).basic_auth("shop", Some(BASIC_PASSWORD)).json(&json!({"id": 3})).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let r = http.post(&web).basic_auth("shop", Some("nope")).json(&json!({"id": 3})).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http.post(&hook).header("x-renkei-token", SOURCE_TOKEN).json(&json!({"id": 3})).send().await.unwrap();
+    assert_eq!(r.status(), 202);
+    let r = http.post(&hook).header("x-renkei-token", "wrong").json(&json!({"id": 4})).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    // Three deliveries, two tries each, all refused with the bearer echoed back.
+    rx.wait_for(6).await;
+    let flow = http.get(format!("{base}/api/v1/config/flows/orders")).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    let flow: serde_json::Value = flow.json().await.unwrap();
+    let edited = flow["text"].as_str().unwrap().replace("max_attempts: 2", "max_attempts: 3");
+    let r = http
+        .put(format!("{base}/api/v1/config/flows/orders"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "text": edited }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let d: serde_json::Value = http
+            .get(format!("{base}/api/v1/deliveries?status=dead"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if d["items"].as_array().unwrap().len() == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "deliveries did not die");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.lines().count() > 50, "trace logging was on: {text}");
+    assert!(text.contains("sqlx::query") && text.contains("hyper"), "the libraries' own debug lines are in it too");
+    assert!(!text.contains('\u{1b}'), "no terminal colours in a log written to a file");
+    for secret in [SOURCE_TOKEN, BASIC_PASSWORD, BEARER, API_KEY, ADMIN_TOKEN] {
+        let at: Vec<&str> = text.lines().filter(|l| l.contains(secret)).take(3).collect();
+        assert!(at.is_empty(), "{secret} is in the log:\n{}", at.join("\n"));
+    }
+}
