@@ -21,12 +21,37 @@ pub fn spec() -> serde_json::Value {
     let ok = |desc: &str| serde_json::json!({ "description": desc, "content": { "application/json": { "schema": { "type": "object" } } } });
     let err =
         |desc: &str| serde_json::json!({ "description": desc, "content": { "application/json": { "schema": error } } });
-    serde_json::json!({
+    // The config, tokens and users (a second literal: one would pass serde_json's macro recursion limit).
+    let admin_paths = serde_json::json!({
+            "/api/v1/config": {
+                "get": { "summary": "The running config (YAML, secrets masked) and its revision", "responses": { "200": ok("`{revision, text}`") } },
+                "put": { "summary": "Replace the whole config (admin): checked whole, kept as a revision, run by every node; `[REDACTED]` keeps a secret", "requestBody": { "content": { "application/json": { "schema": { "type": "object", "required": ["text"], "properties": { "text": { "type": "string" }, "base": { "type": "integer" } } } } } }, "responses": { "200": ok("`{revision}`"), "403": err("Not an admin"), "409": err("Another edit came first"), "422": err("The config would not load: `problems` with path, line and message") } }
+            },
+            "/api/v1/config/revisions": { "get": { "summary": "Config revisions, newest first: id, when, origin, running (admin)", "responses": { "200": ok("`{items}`"), "403": err("Not an admin") } } },
+            "/api/v1/config/{section}": { "get": { "summary": "Names of the items of sources, destinations, flows, tables or subscriptions", "parameters": [{ "name": "section", "in": "path", "required": true, "schema": { "type": "string" } }], "responses": { "200": ok("`{revision, section, items}`"), "400": err("Not a section of named items") } } },
+            "/api/v1/config/{section}/{name}": {
+                "parameters": [{ "name": "section", "in": "path", "required": true, "schema": { "type": "string" } }, { "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "get": { "summary": "One item's YAML as written, secrets masked", "responses": { "200": ok("`{revision, section, name, text}`"), "404": err("No such item") } },
+                "put": { "summary": "Create (201) or replace (200) one item (editor: destinations, flows, tables; admin: sources, subscriptions)", "requestBody": { "content": { "application/json": { "schema": { "type": "object", "required": ["text"], "properties": { "text": { "type": "string" }, "base": { "type": "integer" } } } } } }, "responses": { "200": ok("`{revision}`"), "201": ok("`{revision}`"), "403": err("Role too low for this section"), "409": err("Another edit came first"), "422": err("The config would not load, or a mask on a changed line") } },
+                "delete": { "summary": "Remove one item (422 while something uses it)", "responses": { "200": ok("`{revision}`"), "404": err("No such item"), "422": err("Still used") } }
+            },
+            "/api/v1/tokens": {
+                "get": { "summary": "API tokens: name, role, created, expires (admin)", "responses": { "200": ok("`{items}`"), "403": err("Not an admin") } },
+                "post": { "summary": "Create a token; the answer holds it, once (admin)", "requestBody": { "content": { "application/json": { "schema": { "type": "object", "required": ["name", "role"], "properties": { "name": { "type": "string" }, "role": { "type": "string", "enum": ["viewer", "editor", "admin"] }, "expires": { "type": "string", "example": "30d" } } } } } }, "responses": { "201": ok("`{name, role, expires_at, token}`"), "400": err("Bad name, role or expiry"), "409": err("Name taken") } }
+            },
+            "/api/v1/tokens/{name}": { "delete": { "summary": "Revoke a token (admin)", "parameters": [{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }], "responses": { "204": { "description": "revoked" }, "404": err("No such token") } } },
+            "/api/v1/users": {
+                "get": { "summary": "Console users: name, role, created (admin)", "responses": { "200": ok("`{items}`") } },
+                "post": { "summary": "Add a console user with a password of 12 or more characters (admin)", "requestBody": { "content": { "application/json": { "schema": { "type": "object", "required": ["name", "role", "password"], "properties": { "name": { "type": "string" }, "role": { "type": "string" }, "password": { "type": "string" } } } } } }, "responses": { "201": { "description": "added" }, "400": err("Bad name, role or password"), "409": err("Name taken") } }
+            },
+            "/api/v1/users/{name}": { "delete": { "summary": "Remove a console user (admin)", "parameters": [{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }], "responses": { "204": { "description": "removed" }, "404": err("No such user") } } }
+    });
+    let mut doc = serde_json::json!({
         "openapi": "3.0.3",
         "info": {
             "title": "renkei",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Webhook ingress and the admin API of renkei. Admin endpoints need `Authorization: Bearer <token>`: `server.admin_token` (an admin) or a token made with `renkei token create`, whose role decides what it may do (viewer: read; editor: also retry, replay, connection tests; admin: also the audit log); a route its role does not allow answers 403 naming the role needed. Errors are `{\"error\": {\"code\", \"message\"}}`, in Japanese when `Accept-Language` asks for it."
+            "description": "Webhook ingress and the admin API of renkei. Admin endpoints need `Authorization: Bearer <token>`: `server.admin_token` (an admin) or a token made with `renkei token create` or `POST /api/v1/tokens`, whose role decides what it may do (viewer: read; editor: also retry, replay, connection tests, and edit destinations, flows and tables; admin: also sources, subscriptions, the whole config, tokens, users and the audit log); a route its role does not allow answers 403 naming the role needed. Errors are `{\"error\": {\"code\", \"message\"}}`, in Japanese when `Accept-Language` asks for it."
         },
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
@@ -67,5 +92,9 @@ pub fn spec() -> serde_json::Value {
             "/readyz": { "get": { "summary": "Readiness: the store answers", "security": [], "responses": { "200": { "description": "ready" }, "503": { "description": "storage unavailable" } } } },
             "/metrics": { "get": { "summary": "Prometheus metrics", "security": [], "responses": { "200": { "description": "text exposition" } } } }
         }
-    })
+    });
+    if let (Some(paths), serde_json::Value::Object(more)) = (doc["paths"].as_object_mut(), admin_paths) {
+        paths.extend(more);
+    }
+    doc
 }
