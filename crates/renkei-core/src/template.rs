@@ -96,8 +96,8 @@ impl Engine {
 
     /// Checks that an expression compiles.
     pub fn check_expr(&self, e: &str) -> Result<(), String> {
-        self.env.compile_expression(e).map_err(describe)?;
-        let expr = self.probe.compile_expression(e).map_err(describe)?;
+        compile_expression(&self.env, e)?;
+        let expr = compile_expression(&self.probe, e)?;
         match expr.eval(minijinja::context! {}) {
             Err(err) if is_unknown_name(&err) => Err(describe(err)),
             _ => Ok(()),
@@ -126,7 +126,7 @@ impl Engine {
 
     /// Evaluates an expression to a JSON value.
     pub fn eval(&self, e: &str, ctx: &Value) -> Result<serde_json::Value, String> {
-        let expr = self.env.compile_expression(e).map_err(describe)?;
+        let expr = compile_expression(&self.env, e)?;
         let value = expr.eval(ctx).map_err(describe)?;
         if value.is_undefined() {
             return Err(format!("`{e}` is undefined"));
@@ -136,7 +136,7 @@ impl Engine {
 
     /// Evaluates a `when` expression.
     pub fn eval_bool(&self, e: &Expr, ctx: &Value) -> Result<bool, String> {
-        let expr = self.env.compile_expression(&e.0).map_err(describe)?;
+        let expr = compile_expression(&self.env, &e.0)?;
         Ok(expr.eval(ctx).map_err(describe)?.is_true())
     }
 
@@ -312,6 +312,26 @@ impl Object for Steps {
     fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
         minijinja::value::Enumerator::Seq(self.outputs.len())
     }
+}
+
+/// Compiles an expression (`when:`, `success_when:`...). Template delimiters have no place in one, and a stray
+/// `}}` panics inside MiniJinja 2.24's lexer (found by `fuzz/`'s `template` target), so they are refused with
+/// a message first; a panic of the compiler on some other input is turned into an error too, never a crash.
+fn compile_expression<'env, 'source>(
+    env: &'env minijinja::Environment<'env>,
+    e: &'source str,
+) -> Result<minijinja::Expression<'env, 'source>, String>
+where
+    'env: 'source,
+{
+    if ["{{", "}}", "{%", "%}", "{#", "#}"].iter().any(|d| e.contains(d)) {
+        return Err(format!(
+            "`{e}` is an expression: write it without {{{{ }}}} or {{% %}} (e.g. `body.priority >= 4`)"
+        ));
+    }
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| env.compile_expression(e)))
+        .map_err(|_| format!("`{e}` could not be compiled (the template engine failed on it)"))?
+        .map_err(describe)
 }
 
 #[cfg(test)]

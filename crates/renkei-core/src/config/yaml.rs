@@ -120,6 +120,7 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<YamlDoc
         anchors: HashMap::new(),
         problems: Vec::new(),
         documents: 0,
+        aliased: 0,
     };
     if let Err(e) = Parser::new_from_str(text).load(&mut b, true) {
         let info = e.info();
@@ -259,6 +260,20 @@ struct Builder<'e> {
     anchors: HashMap<usize, (Value, bool)>,
     problems: Vec<Problem>,
     documents: usize,
+    /// Values copied through aliases so far: bounded, so nested aliases cannot blow a small text up into
+    /// gigabytes (a "billion laughs"; found by `fuzz/`'s `config` target).
+    aliased: usize,
+}
+
+/// The most values aliases may copy in one document; a real config stays far below.
+const MAX_ALIASED: usize = 100_000;
+
+fn size_of(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(size_of).sum::<usize>(),
+        Value::Object(m) => 1 + m.values().map(size_of).sum::<usize>(),
+        _ => 1,
+    }
 }
 
 impl MarkedEventReceiver for Builder<'_> {
@@ -310,6 +325,20 @@ impl MarkedEventReceiver for Builder<'_> {
                 Target::Key => self.bad_key(line),
                 Target::Node { path, line, record } => {
                     // The parser rejects unknown anchors before emitting an alias, so the default is unused.
+                    let size = self.anchors.get(&id).map_or(1, |(v, _)| size_of(v));
+                    self.aliased = self.aliased.saturating_add(size);
+                    if self.aliased > MAX_ALIASED {
+                        if self.aliased - size <= MAX_ALIASED {
+                            self.problem(
+                                &path,
+                                line,
+                                format!("aliases (*name) copy more than {MAX_ALIASED} values: write the config out"),
+                                format!("エイリアス（*name）で {MAX_ALIASED} 個を超える値がコピーされます。展開して書いてください"),
+                            );
+                        }
+                        self.finish(Value::Null, 0, path);
+                        return;
+                    }
                     let (value, secret) = self.anchors.get(&id).cloned().unwrap_or((Value::Null, false));
                     if secret {
                         self.secret.insert(path.0.clone());
@@ -581,6 +610,22 @@ mod tests {
             Ok(i) => p.index(i),
             Err(_) => p.key(s),
         })
+    }
+
+    #[test]
+    fn nested_aliases_cannot_blow_the_text_up() {
+        // Nine levels of ten aliases each would be 10^9 values.
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            text.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        let started = std::time::Instant::now();
+        let found = problems(&text);
+        assert!(found.iter().any(|p| p.contains("aliases (*name) copy more than 100000 values")), "{found:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // Ordinary aliases still work.
+        assert!(parse("base: &b { retry: 3 }\nother: *b\n", &env).is_ok());
     }
 
     fn problems(text: &str) -> Vec<String> {

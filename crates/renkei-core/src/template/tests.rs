@@ -137,3 +137,13 @@ fn japanese_dates_in_templates() {
     let err = e.render(&t, &ctx(json!({"d": "2026-02-30"}))).unwrap_err();
     assert!(err.contains("`2026-02-30` is not a date"), "{err}");
 }
+
+#[test]
+fn template_delimiters_in_an_expression_are_an_error_not_a_panic() {
+    let engine = Engine::new(Default::default());
+    for e in ["a }} b", "}},", "oa}}pprerdy.name | u", "{{ body.x }}", "{% if x %}"] {
+        let err = engine.check_expr(e).unwrap_err();
+        assert!(err.contains("without {{ }}"), "{e}: {err}");
+    }
+    assert!(engine.check_expr("body.priority >= 4").is_ok());
+}

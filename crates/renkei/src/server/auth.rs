@@ -101,7 +101,7 @@ pub fn check(
                         format!("タイムスタンプヘッダー `{th}` がないか数値ではありません"),
                     )
                 })?;
-                if (now - t).abs() > hm.tolerance.0.as_secs() as i64 {
+                if now.abs_diff(t) > hm.tolerance.0.as_secs() {
                     return Err(unauthorized(
                         "the request's timestamp is outside the allowed window (a replay?)",
                         "リクエストのタイムスタンプが許容範囲外です（再送攻撃の可能性）",
