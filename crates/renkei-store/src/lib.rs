@@ -137,6 +137,22 @@ pub trait Store: Send + Sync + 'static {
     /// The audit log, newest first, filtered and paged like the history listings.
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
 
+    // ----- console sessions, shared by every node -----
+
+    /// Keeps a new session, and forgets those not used since `forget_before`.
+    async fn put_session(&self, session: &SessionRecord, forget_before: DateTime<Utc>) -> Result<()>;
+    /// The session with this id hash when it was used at or after `idle_since` and made at or after
+    /// `made_since`, marked as used at `now`; `None` otherwise.
+    async fn touch_session(
+        &self,
+        id_hash: &str,
+        now: DateTime<Utc>,
+        idle_since: DateTime<Utc>,
+        made_since: DateTime<Utc>,
+    ) -> Result<Option<SessionRecord>>;
+    /// Ends a session (nothing when there is none).
+    async fn end_session(&self, id_hash: &str) -> Result<()>;
+
     // ----- config revisions, whole (renkei seals their text; see `save_config`) -----
 
     /// The id of the newest config revision: what every node should be running.

@@ -332,6 +332,16 @@ pub struct AuditFilter {
     pub limit: u32,
 }
 
+/// A console session as kept: its id's hash, never the id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub id_hash: String,
+    /// What the console keeps of it (JSON: who, CSRF token); the store does not look inside.
+    pub data: String,
+    pub created_at: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+}
+
 /// A config as it was loaded, in the form it was given to the store (renkei seals it first).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigRevision {

@@ -21,7 +21,7 @@ use subtle::ConstantTimeEq;
 use crate::app::App;
 
 /// What a caller may do; each role may do what the ones before it may.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Reads history, the queue and destinations (never secrets); changes nothing.

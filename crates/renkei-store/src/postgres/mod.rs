@@ -65,6 +65,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../migrations/postgres/0002_state.sql")),
     (3, include_str!("../../migrations/postgres/0003_access.sql")),
     (4, include_str!("../../migrations/postgres/0004_config_origin.sql")),
+    (5, include_str!("../../migrations/postgres/0005_console_sessions.sql")),
 ];
 
 pub struct PgStore {
@@ -431,6 +432,24 @@ impl Store for PgStore {
 
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
         auth::list_audit(&self.pool, filter).await
+    }
+
+    async fn put_session(&self, session: &SessionRecord, forget_before: DateTime<Utc>) -> Result<()> {
+        auth::put_session(&self.pool, session, forget_before).await
+    }
+
+    async fn touch_session(
+        &self,
+        id_hash: &str,
+        now: DateTime<Utc>,
+        idle_since: DateTime<Utc>,
+        made_since: DateTime<Utc>,
+    ) -> Result<Option<SessionRecord>> {
+        auth::touch_session(&self.pool, id_hash, now, idle_since, made_since).await
+    }
+
+    async fn end_session(&self, id_hash: &str) -> Result<()> {
+        auth::end_session(&self.pool, id_hash).await
     }
 
     async fn config_head(&self) -> Result<Option<i64>> {

@@ -255,3 +255,51 @@ pub(super) async fn add_config_revision(
     tx.commit().await.map_err(db)?;
     Ok(id)
 }
+
+pub(super) async fn put_session(pool: &SqlitePool, s: &SessionRecord, forget_before: DateTime<Utc>) -> Result<()> {
+    sqlx::query("DELETE FROM console_sessions WHERE last_seen < ?1")
+        .bind(ms(forget_before))
+        .execute(pool)
+        .await
+        .map_err(db)?;
+    sqlx::query("INSERT INTO console_sessions (id_hash, data, created_at, last_seen) VALUES (?1, ?2, ?3, ?4)")
+        .bind(&s.id_hash)
+        .bind(&s.data)
+        .bind(ms(s.created_at))
+        .bind(ms(s.last_seen))
+        .execute(pool)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+pub(super) async fn touch_session(
+    pool: &SqlitePool,
+    id_hash: &str,
+    now: DateTime<Utc>,
+    idle_since: DateTime<Utc>,
+    made_since: DateTime<Utc>,
+) -> Result<Option<SessionRecord>> {
+    let row = sqlx::query(
+        "UPDATE console_sessions SET last_seen = ?1 WHERE id_hash = ?2 AND last_seen >= ?3 AND created_at >= ?4 \
+         RETURNING id_hash, data, created_at, last_seen",
+    )
+    .bind(ms(now))
+    .bind(id_hash)
+    .bind(ms(idle_since))
+    .bind(ms(made_since))
+    .fetch_optional(pool)
+    .await
+    .map_err(db)?;
+    Ok(row.map(|r| SessionRecord {
+        id_hash: r.get("id_hash"),
+        data: r.get("data"),
+        created_at: from_ms(r.get("created_at")),
+        last_seen: from_ms(r.get("last_seen")),
+    }))
+}
+
+pub(super) async fn end_session(pool: &SqlitePool, id_hash: &str) -> Result<()> {
+    sqlx::query("DELETE FROM console_sessions WHERE id_hash = ?1").bind(id_hash).execute(pool).await.map_err(db)?;
+    Ok(())
+}

@@ -31,6 +31,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../migrations/sqlite/0002_state.sql")),
     (3, include_str!("../../migrations/sqlite/0003_access.sql")),
     (4, include_str!("../../migrations/sqlite/0004_config_origin.sql")),
+    (5, include_str!("../../migrations/sqlite/0005_console_sessions.sql")),
 ];
 
 pub struct SqliteStore {
@@ -397,6 +398,24 @@ impl Store for SqliteStore {
 
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
         auth::list_audit(&self.reader, filter).await
+    }
+
+    async fn put_session(&self, session: &SessionRecord, forget_before: DateTime<Utc>) -> Result<()> {
+        auth::put_session(&self.writer, session, forget_before).await
+    }
+
+    async fn touch_session(
+        &self,
+        id_hash: &str,
+        now: DateTime<Utc>,
+        idle_since: DateTime<Utc>,
+        made_since: DateTime<Utc>,
+    ) -> Result<Option<SessionRecord>> {
+        auth::touch_session(&self.writer, id_hash, now, idle_since, made_since).await
+    }
+
+    async fn end_session(&self, id_hash: &str) -> Result<()> {
+        auth::end_session(&self.writer, id_hash).await
     }
 
     async fn config_head(&self) -> Result<Option<i64>> {

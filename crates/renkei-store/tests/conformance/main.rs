@@ -334,6 +334,32 @@ fn audit_entry(action: &str) -> NewAudit {
     NewAudit { at: t0(), actor: "alice".into(), action: action.into(), target: "flows/x".into(), detail: json!({}) }
 }
 
+pub async fn console_sessions_expire_by_idleness_and_age(s: &dyn Store) {
+    let at = |h: i64| t0() + Duration::hours(h);
+    let row = |id: &str, h: i64| SessionRecord {
+        id_hash: id.into(),
+        data: format!("{{\"who\":\"{id}\"}}"),
+        created_at: at(h),
+        last_seen: at(h),
+    };
+    s.put_session(&row("a", 0), at(-12)).await.unwrap();
+    s.put_session(&row("b", 0), at(-12)).await.unwrap();
+    // Used within 12 hours of the last use, and within 7 days of sign-in: alive, and marked as used.
+    let got = s.touch_session("a", at(11), at(11 - 12), at(11 - 168)).await.unwrap().unwrap();
+    assert_eq!((got.data.as_str(), got.last_seen), ("{\"who\":\"a\"}", at(11)));
+    assert!(s.touch_session("a", at(22), at(22 - 12), at(22 - 168)).await.unwrap().is_some(), "used 11 h before");
+    assert!(s.touch_session("b", at(22), at(22 - 12), at(22 - 168)).await.unwrap().is_none(), "idle 22 h");
+    assert!(s.touch_session("a", at(170), at(158), at(170 - 168)).await.unwrap().is_none(), "older than 7 days");
+    assert!(s.touch_session("nope", at(1), at(0), at(0)).await.unwrap().is_none());
+    s.end_session("a").await.unwrap();
+    assert!(s.touch_session("a", at(23), at(11), at(0)).await.unwrap().is_none(), "ended");
+    s.end_session("a").await.unwrap();
+    // A new session clears those idle before the cutoff ("b" is gone whatever is asked).
+    s.put_session(&row("c", 30), at(18)).await.unwrap();
+    assert!(s.touch_session("b", at(30), at(-100), at(-100)).await.unwrap().is_none());
+    assert!(s.touch_session("c", at(30), at(18), at(0)).await.unwrap().is_some());
+}
+
 pub async fn config_edits_are_revisions_and_conflict_on_a_stale_base(s: &dyn Store) {
     s.save_config("a: 1", t0()).await.unwrap();
     let base = s.config_head().await.unwrap();
@@ -488,6 +514,7 @@ backends::for_each_backend!(
     purge_removes_finished_history_only,
     config_revisions_and_ping,
     config_edits_are_revisions_and_conflict_on_a_stale_base,
+    console_sessions_expire_by_idleness_and_age,
     tokens_are_found_by_hash_and_every_change_is_audited,
     users_are_kept_with_their_password_hash,
     the_audit_log_filters_and_pages,

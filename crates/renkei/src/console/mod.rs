@@ -57,7 +57,8 @@ impl Console {
             .public_url
             .as_deref()
             .is_some_and(|u| u.to_ascii_lowercase().starts_with("https://"));
-        Console { app, sessions: session::Sessions::default(), tests: Default::default(), secure_cookies }
+        let sessions = session::Sessions::new(app.store.clone());
+        Console { app, sessions, tests: Default::default(), secure_cookies }
     }
 }
 

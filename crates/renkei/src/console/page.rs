@@ -93,8 +93,14 @@ impl FromRequestParts<Arc<Console>> for Page {
             _ => Lang::from_header(headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok())),
         };
         let now = console.app.clock.now();
-        let session = session::cookie(headers, session::SESSION_COOKIE)
-            .and_then(|id| console.sessions.touch(&id, now).map(|s| (id, s)));
+        let session = session::cookie(headers, session::SESSION_COOKIE).map(|id| async move {
+            let s = console.sessions.touch(&id, now).await;
+            s.map(|s| (id, s))
+        });
+        let session = match session {
+            Some(f) => f.await,
+            None => None,
+        };
         let here = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/console/".into());
         let query: HashMap<String, String> =
             form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect();

@@ -7,13 +7,15 @@
 //! the audit log), the same roles the admin API checks.
 //!
 //! A session is a random id in an `HttpOnly`, `SameSite=Strict` cookie (`Secure` when `server.public_url`
-//! is https), mapped in memory to its principal and to the CSRF token every form of the session carries.
-//! Sessions end on sign-out, after [`IDLE`] without a request, after [`MAX_AGE`], and when the process stops.
+//! is https), kept in the store as the id's SHA-256 with its principal and the CSRF token every form of the
+//! session carries, so every node behind a load balancer knows it and a restart keeps it. Sessions end on
+//! sign-out, after [`IDLE`] without a request, and after [`MAX_AGE`]. Sign-in attempts are limited per client
+//! address ([`SIGN_IN_LIMIT`]), so passwords cannot be guessed at speed.
 //! What a session may do is decided by its principal's role at each request, in one place
 //! (`super::page::Posted` for changes, [`Principal::may`] for pages).
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -39,11 +41,12 @@ const LOGIN_COOKIE: &str = "renkei_login";
 pub const IDLE: Duration = Duration::hours(12);
 /// A session ends this long after sign-in, used or not.
 pub const MAX_AGE: Duration = Duration::days(7);
-/// Sessions kept at most; beyond it the least recently used go (a flood of sign-ins cannot fill memory).
-const MAX_SESSIONS: usize = 10_000;
+/// Sign-in attempts per client address: a burst of 10, then one every 6 seconds.
+pub const SIGN_IN_LIMIT: renkei_core::config::RateLimit =
+    renkei_core::config::RateLimit { per_second: 1.0 / 6.0, burst: 10 };
 
 /// Who signed in.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Principal {
     /// Shown in the header.
     pub name: String,
@@ -51,7 +54,7 @@ pub struct Principal {
     pub actor: String,
     pub role: Role,
     /// How: `password` or `token`.
-    pub method: &'static str,
+    pub method: String,
 }
 
 impl Principal {
@@ -68,50 +71,62 @@ pub struct Session {
     pub last_seen: DateTime<Utc>,
 }
 
-#[derive(Default)]
+/// What the store keeps of a session.
+#[derive(Serialize, Deserialize)]
+struct Kept {
+    principal: Principal,
+    csrf: String,
+}
+
+/// The console's sessions, kept in the store.
 pub struct Sessions {
-    map: Mutex<HashMap<String, Session>>,
+    store: std::sync::Arc<dyn renkei_store::Store>,
 }
 
 impl Sessions {
-    /// Starts a session; returns its id.
-    pub fn start(&self, principal: Principal, now: DateTime<Utc>) -> String {
-        let id = random_token();
-        let session = Session { principal, csrf: random_token(), created: now, last_seen: now };
-        let mut map = self.map.lock().expect("sessions lock");
-        map.retain(|_, s| alive(s, now));
-        if map.len() >= MAX_SESSIONS {
-            if let Some(oldest) = map.iter().min_by_key(|(_, s)| s.last_seen).map(|(k, _)| k.clone()) {
-                map.remove(&oldest);
-            }
-        }
-        map.insert(id.clone(), session);
-        id
+    pub fn new(store: std::sync::Arc<dyn renkei_store::Store>) -> Sessions {
+        Sessions { store }
     }
 
-    /// The live session with this id, marked as used now.
-    pub fn touch(&self, id: &str, now: DateTime<Utc>) -> Option<Session> {
-        let mut map = self.map.lock().expect("sessions lock");
-        match map.get_mut(id) {
-            Some(s) if alive(s, now) => {
-                s.last_seen = now;
-                Some(s.clone())
+    /// Starts a session; returns its id (the cookie's value; the store keeps only its hash).
+    pub async fn start(&self, principal: Principal, now: DateTime<Utc>) -> Result<String, renkei_store::StoreError> {
+        let id = random_token();
+        let kept = Kept { principal, csrf: random_token() };
+        let record = renkei_store::SessionRecord {
+            id_hash: access::token_hash(&id),
+            data: serde_json::to_string(&kept).expect("a session serialises"),
+            created_at: now,
+            last_seen: now,
+        };
+        self.store.put_session(&record, now - IDLE).await?;
+        Ok(id)
+    }
+
+    /// The live session with this id, marked as used now. A store that cannot answer signs nobody in.
+    pub async fn touch(&self, id: &str, now: DateTime<Utc>) -> Option<Session> {
+        match self.store.touch_session(&access::token_hash(id), now, now - IDLE, now - MAX_AGE).await {
+            Ok(Some(r)) => {
+                let kept: Kept = serde_json::from_str(&r.data).ok()?;
+                Some(Session {
+                    principal: kept.principal,
+                    csrf: kept.csrf,
+                    created: r.created_at,
+                    last_seen: r.last_seen,
+                })
             }
-            Some(_) => {
-                map.remove(id);
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "console: reading a session failed");
                 None
             }
-            None => None,
         }
     }
 
-    pub fn end(&self, id: &str) {
-        self.map.lock().expect("sessions lock").remove(id);
+    pub async fn end(&self, id: &str) {
+        if let Err(e) = self.store.end_session(&access::token_hash(id)).await {
+            tracing::warn!(error = %e, "console: ending a session failed");
+        }
     }
-}
-
-fn alive(s: &Session, now: DateTime<Utc>) -> bool {
-    now - s.last_seen < IDLE && now - s.created < MAX_AGE
 }
 
 /// 256 random bits, URL-safe.
@@ -179,14 +194,14 @@ pub async fn authenticate(
         return Ok(user.filter(|_| ok).and_then(|u| {
             // A role this version does not know (written by a newer one) opens nothing.
             let role = Role::parse(&u.role)?;
-            Some(Principal { actor: format!("user:{}", u.name), name: u.name, role, method: "password" })
+            Some(Principal { actor: format!("user:{}", u.name), name: u.name, role, method: "password".into() })
         }));
     }
     match access::authenticate(app, field("token")).await {
         Ok(caller) => {
             let name =
                 if caller.actor == access::CONFIG_TOKEN_ACTOR { "admin".to_owned() } else { caller.actor.clone() };
-            Ok(Some(Principal { name, actor: caller.actor, role: caller.role, method: "token" }))
+            Ok(Some(Principal { name, actor: caller.actor, role: caller.role, method: "token".into() }))
         }
         Err(access::Denied::Store(e)) => Err(e),
         Err(access::Denied::Unknown | access::Denied::Expired { .. }) => Ok(None),
@@ -230,10 +245,12 @@ fn login_page(console: &Console, page: &Page, next: Option<&str>, status: Status
 
 pub async fn login(
     State(console): State<std::sync::Arc<Console>>,
+    connect: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     page: Page,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    let peer = connect.map(|c| c.0 .0);
     let fields: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
     let next = fields.get("next").map(String::as_str);
     let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
@@ -243,6 +260,19 @@ pub async fn login(
             "サインインのフォームが期限切れです。もう一度お試しください。",
         );
         return login_page(&console, &page, next, StatusCode::FORBIDDEN, Some(msg));
+    }
+    let ip = crate::server::auth::client_ip(peer, &headers, &console.app.loaded().config.server.trusted_proxies);
+    let key = format!("console-sign-in:{}", ip.map(|i| i.to_string()).unwrap_or_default());
+    if let Err(wait) = console.app.limiter.take(&key, &SIGN_IN_LIMIT, std::time::Instant::now()) {
+        tracing::warn!(client = ?ip, "console sign-in attempts over the limit");
+        let secs = wait.as_secs() + 1;
+        let msg = Msg::new(
+            format!("Too many sign-in attempts from this address. Wait {secs} seconds and try again."),
+            format!("このアドレスからのサインインの試行が多すぎます。{secs} 秒待ってからもう一度お試しください。"),
+        );
+        let mut resp = login_page(&console, &page, next, StatusCode::TOO_MANY_REQUESTS, Some(msg));
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return resp;
     }
     let principal = match authenticate(&console.app, &fields).await {
         Ok(Some(p)) => p,
@@ -257,9 +287,9 @@ pub async fn login(
         Err(e) => return page.store_fail(e).into_response(),
     };
     if let Some((old, _)) = &page.session {
-        console.sessions.end(old);
+        console.sessions.end(old).await;
     }
-    tracing::info!(who = %principal.actor, method = principal.method, "console sign-in");
+    tracing::info!(who = %principal.actor, method = %principal.method, "console sign-in");
     super::audit(
         &console.app,
         &principal,
@@ -268,7 +298,10 @@ pub async fn login(
         serde_json::json!({ "method": principal.method }),
     )
     .await;
-    let id = console.sessions.start(principal, console.app.clock.now());
+    let id = match console.sessions.start(principal, console.app.clock.now()).await {
+        Ok(id) => id,
+        Err(e) => return page.store_fail(e).into_response(),
+    };
     let mut resp = Redirect::to(&safe_next(next)).into_response();
     resp.headers_mut().append(header::SET_COOKIE, set_cookie(&console, SESSION_COOKIE, &id, "/", None));
     resp.headers_mut().append(header::SET_COOKIE, set_cookie(&console, LOGIN_COOKIE, "", "/console/login", Some(0)));
@@ -277,7 +310,7 @@ pub async fn login(
 
 pub async fn logout(State(console): State<std::sync::Arc<Console>>, form: Submitted) -> Response {
     if let Some((id, _)) = &form.page.session {
-        console.sessions.end(id);
+        console.sessions.end(id).await;
     }
     let mut resp = Redirect::to("/console/login?done=signed_out").into_response();
     resp.headers_mut().append(header::SET_COOKIE, set_cookie(&console, SESSION_COOKIE, "", "/", Some(0)));
@@ -311,23 +344,6 @@ mod tests {
         for bad in ["https://evil.example/", "//evil.example/console", "/console/..\\x", "/other"] {
             assert_eq!(safe_next(Some(bad)), "/console/", "{bad}");
         }
-    }
-
-    #[test]
-    fn sessions_expire_when_idle_and_when_old() {
-        let s = Sessions::default();
-        let t0 = Utc::now();
-        let p = Principal { name: "admin".into(), actor: "admin_token".into(), role: Role::Admin, method: "token" };
-        let id = s.start(p, t0);
-        assert!(s.touch(&id, t0 + Duration::hours(11)).is_some());
-        assert!(s.touch(&id, t0 + Duration::hours(22)).is_some(), "used 11 h ago");
-        assert!(s.touch(&id, t0 + Duration::hours(35)).is_none(), "idle for 13 h");
-        let id =
-            s.start(Principal { name: "a".into(), actor: "user:a".into(), role: Role::Viewer, method: "password" }, t0);
-        for k in 1..28 {
-            assert!(s.touch(&id, t0 + Duration::hours(6 * k)).is_some(), "used every 6 h");
-        }
-        assert!(s.touch(&id, t0 + MAX_AGE).is_none());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 mod access_api;
 mod api;
-mod auth;
+pub(crate) mod auth;
 pub mod config_api;
 mod error;
 mod ingress;

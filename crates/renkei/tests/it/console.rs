@@ -582,6 +582,51 @@ async fn items_are_edited_by_role_with_problems_shown_and_secrets_kept() {
     assert_eq!(audit["items"][0]["target"], "destinations/sink");
 }
 
+/// Sessions are kept in the store (as the id's hash): they outlive a restart and any node behind a load
+/// balancer knows them. Sign-in attempts are limited per address.
+#[tokio::test]
+async fn sessions_outlive_a_restart_and_sign_in_attempts_are_limited() {
+    let rx = Receiver::start().await;
+    let app = spawn(&rx, "").await;
+    let v = Visitor::new(&app);
+    v.sign_in_as_admin().await;
+    let id = v.cookie("renkei_session").unwrap();
+    let store = &app.app.store;
+    let now = app.app.clock.now();
+    let day = chrono::Duration::days(1);
+    assert!(store.touch_session(&id, now, now - day, now - day).await.unwrap().is_none(), "the id is not stored");
+    let hash = renkei::access::token_hash(&id);
+    assert!(store.touch_session(&hash, now, now - day, now - day).await.unwrap().is_some());
+
+    let app = app.restart().await;
+    let again = Visitor::new(&app);
+    again.cookies.lock().unwrap().insert("renkei_session".into(), id.clone());
+    let page = again.get("/console/").await;
+    assert_eq!(page.status, 200, "the session survived the restart");
+    assert!(page.plain().contains("admin (admin)"));
+
+    // Ten wrong tries, then even the right token waits.
+    let intruder = Visitor::new(&app);
+    for _ in 0..10 {
+        assert_eq!(intruder.sign_in_answer(&[("token", "guess")]).await.status, 401);
+    }
+    let refused = intruder.sign_in_answer(&[("token", ADMIN)]).await;
+    assert_eq!(refused.status, 429);
+    assert!(refused.plain().contains("Too many sign-in attempts"), "{}", refused.plain());
+    assert!(intruder.cookie("renkei_session").is_none());
+    // Signing out ends the session on every node: the store forgets it.
+    let page = again.get("/console/").await;
+    let out = again.post("/console/logout", &[("csrf", &csrf_of(&page.text()))]).await;
+    assert_eq!(out.status, 303);
+    assert!(store_session_gone(&app, &hash).await);
+}
+
+async fn store_session_gone(app: &TestApp, hash: &str) -> bool {
+    let now = app.app.clock.now();
+    let day = chrono::Duration::days(1);
+    app.app.store.touch_session(hash, now, now - day, now - day).await.unwrap().is_none()
+}
+
 #[tokio::test]
 async fn a_console_user_signs_in_with_a_password() {
     let rx = Receiver::start().await;
