@@ -29,7 +29,7 @@ for t in "${targets[@]}"; do
     cargo +nightly fuzz run "$t" "target/corpus/$t" "corpus/$t" -- \
         -max_total_time="$seconds" -timeout=10 -print_final_stats=1 >"target/logs/$t.log" 2>&1
     status=$?
-    grep -E '^#[0-9]+ +DONE' "target/logs/$t.log" | tail -n 1
+    grep -E '^#[0-9]+[[:space:]]+DONE' "target/logs/$t.log" | tail -n 1
     grep -E '^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' "target/logs/$t.log"
     if [ "$status" -ne 0 ]; then
         echo "!!! $t failed (exit $status); log: fuzz/target/logs/$t.log" >&2

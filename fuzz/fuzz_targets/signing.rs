@@ -8,10 +8,6 @@ use renkei_core::signing::{
     hmac_digest, signature_matches, standard_sign, standard_verify, Algorithm, DigestEncoding, VerifyError,
 };
 
-#[path = "known_issues.rs"]
-#[allow(dead_code)]
-mod known_issues;
-
 /// A real Standard Webhooks secret (the spec's test vector) and a few broken ones.
 const SECRETS: &[&str] = &["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "whsec_b2xk", "whsec_", "whsec_***", "plainbase64=="];
 
@@ -60,9 +56,6 @@ fuzz_target!(|data: &[u8]| {
 
     let id_h = header(id, sel & 4 == 0);
     let ts_h = header(ts, sel & 8 == 0);
-    if known_issues::timestamp_overflows(now, ts_h) {
-        return;
-    }
     let result = standard_verify(&secrets, id_h, ts_h, header(sig, true), body, now, tolerance);
     let _ = result.as_ref().map_err(ToString::to_string);
 

@@ -121,7 +121,7 @@ fn parse_date_prefix(s: &str) -> Option<(NaiveDate, &str)> {
         let rest = rest.trim_start();
         let (year, rest) = match rest.strip_prefix('元') {
             Some(r) => (1, r),
-            None => digits(rest, 1, 3)?,
+            None => digits(rest, 1, 4)?,
         };
         let (month, day, rest) = month_day(rest)?;
         // Year 0 or an overlong era year lands outside the era and is rejected by `contains`.
@@ -446,9 +446,11 @@ mod tests {
             assert_eq!(parse_date(&text), Some(d), "{d} -> {text}");
             d = d.succ_opt().expect("in range");
         }
-        // Era years of three digits read back too (令和100年 is 2118; found by `fuzz/`'s `dates` target).
-        let far = date("2118-01-01");
-        assert_eq!(wareki(far).as_deref(), Some("令和100年1月1日"));
-        assert_eq!(parse_date("令和100年1月1日"), Some(far));
+        // Era years of three and four digits read back too (令和100年 is 2118; 令和 has no end, and ISO years go
+        // to 9999; found by `fuzz/`'s `dates` target).
+        for (iso, text) in [("2118-01-01", "令和100年1月1日"), ("6020-01-02", "令和4002年1月2日")] {
+            assert_eq!(wareki(date(iso)).as_deref(), Some(text));
+            assert_eq!(parse_date(text), Some(date(iso)));
+        }
     }
 }

@@ -457,3 +457,98 @@ pub async fn export(Signed(p): Signed) -> Answer {
     )
         .into_response())
 }
+
+// ----- tables from a CSV file -----
+
+/// Largest CSV accepted (axum's default body limit for multipart is 2 MiB as well).
+const TABLE_UPLOAD_LIMIT: usize = 2 * 1024 * 1024;
+
+/// `POST /console/tables/{name}/upload` (multipart: `csrf`, `file`): the table's rows become the file's, written
+/// into the config (`rows:`), so every node has them without a file of its own. Shift_JIS or UTF-8, with or
+/// without a BOM, a header row naming the columns; the key column must be there and filled.
+pub async fn upload_table(Path(name): Path<String>, Signed(p): Signed, mut form: axum::extract::Multipart) -> Answer {
+    may_change(&p, Role::Editor)?;
+    let (mut csrf, mut file) = (String::new(), Vec::new());
+    loop {
+        match form.next_field().await {
+            Ok(Some(field)) => match field.name() {
+                Some("csrf") => csrf = field.text().await.unwrap_or_default(),
+                Some("file") => file = field.bytes().await.map(|b| b.to_vec()).unwrap_or_default(),
+                _ => {}
+            },
+            Ok(None) => break,
+            Err(e) => {
+                return Err(p.fail(
+                    StatusCode::BAD_REQUEST,
+                    Msg::new(
+                        format!("The upload could not be read: {e}"),
+                        format!("アップロードを読み取れません: {e}"),
+                    ),
+                ))
+            }
+        }
+    }
+    let expected = p.session.as_ref().map(|(_, s)| s.csrf.clone()).unwrap_or_default();
+    if !super::session::same(&csrf, &expected) {
+        return Err(p.fail(
+            StatusCode::FORBIDDEN,
+            Msg::new(
+                "This form has expired or did not come from this console. Reload the page and try again.",
+                "このフォームは期限切れか、このコンソールから送信されたものではありません。ページを再読み込みしてからやり直してください。",
+            ),
+        ));
+    }
+    let invalid = |en: String, ja: String| p.fail(StatusCode::UNPROCESSABLE_ENTITY, Msg::new(en, ja));
+    if file.len() > TABLE_UPLOAD_LIMIT {
+        return Err(invalid("The file is larger than 2 MiB.".into(), "ファイルが 2 MiB を超えています。".into()));
+    }
+    let loaded = p.app().loaded();
+    let Some(table) = loaded.config.tables.get(name.as_str()) else { return Err(p.not_found("Table", "テーブル")) };
+    let key = table.key.clone();
+    let parsed = renkei_core::body::parse_body(
+        Some("text/csv"),
+        &file,
+        renkei_core::body::BodyFormat::Csv,
+        &renkei_core::body::CsvInOptions::default(),
+    )
+    .map_err(|e| invalid(e.msg().en.clone(), e.msg().ja.clone()))?;
+    let rows = parsed.value.as_array().cloned().unwrap_or_default();
+    for (i, row) in rows.iter().enumerate() {
+        let filled = row.get(&key).and_then(|v| v.as_str()).is_some_and(|v| !v.trim().is_empty());
+        if !filled {
+            let line = i + 2;
+            return Err(invalid(
+                format!("Line {line}: the key column `{key}` is missing or empty."),
+                format!("{line} 行目: キー列 `{key}` がないか空です。"),
+            ));
+        }
+    }
+    let mut item = format!("key: {}\nrows:\n", serde_json::Value::from(key.as_str()));
+    for row in &rows {
+        item.push_str(&format!("  - {row}\n"));
+    }
+    if rows.is_empty() {
+        item = format!("key: {}\nrows: []\n", serde_json::Value::from(key.as_str()));
+    }
+    let who = p.principal().map(|w| w.actor.clone()).unwrap_or_default();
+    let by = Editor {
+        actor: &who,
+        origin: "console",
+        action: "config.edit",
+        why: Some(serde_json::json!({ "upload": rows.len() })),
+    };
+    match live::edit(p.app(), by, &format!("tables/{name}"), None, |c| {
+        Ok(edit::set_item(&c.text, "tables", &name, &item)?)
+    })
+    .await
+    {
+        Ok(_) => Ok(Redirect::to(&format!("/console/tables/{name}?done=saved")).into_response()),
+        Err(f) => {
+            let msgs: Vec<String> = problems(&p, &f)
+                .iter()
+                .map(|v| v.get_attr("message").map(|m| m.to_string()).unwrap_or_default())
+                .collect();
+            Err(invalid(format!("Not saved: {}", msgs.join(" / ")), format!("保存していません: {}", msgs.join(" / "))))
+        }
+    }
+}

@@ -90,6 +90,7 @@ pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
         .route("/console/tables", get(tables::list))
         .route("/console/tables/{name}", get(tables::show))
         .route("/console/tables/{name}/csv", get(tables::csv))
+        .route("/console/tables/{name}/upload", post(editing::upload_table))
         .route("/console/audit", get(audit::list))
         .route("/console/config", get(editing::whole).post(editing::save_whole))
         .route("/console/config/export", get(editing::export))

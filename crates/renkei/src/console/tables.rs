@@ -1,6 +1,5 @@
 //! Lookup tables: view them, and download them as CSV in Shift_JIS or UTF-8 with a BOM (what Excel opens
-//! without mojibake). Read-only: tables live in the config file, and the console cannot change the config
-//! until config is kept in the database.
+//! without mojibake). Editing and uploading are in `editing.rs`, as every config change is.
 
 use axum::extract::{Path, Query};
 use axum::http::{header, StatusCode};

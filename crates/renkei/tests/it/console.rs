@@ -627,6 +627,62 @@ async fn store_session_gone(app: &TestApp, hash: &str) -> bool {
     app.app.store.touch_session(hash, now, now - day, now - day).await.unwrap().is_none()
 }
 
+/// A table's rows replaced from a Shift_JIS CSV file (as Excel saves one): the new rows are in the config, run
+/// at once (a lookup uses them), and the CSV download gives them back; a file without the key column is refused.
+#[tokio::test]
+async fn a_table_is_replaced_by_an_uploaded_shift_jis_csv() {
+    let rx = Receiver::start().await;
+    let app = spawn(&rx, "").await;
+    let v = Visitor::new(&app);
+    v.sign_in_as_admin().await;
+    let page = v.get("/console/tables/approvers").await;
+    let csrf = csrf_of(&page.text());
+    let upload = |file: Vec<u8>, csrf: String| {
+        let boundary = "renkei-test-boundary";
+        let mut body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"approvers.csv\"\r\nContent-Type: text/csv\r\n\r\n"
+        )
+        .into_bytes();
+        body.extend_from_slice(&file);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        v.send(
+            v.http
+                .post(format!("{}/console/tables/approvers/upload", v.base))
+                .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+                .body(body),
+        )
+    };
+    let (sjis, _, _) = encoding_rs::SHIFT_JIS
+        .encode("applicant,approver1,approver2\r\n山田太郎,髙橋①,\r\n佐藤花子,鈴木一郎,㈱本社\r\n");
+    let got = upload(sjis.to_vec(), csrf.clone()).await;
+    assert_eq!(
+        (got.status, got.location.as_deref()),
+        (303, Some("/console/tables/approvers?done=saved")),
+        "{}",
+        got.plain()
+    );
+    let loaded = app.app.loaded();
+    let table = &loaded.config.tables["approvers"];
+    assert_eq!(table.rows.len(), 2);
+    assert_eq!(table.rows["山田太郎"]["approver1"], "髙橋①");
+    assert_eq!(table.rows["佐藤花子"]["approver2"], "㈱本社");
+    // Runs at once: the flow's lookup finds the new approver.
+    send(&app, "1001", "山田太郎").await;
+    app.drain().await;
+    assert_eq!(rx.received()[0].json()["approver"], "髙橋①");
+    // And downloads back as it came.
+    let csv = v.get("/console/tables/approvers/csv?encoding=sjis").await;
+    let (text, _, _) = encoding_rs::SHIFT_JIS.decode(&csv.bytes);
+    assert!(text.contains("山田太郎,髙橋①,"), "{text}");
+
+    let bad = upload(b"name,approver1\r\nx,y\r\n".to_vec(), csrf.clone()).await;
+    assert_eq!(bad.status, 422);
+    assert!(bad.plain().contains("key column `applicant`"), "{}", bad.plain());
+    let forged = upload(b"applicant\r\nx\r\n".to_vec(), "forged".into()).await;
+    assert_eq!(forged.status, 403);
+    assert_eq!(app.app.loaded().config.tables["approvers"].rows.len(), 2, "nothing changed");
+}
+
 #[tokio::test]
 async fn a_console_user_signs_in_with_a_password() {
     let rx = Receiver::start().await;
