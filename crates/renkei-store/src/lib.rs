@@ -69,6 +69,10 @@ pub trait Store: Send + Sync + 'static {
     /// Gives back every delivery `owner` holds (graceful shutdown), to be claimed again at once.
     async fn release(&self, owner: &str, now: DateTime<Utc>) -> Result<u64>;
 
+    /// Extends to `until` the leases `owner` still holds on these deliveries (a delivery running longer than a
+    /// lease is not taken over while its worker lives); returns how many it still held.
+    async fn renew_leases(&self, owner: &str, ids: &[i64], until: DateTime<Utc>) -> Result<u64>;
+
     /// The earliest `next_at` or lease expiry among open deliveries: when an idle worker should look again.
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>>;
 

@@ -294,6 +294,10 @@ impl Store for PgStore {
         queue::release(&self.pool, owner, now).await
     }
 
+    async fn renew_leases(&self, owner: &str, ids: &[i64], until: DateTime<Utc>) -> Result<u64> {
+        queue::renew_leases(&self.pool, owner, ids, until).await
+    }
+
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
         queue::next_due(&self.pool).await
     }

@@ -337,6 +337,19 @@ pub(super) async fn release(pool: &PgPool, owner: &str, now: DateTime<Utc>) -> R
     Ok(r.rows_affected())
 }
 
+pub(super) async fn renew_leases(pool: &PgPool, owner: &str, ids: &[i64], until: DateTime<Utc>) -> Result<u64> {
+    let r = sqlx::query(
+        "UPDATE deliveries SET lease_until = $3 WHERE status = 'in_flight' AND lease_owner = $1 AND id = ANY($2)",
+    )
+    .bind(owner)
+    .bind(ids)
+    .bind(ms(until))
+    .execute(pool)
+    .await
+    .map_err(db)?;
+    Ok(r.rows_affected())
+}
+
 pub(super) async fn next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>> {
     let at: Option<i64> = sqlx::query_scalar(&format!(
         "SELECT MIN(CASE WHEN status = 'in_flight' THEN lease_until ELSE next_at END) FROM deliveries WHERE status IN {OPEN}"

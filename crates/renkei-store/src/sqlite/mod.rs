@@ -248,6 +248,10 @@ impl Store for SqliteStore {
         queue::release(&self.writer, owner, now).await
     }
 
+    async fn renew_leases(&self, owner: &str, ids: &[i64], until: DateTime<Utc>) -> Result<u64> {
+        queue::renew_leases(&self.writer, owner, ids, until).await
+    }
+
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
         queue::next_due(&self.reader).await
     }

@@ -282,6 +282,21 @@ pub(super) async fn release(pool: &SqlitePool, owner: &str, now: DateTime<Utc>) 
     Ok(r.rows_affected())
 }
 
+pub(super) async fn renew_leases(pool: &SqlitePool, owner: &str, ids: &[i64], until: DateTime<Utc>) -> Result<u64> {
+    let ids = serde_json::to_string(ids).expect("ids serialise");
+    let r = sqlx::query(
+        "UPDATE deliveries SET lease_until = ?3
+         WHERE status = 'in_flight' AND lease_owner = ?1 AND id IN (SELECT value FROM json_each(?2))",
+    )
+    .bind(owner)
+    .bind(ids)
+    .bind(ms(until))
+    .execute(pool)
+    .await
+    .map_err(db)?;
+    Ok(r.rows_affected())
+}
+
 pub(super) async fn next_due(pool: &SqlitePool) -> Result<Option<DateTime<Utc>>> {
     let at: Option<i64> = sqlx::query_scalar(
         "SELECT MIN(CASE WHEN status = 'in_flight' THEN lease_until ELSE next_at END)

@@ -114,6 +114,26 @@ pub async fn retries_wait_for_their_time_and_leases_expire(s: &dyn Store) {
     assert_eq!(attempts.len(), 3, "the late attempt is still history");
 }
 
+pub async fn a_renewed_lease_is_not_taken_over(s: &dyn Store) {
+    s.ingest(vec![ev("e1", "src", vec![pending("f", None), pending("g", None)])], t0()).await.unwrap();
+    let claimed = claim(s, "w1", t0()).await;
+    let ids: Vec<i64> = claimed.iter().map(|c| c.delivery.id).collect();
+    assert_eq!(ids.len(), 2);
+    // Still working a minute and a half in: w1 renews both leases for another two minutes.
+    let renewed_at = t0() + Duration::seconds(90);
+    let until = renewed_at + Duration::minutes(2);
+    assert_eq!(s.renew_leases("w1", &ids, until).await.unwrap(), 2);
+    assert_eq!(s.renew_leases("w2", &ids, until).await.unwrap(), 0, "only the owner renews");
+    assert!(claim(s, "w2", t0() + Duration::minutes(3)).await.is_empty(), "past the first lease, not the renewed one");
+    assert_eq!(s.next_due().await.unwrap(), Some(until));
+    // A finished delivery is not renewed; the other one still is.
+    s.record_attempt("w1", attempt(ids[0], 1), succeeded(), renewed_at).await.unwrap();
+    assert_eq!(s.renew_leases("w1", &ids, until + Duration::minutes(1)).await.unwrap(), 1);
+    assert!(s.renew_leases("w1", &[], until).await.unwrap() == 0);
+    // Once w1 stops renewing, w2 takes the rest over when the lease runs out.
+    assert_eq!(claim(s, "w2", until + Duration::minutes(1)).await.len(), 1);
+}
+
 pub async fn an_ordering_key_lets_one_delivery_through_at_a_time(s: &dyn Store) {
     let batch = vec![
         ev("e1", "src", vec![pending("f", Some("A")), pending("g", Some("A"))]),
@@ -515,6 +535,7 @@ backends::for_each_backend!(
     config_revisions_and_ping,
     config_edits_are_revisions_and_conflict_on_a_stale_base,
     console_sessions_expire_by_idleness_and_age,
+    a_renewed_lease_is_not_taken_over,
     tokens_are_found_by_hash_and_every_change_is_audited,
     users_are_kept_with_their_password_hash,
     the_audit_log_filters_and_pages,

@@ -34,6 +34,8 @@ pub struct Worker {
     owner: String,
     /// The client and the limits of the config revision they were made for; made again when it changes.
     tools: std::sync::Mutex<Arc<Tools>>,
+    /// Deliveries this worker is running now: their leases are renewed while they run.
+    working: std::sync::Mutex<std::collections::HashSet<i64>>,
 }
 
 struct Tools {
@@ -70,7 +72,7 @@ impl Worker {
     pub fn new(app: Arc<App>) -> Worker {
         let owner = format!("{}-{}", hostname(), uuid::Uuid::now_v7().simple());
         let tools = std::sync::Mutex::new(Arc::new(Tools::new(&app.loaded(), app.revision())));
-        Worker { app, owner, tools }
+        Worker { app, owner, tools, working: Default::default() }
     }
 
     /// The client and limits for the running config. A delivery already holding a permit of the previous
@@ -153,6 +155,22 @@ impl Worker {
     }
 
     async fn run_work(self: Arc<Self>, work: Work) {
+        let ids: Vec<i64> = match &work {
+            Work::One(c) => vec![c.delivery.id],
+            Work::KintoneBatch { group, .. } => group.iter().map(|c| c.delivery.id).collect(),
+        };
+        self.working.lock().expect("working lock").extend(ids.iter().copied());
+        // Removed however the work ends (an abort at the end of the shutdown grace included).
+        struct Done<'a>(&'a Worker, Vec<i64>);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                let mut working = self.0.working.lock().expect("working lock");
+                for id in &self.1 {
+                    working.remove(id);
+                }
+            }
+        }
+        let _done = Done(&self, ids);
         match work {
             Work::One(c) => self.deliver(*c, None).await,
             Work::KintoneBatch { destination, action, group } => self.deliver_batch(&destination, action, group).await,
@@ -163,7 +181,34 @@ impl Worker {
     /// and on `shutdown` stops claiming, lets running deliveries finish for `worker.shutdown_grace`, then
     /// releases the rest so the next start (or another node) takes them at once. While claiming fails (the store
     /// is away) it waits longer each time ([`claim_backoff`]) and resumes by itself once a claim succeeds.
+    /// Extends the leases of the deliveries this worker is running by a lease from now, so one that runs
+    /// longer than a lease (a slow destination, several steps) is not taken over by another worker while this
+    /// one lives. [`Worker::run`] calls it every third of a lease; returns how many leases were renewed.
+    pub async fn renew_leases(&self) -> Result<u64, StoreError> {
+        let ids: Vec<i64> = self.working.lock().expect("working lock").iter().copied().collect();
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let now = self.app.clock.now();
+        let lease =
+            chrono::Duration::from_std(self.app.loaded().config.worker.lease.0).unwrap_or(chrono::Duration::minutes(2));
+        self.app.store.renew_leases(&self.owner, &ids, now + lease).await
+    }
+
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
+        let renewer = {
+            let me = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    let every = (me.app.loaded().config.worker.lease.0 / 3).max(Duration::from_millis(100));
+                    tokio::time::sleep(every).await;
+                    if let Err(e) = me.renew_leases().await {
+                        tracing::warn!(error = %e, "renewing leases failed; will try again");
+                    }
+                }
+            })
+        };
+        let _stop_renewing = AbortOnDrop(renewer);
         let cfg = &self.app.loaded().config.worker;
         let gather = self.gathering_window();
         let slots = Arc::new(Semaphore::new(cfg.concurrency));
@@ -269,6 +314,15 @@ impl Worker {
         let d = loaded.config.destinations.get(destination)?;
         let name = Name::parse(destination).ok()?;
         self.tools().limits.get(&limit_key(&name, d)).cloned()
+    }
+}
+
+/// Stops a task when dropped (the lease renewer ends with the worker loop, however it ends).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

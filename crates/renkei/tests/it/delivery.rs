@@ -308,6 +308,31 @@ async fn a_worker_killed_mid_delivery_is_taken_over_after_its_lease() {
 }
 
 #[tokio::test]
+async fn a_delivery_longer_than_its_lease_is_renewed_not_taken_over() {
+    let (app, rx) = app().await;
+    rx.script([Reply::hang()]);
+    app.post_json("/hooks/rakuraku", submission("1")).await;
+    let worker = app.worker.clone();
+    let run = tokio::spawn(async move { worker.run_once().await });
+    rx.wait_for(1).await;
+    // The request is still running 100 seconds in: the worker renews its lease (as its loop does every third
+    // of a lease), and 50 seconds past the first lease nobody may take the delivery.
+    app.advance(Duration::from_secs(100));
+    assert_eq!(app.worker.renew_leases().await.unwrap(), 1);
+    app.advance(Duration::from_secs(70));
+    let other = std::sync::Arc::new(renkei::worker::Worker::new(app.app.clone()));
+    assert_eq!(other.drain().await.unwrap(), 0, "renewed: not taken over");
+    assert_eq!(other.renew_leases().await.unwrap(), 0, "another worker renews nothing");
+    // When the worker stops renewing (it died), the delivery is taken over after the renewed lease.
+    run.abort();
+    let _ = run.await;
+    assert_eq!(app.worker.renew_leases().await.unwrap(), 0, "a dead run's deliveries are no longer its work");
+    app.advance(Duration::from_secs(51));
+    assert_eq!(other.drain().await.unwrap(), 1);
+    assert_eq!(app.deliveries().await[0]["status"], "succeeded");
+}
+
+#[tokio::test]
 async fn restart_with_pending_deliveries_delivers_them() {
     let (app, rx) = app().await;
     for k in ["1", "2"] {
