@@ -143,8 +143,10 @@ pub fn key_source(config: &Config, env: Option<&str>) -> anyhow::Result<KeySourc
         return Ok(KeySource::File(PathBuf::from(f)));
     }
     let storage = &config.storage;
-    let path = storage.strip_prefix("sqlite://").or_else(|| storage.strip_prefix("sqlite:"));
-    match path {
+    let path = storage
+        .starts_with("sqlite:")
+        .then(|| renkei_core::config::storage::SqliteSettings::from_url(storage).map(|s| s.path).unwrap_or_default());
+    match path.as_deref() {
         Some(":memory:") => Ok(KeySource::Ephemeral),
         Some(p) => {
             let dir = Path::new(p).parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));

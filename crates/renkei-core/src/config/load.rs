@@ -140,6 +140,10 @@ pub fn load(
         if let Err(m) = super::storage::PgSettings::from_url(&storage) {
             cx.problem(&root.key("storage"), m);
         }
+    } else if storage.starts_with("sqlite:") {
+        if let Err(m) = super::storage::SqliteSettings::from_url(&storage) {
+            cx.problem(&root.key("storage"), m);
+        }
     }
 
     let mut tables = IndexMap::new();

@@ -164,6 +164,55 @@ impl PgSettings {
     }
 }
 
+/// renkei's parameters of a `sqlite://FILE?...` URL: `max_size` caps the database file (past it, ingress
+/// answers 503 and stores nothing: a disk that fills up with events stops the hub cleanly, before the file
+/// system is full for everything else on the machine), `busy_timeout` is how long a write waits for a lock
+/// another process holds before it fails as unavailable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SqliteSettings {
+    /// The file, as the URL names it.
+    pub path: String,
+    pub max_size: Option<u64>,
+    pub busy_timeout: Duration,
+}
+
+impl SqliteSettings {
+    pub fn from_url(url: &str) -> Result<SqliteSettings, Msg> {
+        let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let mut s = SqliteSettings { path: path.to_owned(), max_size: None, busy_timeout: Duration::from_secs(10) };
+        for (k, v) in query.split('&').filter(|p| !p.is_empty()).map(|p| p.split_once('=').unwrap_or((p, ""))) {
+            match k {
+                "max_size" => {
+                    let size = crate::types::ByteSize::parse(v)
+                        .map_err(|e| Msg::new(format!("storage max_size: {e}"), format!("storage の max_size: {e}")))?;
+                    if size.0 < 1024 * 1024 {
+                        return Err(Msg::new(
+                            "storage max_size must be at least 1MiB",
+                            "storage の max_size は 1MiB 以上にしてください",
+                        ));
+                    }
+                    s.max_size = Some(size.0);
+                }
+                "busy_timeout" => {
+                    s.busy_timeout = Span::parse(v)
+                        .map_err(|e| {
+                            Msg::new(format!("storage busy_timeout: {e}"), format!("storage の busy_timeout: {e}"))
+                        })?
+                        .0;
+                }
+                other => return Err(Msg::new(
+                    format!("storage: `{other}` is not a parameter of a sqlite URL (max_size, busy_timeout)"),
+                    format!(
+                        "storage: `{other}` は sqlite の URL のパラメーターではありません（max_size, busy_timeout）"
+                    ),
+                )),
+            }
+        }
+        Ok(s)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

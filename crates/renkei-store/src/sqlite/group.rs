@@ -108,22 +108,40 @@ async fn commit(pool: &SqlitePool, jobs: Vec<Job>) -> (Vec<Reply>, Vec<Done>) {
             })
             .collect()
     };
-    let mut tx = match pool.begin_with("BEGIN IMMEDIATE").await.map_err(db) {
-        Ok(tx) => tx,
+    let mut conn = match pool.acquire().await.map_err(db) {
+        Ok(c) => c,
         Err(e) => {
             let done = fail_all(&e, &replies);
             return (replies, done);
         }
     };
+    match run_jobs(&mut conn, work).await {
+        Ok(done) => (replies, done),
+        Err(e) => {
+            // The transaction did not commit. SQLite may have rolled it back by itself (SQLITE_FULL, IOERR, BUSY
+            // and NOMEM can end a transaction on their own): the connection's idea of its transaction is then
+            // not to be trusted, so the pool opens a fresh one for the next write instead of reusing it.
+            conn.close_on_drop();
+            let all = fail_all(&e, &replies);
+            (replies, all)
+        }
+    }
+}
+
+/// Runs every job in its own savepoint of one transaction and commits. A job's own failure is its own (its
+/// savepoint is rolled back); `Err` when the transaction as a whole failed, and nothing of it was kept. A job
+/// that fails because the database cannot take writes (full disk, I/O error, locked) fails the transaction:
+/// SQLite may already have rolled all of it back.
+async fn run_jobs(conn: &mut sqlx::SqliteConnection, work: Vec<Work>) -> Result<Vec<Done>> {
+    use sqlx::Connection;
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
     let mut done = Vec::with_capacity(work.len());
     for w in work {
-        if let Err(e) = sqlx::query("SAVEPOINT job").execute(&mut *tx).await.map_err(db) {
-            let all = fail_all(&e, &replies);
-            return (replies, all);
-        }
+        sqlx::query("SAVEPOINT job").execute(&mut *tx).await.map_err(db)?;
         let (kept, result) = match w {
             Work::Ingest(events, now) => match queue::ingest_in(&mut tx, events, now).await {
                 Ok(out) => (true, Done::Ingest(Ok(out))),
+                Err(e @ StoreError::Unavailable(_)) => return Err(e),
                 Err(e) => (false, Done::Ingest(Err(e))),
             },
             Work::Attempt(owner, attempt, transition, now) => {
@@ -131,29 +149,21 @@ async fn commit(pool: &SqlitePool, jobs: Vec<Job>) -> (Vec<Reply>, Vec<Done>) {
                     Ok(queue::Recorded::Applied) => (true, Done::Attempt(Ok(()))),
                     // The attempt stays in the history; the caller learns its lease was lost.
                     Ok(queue::Recorded::TakenOver(m)) => (true, Done::Attempt(Err(StoreError::Conflict(m)))),
+                    Err(e @ StoreError::Unavailable(_)) => return Err(e),
                     Err(e) => (false, Done::Attempt(Err(e))),
                 }
             }
         };
-        let end = if kept {
-            sqlx::query("RELEASE job").execute(&mut *tx).await.map(|_| ())
+        if kept {
+            sqlx::query("RELEASE job").execute(&mut *tx).await.map_err(db)?;
         } else {
-            let undo = sqlx::query("ROLLBACK TO job").execute(&mut *tx).await;
-            undo.and(sqlx::query("RELEASE job").execute(&mut *tx).await).map(|_| ())
-        };
-        if let Err(e) = end.map_err(db) {
-            let all = fail_all(&e, &replies);
-            return (replies, all);
+            sqlx::query("ROLLBACK TO job").execute(&mut *tx).await.map_err(db)?;
+            sqlx::query("RELEASE job").execute(&mut *tx).await.map_err(db)?;
         }
         done.push(result);
     }
-    match tx.commit().await.map_err(db) {
-        Ok(()) => (replies, done),
-        Err(e) => {
-            let all = fail_all(&e, &replies);
-            (replies, all)
-        }
-    }
+    tx.commit().await.map_err(db)?;
+    Ok(done)
 }
 
 enum Work {

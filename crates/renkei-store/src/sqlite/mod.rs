@@ -16,7 +16,6 @@ mod rows;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -68,10 +67,12 @@ impl SqliteStore {
     }
 
     async fn connect(url: &str, exclusive: bool) -> Result<SqliteStore> {
-        let path = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-            .ok_or_else(|| StoreError::Unavailable(format!("not a sqlite URL: {url}")))?;
+        if !url.starts_with("sqlite:") {
+            return Err(StoreError::Unavailable(format!("not a sqlite URL: {url}")));
+        }
+        let settings =
+            renkei_core::config::storage::SqliteSettings::from_url(url).map_err(|m| StoreError::Unavailable(m.en))?;
+        let path = settings.path.as_str();
         let memory = path == ":memory:";
         let base = if memory {
             SqliteConnectOptions::from_str("sqlite::memory:").map_err(other)?
@@ -85,7 +86,12 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .auto_vacuum(SqliteAutoVacuum::Incremental)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(settings.busy_timeout);
+        // A cap on the file: past it, writes fail with SQLITE_FULL, which the hub answers as 503.
+        let opts = match settings.max_size {
+            Some(bytes) => opts.pragma("max_page_count", (bytes / 4096).to_string()),
+            None => opts,
+        };
 
         let lock = if memory || !exclusive { None } else { Some(take_lock(path)?) };
         let writer = SqlitePoolOptions::new()

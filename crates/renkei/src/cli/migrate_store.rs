@@ -15,9 +15,10 @@ use renkei_store::StoreError;
 use super::storage_label;
 
 pub async fn run(from: &str, to: &str, replace: bool, batch: usize) -> anyhow::Result<ExitCode> {
-    let Some(file) = from.strip_prefix("sqlite://").or_else(|| from.strip_prefix("sqlite:")) else {
+    if !from.starts_with("sqlite:") {
         bail!("--from must be a sqlite://FILE URL");
-    };
+    }
+    let file = &renkei_core::config::storage::SqliteSettings::from_url(from).map_err(|m| anyhow::anyhow!(m.en))?.path;
     // Opening creates a missing file: a mistyped path would copy an empty database and say it worked.
     if !std::path::Path::new(file).is_file() {
         bail!("{file}: no such SQLite file");

@@ -8,6 +8,7 @@ mod cli;
 mod config_edit;
 mod console;
 mod delivery;
+mod disk;
 mod ingress;
 mod kintone;
 mod malformed;
