@@ -176,6 +176,13 @@ pub struct SqliteSettings {
     pub busy_timeout: Duration,
 }
 
+fn unknown_sqlite_parameter(name: &str) -> Msg {
+    Msg::new(
+        format!("storage: `{name}` is not a parameter of a sqlite URL (max_size, busy_timeout)"),
+        format!("storage: `{name}` は sqlite の URL のパラメーターではありません（max_size, busy_timeout）"),
+    )
+}
+
 impl SqliteSettings {
     pub fn from_url(url: &str) -> Result<SqliteSettings, Msg> {
         let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
@@ -201,12 +208,7 @@ impl SqliteSettings {
                         })?
                         .0;
                 }
-                other => return Err(Msg::new(
-                    format!("storage: `{other}` is not a parameter of a sqlite URL (max_size, busy_timeout)"),
-                    format!(
-                        "storage: `{other}` は sqlite の URL のパラメーターではありません（max_size, busy_timeout）"
-                    ),
-                )),
+                other => return Err(unknown_sqlite_parameter(other)),
             }
         }
         Ok(s)
