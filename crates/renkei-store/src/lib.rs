@@ -141,6 +141,30 @@ pub trait Store: Send + Sync + 'static {
     /// The audit log, newest first, filtered and paged like the history listings.
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
 
+    // ----- concurrency limits across nodes -----
+
+    /// Whether several processes may share this store (PostgreSQL). Limits that must hold across nodes are then
+    /// kept in it; SQLite has one process, whose own semaphores are the limit.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Takes one of `cap` slots named `key` for `owner` until `until` (a slot held past its `until` is free);
+    /// the slot taken, or `None` when all are held. Only called when [`Store::shared`].
+    async fn take_slot(
+        &self,
+        _key: &str,
+        _cap: u32,
+        _owner: &str,
+        _now: DateTime<Utc>,
+        _until: DateTime<Utc>,
+    ) -> Result<Option<u32>> {
+        Ok(Some(0))
+    }
+    /// Gives a slot back (nothing when `owner` no longer holds it).
+    async fn free_slot(&self, _key: &str, _slot: u32, _owner: &str) -> Result<()> {
+        Ok(())
+    }
+
     // ----- console sessions, shared by every node -----
 
     /// Keeps a new session, and forgets those not used since `forget_before`.

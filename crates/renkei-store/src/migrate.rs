@@ -124,6 +124,11 @@ const TABLES: &[Table] = {
             serial_id: true,
         },
         Table { name: "kv_state", columns: &[("key", Text), ("value", Text), ("updated_at", Int)], serial_id: false },
+        Table {
+            name: "console_sessions",
+            columns: &[("id_hash", Text), ("data", Text), ("created_at", Int), ("last_seen", Int)],
+            serial_id: false,
+        },
         Table { name: "counters", columns: &[("key", Text), ("value", Int)], serial_id: false },
         Table {
             name: "api_tokens",

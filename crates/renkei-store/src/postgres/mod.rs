@@ -66,6 +66,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../migrations/postgres/0003_access.sql")),
     (4, include_str!("../../migrations/postgres/0004_config_origin.sql")),
     (5, include_str!("../../migrations/postgres/0005_console_sessions.sql")),
+    (6, include_str!("../../migrations/postgres/0006_limit_slots.sql")),
 ];
 
 pub struct PgStore {
@@ -292,6 +293,25 @@ impl Store for PgStore {
 
     async fn release(&self, owner: &str, now: DateTime<Utc>) -> Result<u64> {
         queue::release(&self.pool, owner, now).await
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    async fn take_slot(
+        &self,
+        key: &str,
+        cap: u32,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Option<u32>> {
+        queue::take_slot(&self.pool, key, cap, owner, now, until).await
+    }
+
+    async fn free_slot(&self, key: &str, slot: u32, owner: &str) -> Result<()> {
+        queue::free_slot(&self.pool, key, slot, owner).await
     }
 
     async fn renew_leases(&self, owner: &str, ids: &[i64], until: DateTime<Utc>) -> Result<u64> {

@@ -511,3 +511,44 @@ pub(super) async fn save_config(pool: &PgPool, config: &str, now: DateTime<Utc>)
     tx.commit().await.map_err(db)?;
     Ok(())
 }
+
+pub(super) async fn take_slot(
+    pool: &PgPool,
+    key: &str,
+    cap: u32,
+    owner: &str,
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<Option<u32>> {
+    // The lowest slot that is free (never taken, or held past its `until`). Two nodes choosing the same one at
+    // once: the second's insert meets the first's row, which is not expired, and takes nothing (it asks again).
+    let slot: Option<i32> = sqlx::query_scalar(
+        "INSERT INTO limit_slots (key, slot, owner, until)
+         SELECT $1, s, $3, $5 FROM generate_series(0, $2 - 1) AS s
+         WHERE NOT EXISTS (SELECT 1 FROM limit_slots l WHERE l.key = $1 AND l.slot = s AND l.until > $4)
+         ORDER BY s LIMIT 1
+         ON CONFLICT (key, slot) DO UPDATE SET owner = EXCLUDED.owner, until = EXCLUDED.until
+             WHERE limit_slots.until <= $4
+         RETURNING slot",
+    )
+    .bind(super::text(key))
+    .bind(cap as i32)
+    .bind(super::text(owner))
+    .bind(ms(now))
+    .bind(ms(until))
+    .fetch_optional(pool)
+    .await
+    .map_err(db)?;
+    Ok(slot.map(|s| s as u32))
+}
+
+pub(super) async fn free_slot(pool: &PgPool, key: &str, slot: u32, owner: &str) -> Result<()> {
+    sqlx::query("DELETE FROM limit_slots WHERE key = $1 AND slot = $2 AND owner = $3")
+        .bind(super::text(key))
+        .bind(slot as i32)
+        .bind(super::text(owner))
+        .execute(pool)
+        .await
+        .map_err(db)?;
+    Ok(())
+}

@@ -277,3 +277,27 @@ async fn text_search_and_nul_as_sqlite_has_them() {
     assert_eq!(d[0].order_key.as_deref(), Some("order\u{FFFD} 7"));
     drop_schema(pg, &schema).await;
 }
+
+/// `sslmode=require` in the URL: the connection is encrypted (the test server offers TLS, as Debian's does
+/// by default); `sslmode=verify-full` checks the certificate, which a self-signed test certificate fails.
+#[tokio::test]
+async fn tls_is_required_when_the_url_says_so() {
+    let Some(url) = test_url("tls_is_required_when_the_url_says_so") else { return };
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let schema = format!("t_{}", uuid::Uuid::now_v7().simple());
+    let store = PgStore::open_in_schema(&format!("{url}{sep}sslmode=require"), &schema, t0()).await.unwrap();
+    let ssl: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert!(ssl, "the connection is encrypted");
+    let plain = PgStore::open_in_schema(&format!("{url}{sep}sslmode=disable"), &schema, t0()).await.unwrap();
+    let ssl: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(&plain.pool)
+        .await
+        .unwrap();
+    assert!(!ssl, "sslmode=disable: not encrypted");
+    let verified = PgStore::open_in_schema(&format!("{url}{sep}sslmode=verify-full"), &schema, t0()).await;
+    let e = verified.expect_err("a self-signed certificate does not verify").to_string();
+    assert!(e.to_lowercase().contains("certificate") || e.contains("UnknownIssuer"), "{e}");
+}

@@ -134,6 +134,35 @@ pub async fn a_renewed_lease_is_not_taken_over(s: &dyn Store) {
     assert_eq!(claim(s, "w2", until + Duration::minutes(1)).await.len(), 1);
 }
 
+pub async fn shared_limit_slots_hold_across_owners(s: &dyn Store) {
+    if !s.shared() {
+        // One process: its semaphores are the limit, and the store always grants.
+        assert_eq!(s.take_slot("http:crm", 1, "a", t0(), t0()).await.unwrap(), Some(0));
+        return;
+    }
+    let until = t0() + Duration::seconds(30);
+    assert_eq!(s.take_slot("kintone:x.cybozu.com", 2, "node-a", t0(), until).await.unwrap(), Some(0));
+    assert_eq!(s.take_slot("kintone:x.cybozu.com", 2, "node-b", t0(), until).await.unwrap(), Some(1));
+    assert_eq!(s.take_slot("kintone:x.cybozu.com", 2, "node-c", t0(), until).await.unwrap(), None, "both held");
+    assert_eq!(s.take_slot("http:other", 1, "node-c", t0(), until).await.unwrap(), Some(0), "per key");
+    s.free_slot("kintone:x.cybozu.com", 0, "node-c").await.unwrap();
+    assert_eq!(s.take_slot("kintone:x.cybozu.com", 2, "node-c", t0(), until).await.unwrap(), None, "not c's to free");
+    s.free_slot("kintone:x.cybozu.com", 0, "node-a").await.unwrap();
+    assert_eq!(s.take_slot("kintone:x.cybozu.com", 2, "node-c", t0(), until).await.unwrap(), Some(0));
+    // node-b dies holding slot 1: it is free again once its `until` has passed.
+    assert_eq!(
+        s.take_slot("kintone:x.cybozu.com", 2, "node-d", until - Duration::seconds(1), until).await.unwrap(),
+        None
+    );
+    // (slot 0's holder, node-c, took it with the same `until`: both are free now, the lowest is taken).
+    let later = s.take_slot("kintone:x.cybozu.com", 2, "node-d", until, until + Duration::seconds(30)).await;
+    assert_eq!(later.unwrap(), Some(0));
+    assert_eq!(
+        s.take_slot("kintone:x.cybozu.com", 2, "node-e", until, until + Duration::seconds(30)).await.unwrap(),
+        Some(1)
+    );
+}
+
 pub async fn an_ordering_key_lets_one_delivery_through_at_a_time(s: &dyn Store) {
     let batch = vec![
         ev("e1", "src", vec![pending("f", Some("A")), pending("g", Some("A"))]),
@@ -536,6 +565,7 @@ backends::for_each_backend!(
     config_edits_are_revisions_and_conflict_on_a_stale_base,
     console_sessions_expire_by_idleness_and_age,
     a_renewed_lease_is_not_taken_over,
+    shared_limit_slots_hold_across_owners,
     tokens_are_found_by_hash_and_every_change_is_audited,
     users_are_kept_with_their_password_hash,
     the_audit_log_filters_and_pages,

@@ -36,26 +36,29 @@ pub struct Worker {
     tools: std::sync::Mutex<Arc<Tools>>,
     /// Deliveries this worker is running now: their leases are renewed while they run.
     working: std::sync::Mutex<std::collections::HashSet<i64>>,
+    /// Times a request waited for a slot another node held (a limit kept across nodes).
+    slot_waits: std::sync::atomic::AtomicU64,
 }
 
 struct Tools {
     revision: i64,
     client: HttpClient,
-    /// `http:NAME` per http destination, `kintone:DOMAIN` per kintone domain.
-    limits: HashMap<String, Arc<Semaphore>>,
+    /// `http:NAME` per http destination, `kintone:DOMAIN` per kintone domain: this node's semaphore, and the
+    /// limit (kept across nodes in the store when it is shared).
+    limits: HashMap<String, (Arc<Semaphore>, usize)>,
 }
 
 impl Tools {
     fn new(loaded: &renkei_core::config::Loaded, revision: i64) -> Tools {
-        let mut limits: HashMap<String, Arc<Semaphore>> = HashMap::new();
+        let mut limits: HashMap<String, (Arc<Semaphore>, usize)> = HashMap::new();
         for (name, d) in &loaded.config.destinations {
             let key = limit_key(name, d);
             // Several kintone destinations on one domain share the smallest of their limits.
             let n = match limits.get(&key) {
-                Some(s) => s.available_permits().min(d.concurrency()),
+                Some((_, n)) => (*n).min(d.concurrency()),
                 None => d.concurrency(),
             };
-            limits.insert(key, Arc::new(Semaphore::new(n)));
+            limits.insert(key, (Arc::new(Semaphore::new(n)), n));
         }
         let client = HttpClient::new(Policy::from_network(&loaded.config.network));
         Tools { revision, client, limits }
@@ -72,7 +75,7 @@ impl Worker {
     pub fn new(app: Arc<App>) -> Worker {
         let owner = format!("{}-{}", hostname(), uuid::Uuid::now_v7().simple());
         let tools = std::sync::Mutex::new(Arc::new(Tools::new(&app.loaded(), app.revision())));
-        Worker { app, owner, tools, working: Default::default() }
+        Worker { app, owner, tools, working: Default::default(), slot_waits: Default::default() }
     }
 
     /// The client and limits for the running config. A delivery already holding a permit of the previous
@@ -309,11 +312,44 @@ impl Worker {
         }
     }
 
-    fn limit(&self, destination: &str) -> Option<Arc<Semaphore>> {
+    /// The limit a destination's requests count against: its key, this node's semaphore, and how many at once.
+    fn limit(&self, destination: &str) -> Option<(String, Arc<Semaphore>, usize)> {
         let loaded = self.app.loaded();
         let d = loaded.config.destinations.get(destination)?;
         let name = Name::parse(destination).ok()?;
-        self.tools().limits.get(&limit_key(&name, d)).cloned()
+        let key = limit_key(&name, d);
+        let (sem, n) = self.tools().limits.get(&key).cloned()?;
+        Some((key, sem, n))
+    }
+
+    /// How many times a request waited for a slot another node held.
+    pub fn slot_waits(&self) -> u64 {
+        self.slot_waits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// On a store several nodes share, one of the `cap` slots of `key`, waited for while other nodes hold them
+    /// all; held until the request's timeout at most (a node that dies mid-request frees it then). A store that
+    /// cannot answer is not waited for: this node's own limit still holds, and the request's record will fail
+    /// with the same store anyway.
+    async fn shared_slot(&self, key: &str, cap: usize, timeout: Duration) -> Option<u32> {
+        let mut wait = Duration::from_millis(10);
+        loop {
+            let now = self.app.clock.now();
+            let hold =
+                chrono::Duration::from_std(timeout + Duration::from_secs(10)).unwrap_or(chrono::Duration::minutes(1));
+            match self.app.store.take_slot(key, cap as u32, &self.owner, now, now + hold).await {
+                Ok(Some(slot)) => return Some(slot),
+                Ok(None) => {
+                    self.slot_waits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_millis(500));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, key, "taking a shared concurrency slot failed; sending within this node's limit");
+                    return None;
+                }
+            }
+        }
     }
 }
 

@@ -203,10 +203,22 @@ impl Worker {
     pub(super) async fn send(&self, req: &Request) -> Result<Response, SendError> {
         let limit = self.limit(req.destination.as_str());
         let _permit = match &limit {
-            Some(s) => Some(s.acquire().await.expect("semaphore is never closed")),
+            Some((_, s, _)) => Some(s.acquire().await.expect("semaphore is never closed")),
             None => None,
         };
+        // Several nodes: the limit holds across them, through slots kept in the store.
+        let slot = match &limit {
+            Some((key, _, cap)) if self.app.store.shared() => {
+                self.shared_slot(key, *cap, req.timeout).await.map(|s| (key.as_str(), s))
+            }
+            _ => None,
+        };
         let result = self.tools().client.send(req).await;
+        if let Some((key, s)) = slot {
+            if let Err(e) = self.app.store.free_slot(key, s, self.owner()).await {
+                tracing::warn!(error = %e, key, "giving a shared concurrency slot back failed; it frees itself later");
+            }
+        }
         if let Ok(resp) = &result {
             self.app.metrics.attempt(req.destination.as_str(), resp.elapsed.as_secs_f64());
         }

@@ -521,3 +521,55 @@ async fn fields_are_read_once_and_again_after_a_connection_test() {
     app.drain().await;
     assert_eq!(form_reads(), 3, "the connection test made the worker read the app's fields again");
 }
+
+/// Two nodes on one PostgreSQL database: the domain's limit of 2 holds across them (slots kept in the store),
+/// not 2 per node. On SQLite (one process) there is nothing to share: skipped, saying so.
+#[tokio::test]
+async fn the_domain_limit_holds_across_nodes() {
+    let k = FakeKintone::start().await;
+    customer_app(&k);
+    let cfg = config(&k, "upsert", "", "concurrency: 2\n    batch: { enabled: false }")
+        .replace("worker: { concurrency: 1000 }", "worker: { concurrency: 3 }");
+    let app = spawn_app(&cfg).await;
+    if !app.app.store.shared() {
+        println!("skipped kintone::the_domain_limit_holds_across_nodes: the store is not shared by several nodes");
+        return;
+    }
+    // A second node: its own config, semaphores and worker, the same database.
+    let loaded = app.app.loader.load(&app.app.loaded().text).unwrap();
+    let home =
+        renkei::app::Home { revision: app.app.revision(), key: Some(app.key.clone()), loader: app.app.loader.clone() };
+    let other = renkei::app::App::with_revisions(loaded, home, app.app.store.clone(), app.clock.clone(), None);
+    let w1 = app.worker.clone();
+    let w2 = std::sync::Arc::new(renkei::worker::Worker::new(other));
+    // Each node reads the app's fields once (its own cache), before the requests are held.
+    for (i, w) in [&w1, &w2].into_iter().enumerate() {
+        app.post_json("/hooks/in", json!({"code": format!("W{i}"), "name": "warm"})).await;
+        assert_eq!(w.drain().await.unwrap(), 1);
+    }
+
+    for i in 0..6 {
+        app.post_json("/hooks/in", json!({"code": format!("N{i}"), "name": "n"})).await;
+    }
+    k.hold_requests();
+    let first = tokio::spawn({
+        let w = w1.clone();
+        async move { w.run_once().await }
+    });
+    tokio::time::timeout(Duration::from_secs(10), k.wait_for_in_flight(2)).await.expect("two requests in flight");
+    let second = tokio::spawn({
+        let w = w2.clone();
+        async move { w.run_once().await }
+    });
+    // The second node has its three deliveries and waits for a slot the first holds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while w2.slot_waits() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the second node never waited for a slot");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(k.in_flight(), 2);
+    k.release_requests();
+    assert_eq!(first.await.unwrap().unwrap() + second.await.unwrap().unwrap(), 6);
+    assert_eq!(k.max_in_flight(), 2, "two at once across both nodes");
+    assert_eq!(k.records(12).len(), 8);
+}
