@@ -86,6 +86,8 @@ fn id_of(claimed: &[(String, i64)], flow: &str) -> i64 {
 /// one left in flight, a split request, a rejected request, a dedupe key, config revisions, state and counters,
 /// a token, a user and their audit entries.
 async fn fill(s: &dyn Store) {
+    let session = SessionRecord { id_hash: "ab12".into(), data: "{}".into(), created_at: t0(), last_seen: t0() };
+    s.put_session(&session, t0() - Duration::hours(12)).await.unwrap();
     let mut e1 = ev("e1", vec![delivery("keyed", Status::Pending, Some("A")), delivery("skip", Status::Skipped, None)]);
     e1.dedupe = Some(Dedupe { key: "1001:submit".into(), expires_at: t0() + Duration::days(7) });
     let e2 = ev("e2", vec![delivery("keyed", Status::Pending, Some("A"))]);
@@ -253,6 +255,7 @@ async fn sqlite_history_moves_to_postgres_as_it_was_and_work_continues_there() {
             ("attempts", 5),
             ("config_revisions", 2),
             ("kv_state", 1),
+            ("console_sessions", 1),
             ("counters", 2),
             ("api_tokens", 1),
             ("users", 1),
