@@ -236,6 +236,8 @@ pub(crate) fn db(e: sqlx::Error) -> StoreError {
         | sqlx::Error::PoolClosed
         | sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
+        // A connection cut in the middle of the protocol (during TLS negotiation, say) reads as garbage.
+        | sqlx::Error::Protocol(_)
         | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
         sqlx::Error::Database(d) if is_unavailable_code(d.code().as_deref()) => StoreError::Unavailable(e.to_string()),
         _ => StoreError::Other(Box::new(e)),

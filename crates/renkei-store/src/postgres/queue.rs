@@ -520,30 +520,43 @@ pub(super) async fn take_slot(
     now: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> Result<Option<u32>> {
-    // The lowest slot that is free (never taken, or held past its `until`). Two nodes choosing the same one at
-    // once: the second's insert meets the first's row, which is not expired, and takes nothing (it asks again).
-    let slot: Option<i32> = sqlx::query_scalar(
-        "INSERT INTO limit_slots (key, slot, owner, until)
-         SELECT $1, s, $3, $5 FROM generate_series(0, $2 - 1) AS s
-         WHERE NOT EXISTS (SELECT 1 FROM limit_slots l WHERE l.key = $1 AND l.slot = s AND l.until > $4)
-         ORDER BY s LIMIT 1
-         ON CONFLICT (key, slot) DO UPDATE SET owner = EXCLUDED.owner, until = EXCLUDED.until
-             WHERE limit_slots.until <= $4
-         RETURNING slot",
-    )
-    .bind(super::text(key))
-    .bind(cap as i32)
-    .bind(super::text(owner))
-    .bind(ms(now))
-    .bind(ms(until))
-    .fetch_optional(pool)
-    .await
-    .map_err(db)?;
-    Ok(slot.map(|s| s as u32))
+    // The lowest free slot (held by nobody, or past its `until`), locked with SKIP LOCKED so that nodes taking
+    // slots at the same moment take different ones instead of colliding. The slots' rows are made the first
+    // time a key is used (and when its limit grows).
+    for first in [true, false] {
+        let slot: Option<i32> = sqlx::query_scalar(
+            "UPDATE limit_slots SET owner = $3, until = $5
+             FROM (SELECT slot FROM limit_slots WHERE key = $1 AND slot < $2 AND until <= $4
+                   ORDER BY slot LIMIT 1 FOR UPDATE SKIP LOCKED) AS free
+             WHERE limit_slots.key = $1 AND limit_slots.slot = free.slot
+             RETURNING limit_slots.slot",
+        )
+        .bind(super::text(key))
+        .bind(cap as i32)
+        .bind(super::text(owner))
+        .bind(ms(now))
+        .bind(ms(until))
+        .fetch_optional(pool)
+        .await
+        .map_err(db)?;
+        if slot.is_some() || !first {
+            return Ok(slot.map(|s| s as u32));
+        }
+        sqlx::query(
+            "INSERT INTO limit_slots (key, slot, owner, until)
+             SELECT $1, s, '', 0 FROM generate_series(0, $2 - 1) AS s ON CONFLICT (key, slot) DO NOTHING",
+        )
+        .bind(super::text(key))
+        .bind(cap as i32)
+        .execute(pool)
+        .await
+        .map_err(db)?;
+    }
+    Ok(None)
 }
 
 pub(super) async fn free_slot(pool: &PgPool, key: &str, slot: u32, owner: &str) -> Result<()> {
-    sqlx::query("DELETE FROM limit_slots WHERE key = $1 AND slot = $2 AND owner = $3")
+    sqlx::query("UPDATE limit_slots SET owner = '', until = 0 WHERE key = $1 AND slot = $2 AND owner = $3")
         .bind(super::text(key))
         .bind(slot as i32)
         .bind(super::text(owner))

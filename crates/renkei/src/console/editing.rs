@@ -296,13 +296,32 @@ async fn event_fields(p: &Page, source: &renkei_core::types::Name, loaded: &Load
     if let Some(body) = &event.body {
         flatten("body", body, &mut out);
     }
+    out.truncate(200);
+    // A field whose value is a key of a lookup table offers that table's columns (`lookup('approvers',
+    // body.applicant).approver1`), with the value they give for this event.
+    let mut lookups = Vec::new();
+    for (path, v) in &out {
+        let key = match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Number(n) => n.to_string(),
+            _ => continue,
+        };
+        for (table, t) in &loaded.config.tables {
+            let Some(row) = t.rows.get(&key) else { continue };
+            for (col, value) in row.iter().filter(|(c, _)| **c != t.key) {
+                let sample = super::view::one_line(&loaded.redactor, value, 60);
+                let expr = format!("{{{{ lookup('{table}', {path}).{col} }}}}");
+                lookups.push(context! { expr => expr, sample => sample });
+            }
+        }
+    }
     let fields: Vec<_> = out
         .into_iter()
-        .take(200)
         .map(|(path, v)| {
             let sample = super::view::one_line(&loaded.redactor, &v, 60);
             context! { expr => format!("{{{{ {path} }}}}"), path => path, sample => sample }
         })
+        .chain(lookups)
         .collect();
     context! { event_id => event.id, fields => fields }
 }
@@ -549,6 +568,38 @@ pub async fn upload_table(Path(name): Path<String>, Signed(p): Signed, mut form:
                 .map(|v| v.get_attr("message").map(|m| m.to_string()).unwrap_or_default())
                 .collect();
             Err(invalid(format!("Not saved: {}", msgs.join(" / ")), format!("保存していません: {}", msgs.join(" / "))))
+        }
+    }
+}
+
+/// `POST /console/flows/{name}/enabled` (`enabled`: `true` or `false`): turns a flow on or off. A flow turned
+/// off plans no new deliveries; those already queued keep going.
+pub async fn set_flow_enabled(Path(name): Path<String>, posted: Posted) -> Answer {
+    let p = &posted.page;
+    may_change(p, Role::Editor)?;
+    let on = posted.field("enabled").as_deref() == Some("true");
+    let who = p.principal().map(|w| w.actor.clone()).unwrap_or_default();
+    let by = Editor {
+        actor: &who,
+        origin: "console",
+        action: "config.edit",
+        why: Some(serde_json::json!({ "enabled": on })),
+    };
+    let result = live::edit(p.app(), by, &format!("flows/{name}"), None, |current| {
+        let item = edit::item(&current.text, "flows", &name)?
+            .ok_or_else(|| EditError::NotFound { section: "flows".into(), name: name.clone() })?;
+        let item = edit::set_in(&item, "", "enabled", if on { "true" } else { "false" })?;
+        Ok(edit::set_item(&current.text, "flows", &name, &item)?)
+    })
+    .await;
+    match result {
+        Ok(_) => Ok(Redirect::to(&format!("/console/flows/{name}?done=saved")).into_response()),
+        Err(f) => {
+            let msgs: Vec<String> = problems(p, &f)
+                .iter()
+                .map(|v| v.get_attr("message").map(|m| m.to_string()).unwrap_or_default())
+                .collect();
+            Err(p.fail(StatusCode::UNPROCESSABLE_ENTITY, Msg::new(msgs.join(" / "), msgs.join(" / "))))
         }
     }
 }

@@ -100,6 +100,7 @@ pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
         .route("/console/config/{section}/{name}/edit", get(editing::edit_item))
         .route("/console/config/{section}/{name}/delete", post(editing::delete_item))
         .route("/console/flows/{name}/mapping", post(editing::save_mapping))
+        .route("/console/flows/{name}/enabled", post(editing::set_flow_enabled))
         .layer(axum::middleware::map_response(protect))
         .with_state(console)
 }

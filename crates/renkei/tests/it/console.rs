@@ -580,6 +580,31 @@ async fn items_are_edited_by_role_with_problems_shown_and_secrets_kept() {
     let audit = app.api("/audit?action=config.edit").await;
     assert_eq!(audit["items"][0]["actor"], "token:ed");
     assert_eq!(audit["items"][0]["target"], "destinations/sink");
+
+    // The mapping editor offers the latest event's fields, and lookups its values open in a table.
+    let page = editor.get("/console/config/flows/approval/edit").await;
+    assert_eq!(page.status, 200);
+    let shown = page.plain();
+    assert!(shown.contains("{{ body.applicant }}"), "{shown}");
+    assert!(
+        shown.contains("{{ lookup('approvers', body.applicant).approver1 }}") && shown.contains("佐藤花子"),
+        "{shown}"
+    );
+
+    // A flow turned off plans nothing for new events; turned on again, it does.
+    let page = editor.get("/console/flows/approval").await;
+    let got =
+        editor.post("/console/flows/approval/enabled", &[("csrf", &csrf_of(&page.text())), ("enabled", "false")]).await;
+    assert_eq!(got.status, 303);
+    assert!(!app.app.loaded().config.flows["approval"].enabled);
+    let before = app.deliveries().await.len();
+    send(&app, "1002", "山田太郎").await;
+    assert_eq!(app.deliveries().await.len(), before, "no delivery for a disabled flow");
+    let got =
+        editor.post("/console/flows/approval/enabled", &[("csrf", &csrf_of(&page.text())), ("enabled", "true")]).await;
+    assert_eq!(got.status, 303);
+    send(&app, "1003", "山田太郎").await;
+    assert_eq!(app.deliveries().await.len(), before + 1);
 }
 
 /// Sessions are kept in the store (as the id's hash): they outlive a restart and any node behind a load

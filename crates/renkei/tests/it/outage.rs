@@ -169,7 +169,7 @@ async fn away_and_back(pg: &str, how: Cut) {
         .await;
     for n in 100..103 {
         let (status, body) = node.post(&http, json!({"key": 0, "n": n, "phase": "during"})).await;
-        assert_eq!(status, 503, "never 202 for what was not stored, never a 500: {body}");
+        assert_eq!(status, 503, "never 202 for what was not stored, never a 500: {body}\n{}", node.log());
         assert_eq!(body["error"]["code"], "storage_unavailable", "{body}");
     }
     // Not a wait for anything: the outage lasts this long, so that a worker asking every `poll` (50 ms) would
