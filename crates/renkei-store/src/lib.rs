@@ -188,7 +188,8 @@ pub trait Store: Send + Sync + 'static {
     async fn config_revision(&self, id: i64) -> Result<ConfigRevision>;
     /// Stores an edited config (as `origin`: console, api, apply) with its audit entry (the new revision's id is
     /// added to the entry's detail); returns its id. With `base`, `Conflict` unless `base` is still the newest
-    /// revision, so two admins editing at once cannot silently undo each other.
+    /// revision (`Some(0)`: unless there is none yet), so two admins editing at once cannot silently undo each
+    /// other, and two nodes starting at once store their config file once.
     async fn add_config_revision(
         &self,
         text: &str,

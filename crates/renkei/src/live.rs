@@ -86,33 +86,39 @@ pub async fn adopt(
     now: DateTime<Utc>,
 ) -> anyhow::Result<(Loaded, i64)> {
     crate::secrets::seal_plaintext_revisions(store, key, now).await?;
-    let revisions = store.config_revisions().await.context("reading config revisions")?;
-    let last_file = revisions.iter().rev().find(|r| r.origin == "file");
-    let file_unchanged = match last_file {
-        Some(r) => open(key, &r.text)? == file.text,
-        None => false,
-    };
-    if !file_unchanged {
-        let detail = serde_json::json!({ "origin": "file" });
-        let id = store
-            .add_config_revision(
-                &key.seal(&file.text),
-                "file",
-                now,
-                None,
-                audit("serve", "config.changed", "", detail, now),
-            )
-            .await
-            .context("saving the config revision")?;
-        if revisions.iter().any(|r| r.origin != "file" && Some(r.id) > last_file.map(|f| f.id)) {
-            tracing::warn!(
-                revision = id,
-                "the config file changed since the last start: it replaces the edits made since (they stay in the \
-                 revision history; `renkei export` before a file change keeps them)"
-            );
+    // Nodes starting together with one file: the first stores it, the others find it stored (a store of
+    // theirs made from a revision list that is no longer the newest is refused, and they look again).
+    let mut tries = 0;
+    let revisions = loop {
+        tries += 1;
+        let revisions = store.config_revisions().await.context("reading config revisions")?;
+        let last_file = revisions.iter().rev().find(|r| r.origin == "file");
+        let file_unchanged = match last_file {
+            Some(r) => open(key, &r.text)? == file.text,
+            None => false,
+        };
+        if file_unchanged {
+            break revisions;
         }
-        return Ok((file, id));
-    }
+        let detail = serde_json::json!({ "origin": "file" });
+        let seen = revisions.last().map_or(0, |r| r.id);
+        let entry = audit("serve", "config.changed", "", detail, now);
+        match store.add_config_revision(&key.seal(&file.text), "file", now, Some(seen), entry).await {
+            Ok(id) => {
+                if revisions.iter().any(|r| r.origin != "file" && Some(r.id) > last_file.map(|f| f.id)) {
+                    tracing::warn!(
+                        revision = id,
+                        "the config file changed since the last start: it replaces the edits made since (they \
+                         stay in the revision history; `renkei export` before a file change keeps them)"
+                    );
+                }
+                return Ok((file, id));
+            }
+            Err(StoreError::Conflict(_)) if tries < 5 => continue,
+            Err(e) => return Err(anyhow!(e).context("saving the config revision")),
+        }
+    };
+    let last_file = revisions.iter().rev().find(|r| r.origin == "file");
     let head = revisions.last().expect("the file's revision is there");
     if Some(head.id) == last_file.map(|r| r.id) {
         return Ok((file, head.id));
@@ -224,6 +230,12 @@ pub async fn edit(
 ) -> Result<i64, EditFailure> {
     let key = app.key.as_deref().ok_or(EditFailure::NoKey)?;
     let _one_at_a_time = app.edit_lock.lock().await;
+    if base.is_none() {
+        // Without a base the caller means "the config as it is now": catch up with another node's edit first.
+        if let Err(e) = reload(app).await {
+            tracing::warn!(error = %e, "catching up with the newest config revision before an edit failed");
+        }
+    }
     let current = app.loaded();
     let running = app.revision();
     if base.is_some_and(|b| b != running) {

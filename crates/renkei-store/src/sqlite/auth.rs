@@ -232,7 +232,7 @@ pub(super) async fn add_config_revision(
     let head: Option<i64> =
         sqlx::query_scalar("SELECT MAX(id) FROM config_revisions").fetch_one(&mut *tx).await.map_err(db)?;
     if let Some(base) = base {
-        if head != Some(base) {
+        if head.unwrap_or(0) != base {
             return Err(StoreError::Conflict(format!(
                 "the config was changed meanwhile: revision {} is the newest, not {base}",
                 head.unwrap_or(0)
