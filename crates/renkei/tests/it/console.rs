@@ -1333,7 +1333,6 @@ mod browser {
         d.type_into("#v1", "{{ body.customer.name }}").await;
         d.type_into("#f2", "amount").await;
         d.type_into("#v2", "{{ body.total }}").await;
-        d.screenshot("mapping-editor-en").await;
         d.click("#save-mapping").await;
         d.wait_text(".flash", "Saved").await;
         d.wait_text("main", "body.customer.name").await;
@@ -1345,9 +1344,29 @@ mod browser {
         let d2 = records.iter().find(|r| r["deal_id"]["value"] == "D-2").unwrap_or_else(|| panic!("{records:?}"));
         assert_eq!(d2["applicant"]["value"], "株式会社髙﨑");
         assert_eq!(d2["amount"]["value"], "54000");
-        // The first event was stored before the flow existed: replaying it runs it through the flow now.
+        // In the history: the event, its delivery, the attempt's request and response; replayed; in Japanese.
         d.goto(&url("/console/events?source=orders")).await;
-        d.wait_text("#events", "orders").await;
+        d.wait_text("#events tbody tr:first-child", "orders").await;
+        d.click("#events tbody tr:first-child a").await;
+        d.wait_text("#event-deliveries", "orders-to-crm").await;
+        d.click("#event-deliveries a[href^='/console/deliveries/']").await;
+        d.wait_text("h1", "Delivery #").await;
+        d.click("details.io summary").await;
+        let request = d.wait_text("details.io[open] pre", "/k/v1/").await;
+        assert!(request.contains("[REDACTED]") && !request.contains(KINTONE_TOKEN), "{request}");
+        let before = k.request_count(12);
+        d.click("#replay").await;
+        d.accept_confirm().await;
+        d.wait_text(".flash", "run through the current flows again").await;
+        app.drain().await;
+        assert!(k.request_count(12) > before, "the replay wrote to kintone again");
+        d.click("#lang-switch").await;
+        d.wait_text("h1", "イベント").await;
+        d.goto(&url("/console/config/flows/orders-to-crm/edit")).await;
+        d.wait_text("#mapping", "マッピング").await;
+        d.screenshot("mapping-editor-ja").await;
+        d.click("#lang-switch").await;
+        d.wait_text("#mapping", "Mapping").await;
 
         // Every change is a revision, by the signed-in admin.
         d.goto(&url("/console/config")).await;
