@@ -561,7 +561,9 @@ flows:
         Reply::json(200, json!({"status": "error", "message": "レコードが存在しません"})),
         Reply::json(200, json!({"status": "success"})),
     ]);
+    // One at a time: the receiver's answers go to the requests in the order they arrive.
     app.post_json("/hooks/in", json!({"id": "1"})).await;
+    app.drain().await;
     app.post_json("/hooks/in", json!({"id": "2"})).await;
     app.drain().await;
     let ds = app.deliveries().await;
