@@ -49,6 +49,9 @@ impl Engine {
 
     fn environment(tables: Arc<IndexMap<Name, Table>>) -> Environment<'static> {
         let mut env = Environment::new();
+        // A render may take this many engine steps: far more than any mapping needs, far less than a loop that
+        // would hold a worker (or a config edit, whose templates are test-rendered) for minutes.
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_keep_trailing_newline(true);
         env.set_auto_escape_callback(|name| {
             if name.starts_with(JSON_PREFIX) {
@@ -70,7 +73,7 @@ impl Engine {
         self.probe.add_template_owned(name.to_owned(), source.to_owned()).map_err(describe)?;
         let tmpl = self.probe.get_template(name).map_err(describe)?;
         match tmpl.render(minijinja::context! {}) {
-            Err(e) if is_unknown_name(&e) => Err(describe(e)),
+            Err(e) if is_unknown_name(&e) || e.kind() == ErrorKind::OutOfFuel => Err(describe(e)),
             _ => Ok(()),
         }
     }
@@ -210,6 +213,9 @@ fn wareki_filter(value: String) -> Result<String, Error> {
         Error::new(ErrorKind::InvalidOperation, format!("wareki: `{value}` is not a date in the era range"))
     })
 }
+
+/// Engine steps one render may take (see [`Engine::new`]).
+pub const TEMPLATE_FUEL: u64 = 10_000_000;
 
 fn is_unknown_name(e: &Error) -> bool {
     matches!(e.kind(), ErrorKind::UnknownFilter | ErrorKind::UnknownTest | ErrorKind::UnknownFunction)

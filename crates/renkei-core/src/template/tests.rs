@@ -147,3 +147,17 @@ fn template_delimiters_in_an_expression_are_an_error_not_a_panic() {
     }
     assert!(engine.check_expr("body.priority >= 4").is_ok());
 }
+
+#[test]
+fn a_template_that_would_run_for_minutes_runs_out_of_fuel() {
+    let mut engine = Engine::new(Default::default());
+    let started = std::time::Instant::now();
+    let slow = Tmpl("{% for i in range(10000) %}{% for j in range(10000) %}x{% endfor %}{% endfor %}".into());
+    let err = engine.add(&slow).unwrap_err();
+    assert!(err.contains("fuel"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
+    // Ordinary work is far from the limit.
+    let fine = Tmpl("{% for i in range(1000) %}{{ i }},{% endfor %}".into());
+    engine.add(&fine).unwrap();
+    assert!(engine.render(&fine, &minijinja::Value::from(())).unwrap().starts_with("0,1,2,"));
+}
