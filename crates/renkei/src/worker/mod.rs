@@ -46,6 +46,9 @@ struct Tools {
     /// `http:NAME` per http destination, `kintone:DOMAIN` per kintone domain: this node's semaphore, and the
     /// limit (kept across nodes in the store when it is shared).
     limits: HashMap<String, (Arc<Semaphore>, usize)>,
+    /// Per limit, one taker of shared slots at a time on this node: requests take slots in the order they got
+    /// this node's permits (a fair mutex), so a shared store does not shuffle them.
+    slot_gates: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl Tools {
@@ -61,7 +64,8 @@ impl Tools {
             limits.insert(key, (Arc::new(Semaphore::new(n)), n));
         }
         let client = HttpClient::new(Policy::from_network(&loaded.config.network));
-        Tools { revision, client, limits }
+        let slot_gates = limits.keys().map(|k| (k.clone(), Arc::default())).collect();
+        Tools { revision, client, limits, slot_gates }
     }
 }
 
@@ -332,6 +336,8 @@ impl Worker {
     /// cannot answer is not waited for: this node's own limit still holds, and the request's record will fail
     /// with the same store anyway.
     async fn shared_slot(&self, key: &str, cap: usize, timeout: Duration) -> Option<u32> {
+        let gate = self.tools().slot_gates.get(key).cloned().unwrap_or_default();
+        let _one_taker = gate.lock().await;
         let mut wait = Duration::from_millis(10);
         loop {
             let now = self.app.clock.now();
