@@ -129,17 +129,7 @@ async fn handle(AxumState(inner): AxumState<Arc<Inner>>, request: Request) -> Re
     let (parts, body) = request.into_parts();
     let body = to_bytes(body, 16 << 20).await.unwrap_or_default();
     let mut st = inner.lock();
-    st.requests.push(RecordedRequest {
-        method: parts.method.to_string(),
-        path: parts.uri.path().to_string(),
-        query: parts.uri.query().map(str::to_string),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-            .collect(),
-        body: body.to_vec(),
-    });
+    st.requests.push(RecordedRequest::new(&parts, &body));
     if let Some(status) = st.faults.pop_front() {
         return text(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "injected failure");
     }

@@ -103,17 +103,7 @@ fn params(r: &RecordedRequest) -> Vec<(String, String)> {
 async fn handle(AxumState(inner): AxumState<Arc<Inner>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let body = to_bytes(body, 1 << 20).await.unwrap_or_default();
-    let recorded = RecordedRequest {
-        method: parts.method.to_string(),
-        path: parts.uri.path().to_string(),
-        query: parts.uri.query().map(str::to_string),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-            .collect(),
-        body: body.to_vec(),
-    };
+    let recorded = RecordedRequest::new(&parts, &body);
     let given = params(&recorded);
     let mut st = inner.lock();
     st.requests.push(recorded);

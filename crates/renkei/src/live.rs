@@ -60,6 +60,15 @@ impl Loader {
         Loader::new(path.parent().map(Path::to_path_buf).unwrap_or_default(), Arc::new(|k: &str| std::env::var(k).ok()))
     }
 
+    /// Loads on a blocking thread: a config's table files are read from disk.
+    pub async fn load_off_runtime(&self, text: String) -> Result<Loaded, Vec<Problem>> {
+        let loader = self.clone();
+        match tokio::task::spawn_blocking(move || loader.load(&text)).await {
+            Ok(result) => result,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
     pub fn load(&self, text: &str) -> Result<Loaded, Vec<Problem>> {
         let read = |name: &str| std::fs::read(self.dir.join(name)).map_err(|e| e.to_string());
         load(text, &|k| (self.env)(k), &read)
@@ -70,7 +79,8 @@ fn audit(actor: &str, action: &str, target: &str, detail: serde_json::Value, now
     NewAudit { at: now, actor: actor.into(), action: action.into(), target: target.into(), detail }
 }
 
-fn open(key: &MasterKey, text: &str) -> anyhow::Result<String> {
+/// A stored revision's text, opened with the master key (a revision stored before sealing is plain text).
+pub(crate) fn open(key: &MasterKey, text: &str) -> anyhow::Result<String> {
     match sealed_by(text) {
         Some(_) => key.open(text).map_err(|e| anyhow!(e)),
         None => Ok(text.to_owned()),
@@ -148,7 +158,7 @@ pub async fn reload(app: &App) -> anyhow::Result<Option<i64>> {
     }
     let rev = app.store.config_revision(head).await?;
     let text = open(key, &rev.text)?;
-    match app.loader.load(&text) {
+    match app.loader.load_off_runtime(text).await {
         Ok(loaded) => {
             warn_restart_only(&app.loaded(), &loaded);
             app.set_config(loaded, head);
@@ -245,7 +255,7 @@ pub async fn edit(
         )));
     }
     let text = change(&current)?;
-    let loaded = app.loader.load(&text).map_err(EditFailure::Problems)?;
+    let loaded = app.loader.load_off_runtime(text.clone()).await.map_err(EditFailure::Problems)?;
     let now = app.clock.now();
     let mut detail = serde_json::json!({ "origin": by.origin, "base": running });
     if let Some(why) = by.why.clone() {

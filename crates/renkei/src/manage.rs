@@ -264,13 +264,6 @@ async fn existing_key(loaded: &Loaded, store: &dyn Store) -> anyhow::Result<Mast
     secrets::master_key(store, &source, env.as_deref()).await
 }
 
-fn open_text(key: &MasterKey, text: &str) -> anyhow::Result<String> {
-    match secrets::sealed_by(text) {
-        Some(_) => key.open(text).map_err(|e| anyhow!(e)),
-        None => Ok(text.to_owned()),
-    }
-}
-
 pub async fn export(config: &Path, revision: Option<i64>) -> anyhow::Result<ExitCode> {
     let loaded = load(config)?;
     let store = open_beside(&loaded).await?;
@@ -283,7 +276,7 @@ pub async fn export(config: &Path, revision: Option<i64>) -> anyhow::Result<Exit
         Err(StoreError::NotFound) => bail!("there is no config revision {id}"),
         r => r?,
     };
-    let text = open_text(&key, &rev.text)?;
+    let text = crate::live::open(&key, &rev.text)?;
     // Masking needs the secrets the text resolves to: a revision that does not load here cannot be masked.
     let of_it = crate::live::Loader::for_file(config).load(&text).map_err(|problems| {
         anyhow!(
@@ -302,7 +295,7 @@ pub async fn apply(config: &Path, file: &Path) -> anyhow::Result<ExitCode> {
     let store = open_beside(&loaded).await?;
     let key = existing_key(&loaded, &*store).await?;
     let head = store.config_head().await?.context("no config revision")?;
-    let current = open_text(&key, &store.config_revision(head).await?.text)?;
+    let current = crate::live::open(&key, &store.config_revision(head).await?.text)?;
     let loader = crate::live::Loader::for_file(config);
     let current = loader.load(&current).map_err(|_| anyhow!("the running revision {head} does not load here"))?;
     let text = renkei_core::config::edit::restore(&text, &current.text, &current.redactor)

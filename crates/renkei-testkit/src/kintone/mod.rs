@@ -67,7 +67,8 @@ pub struct RecordedRequest {
 }
 
 impl RecordedRequest {
-    fn new(parts: &Parts, body: &[u8]) -> RecordedRequest {
+    /// What every fake records of a request (kintone's and the others').
+    pub(crate) fn new(parts: &Parts, body: &[u8]) -> RecordedRequest {
         RecordedRequest {
             method: parts.method.to_string(),
             path: parts.uri.path().to_string(),

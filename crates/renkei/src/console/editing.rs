@@ -21,16 +21,17 @@ use super::page::{Answer, Page, Posted, Signed};
 use crate::access::Role;
 use crate::live::{self, EditFailure, Editor};
 
-/// Sections as the console names them (the menu they belong to) and who may change them.
+/// Sections as the console names them, and who may change them (the API's rule).
 fn section_words(section: &str) -> Option<(&'static str, &'static str, Role)> {
-    Some(match section {
-        "sources" => ("Source", "受信元", Role::Admin),
-        "destinations" => ("Destination", "連携先", Role::Editor),
-        "flows" => ("Flow", "フロー", Role::Editor),
-        "tables" => ("Table", "テーブル", Role::Editor),
-        "subscriptions" => ("Subscription", "購読", Role::Admin),
+    let (en, ja) = match section {
+        "sources" => ("Source", "受信元"),
+        "destinations" => ("Destination", "連携先"),
+        "flows" => ("Flow", "フロー"),
+        "tables" => ("Table", "テーブル"),
+        "subscriptions" => ("Subscription", "購読"),
         _ => return None,
-    })
+    };
+    Some((en, ja, crate::server::config_api::role_to_edit(section)))
 }
 
 /// Where an item is shown after it is saved.
@@ -67,6 +68,16 @@ fn may_change(p: &Page, role: Role) -> Result<(), super::page::Fail> {
         StatusCode::FORBIDDEN,
         Msg::new(format!("This needs the {role} role."), format!("この操作には {role} ロールが必要です。")),
     ))
+}
+
+/// The signed-in reader as the audit log names them.
+fn actor(p: &Page) -> String {
+    p.principal().map(|w| w.actor.clone()).unwrap_or_default()
+}
+
+/// The problems of an edit that was not kept, as plain messages (for an error page rather than the editor).
+fn problem_texts(p: &Page, f: &EditFailure) -> Vec<String> {
+    problems(p, f).iter().map(|v| v.get_attr("message").map(|m| m.to_string()).unwrap_or_default()).collect()
 }
 
 /// Problems of an edit that was not kept, as the editor lists them.
@@ -169,7 +180,7 @@ async fn save(section: String, name: String, posted: Posted, new: bool) -> Answe
     may_change(p, role)?;
     let text = posted.fields.get("text").cloned().unwrap_or_default().replace("\r\n", "\n");
     let base = posted.field("base").and_then(|b| b.parse().ok());
-    let who = p.principal().map(|w| w.actor.clone()).unwrap_or_default();
+    let who = actor(p);
     let by = Editor { actor: &who, origin: "console", action: "config.edit", why: None };
     let result = live::edit(p.app(), by, &format!("{section}/{name}"), base, |current| {
         if new && edit::item(&current.text, &section, &name)?.is_some() {
@@ -196,7 +207,7 @@ pub async fn delete_item(Path((section, name)): Path<(String, String)>, posted: 
     let p = &posted.page;
     let (_, _, role) = words_or_404(p, &section)?;
     may_change(p, role)?;
-    let who = p.principal().map(|w| w.actor.clone()).unwrap_or_default();
+    let who = actor(p);
     let by = Editor { actor: &who, origin: "console", action: "config.edit", why: None };
     let result = live::edit(p.app(), by, &format!("{section}/{name}"), None, |c| {
         Ok(edit::remove_item(&c.text, &section, &name)?)
@@ -208,10 +219,7 @@ pub async fn delete_item(Path((section, name)): Path<(String, String)>, posted: 
             Ok(Redirect::to(&format!("/console/{list}?done=deleted")).into_response())
         }
         Err(f) => {
-            let msgs: Vec<String> = problems(p, &f)
-                .iter()
-                .map(|v| v.get_attr("message").map(|m| m.to_string()).unwrap_or_default())
-                .collect();
+            let msgs = problem_texts(p, &f);
             Err(p.fail(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 Msg::new(
@@ -377,7 +385,7 @@ pub async fn save_mapping(Path(name): Path<String>, posted: Posted) -> Answer {
         block.push_str("{}\n");
     }
     let base = posted.field("base").and_then(|b| b.parse().ok());
-    let who = p.principal().map(|w| w.actor.clone()).unwrap_or_default();
+    let who = actor(p);
     let by = Editor { actor: &who, origin: "console", action: "config.edit", why: None };
     let result = live::edit(p.app(), by, &format!("flows/{name}"), base, |current| {
         let item = edit::item(&current.text, "flows", &name)?
@@ -451,7 +459,7 @@ pub async fn save_whole(posted: Posted) -> Answer {
     may_change(p, Role::Admin)?;
     let text = posted.fields.get("text").cloned().unwrap_or_default().replace("\r\n", "\n");
     let base = posted.field("base").and_then(|b| b.parse().ok());
-    let who = p.principal().map(|w| w.actor.clone()).unwrap_or_default();
+    let who = actor(p);
     let by = Editor { actor: &who, origin: "console", action: "config.edit", why: None };
     match live::edit(p.app(), by, "config", base, |c| Ok(edit::restore(&text, &c.text, &c.redactor)?)).await {
         Ok(_) => Ok(Redirect::to("/console/config?done=saved").into_response()),
@@ -549,7 +557,7 @@ pub async fn upload_table(Path(name): Path<String>, Signed(p): Signed, mut form:
     if rows.is_empty() {
         item = format!("key: {}\nrows: []\n", serde_json::Value::from(key.as_str()));
     }
-    let who = p.principal().map(|w| w.actor.clone()).unwrap_or_default();
+    let who = actor(&p);
     let by = Editor {
         actor: &who,
         origin: "console",
@@ -563,10 +571,7 @@ pub async fn upload_table(Path(name): Path<String>, Signed(p): Signed, mut form:
     {
         Ok(_) => Ok(Redirect::to(&format!("/console/tables/{name}?done=saved")).into_response()),
         Err(f) => {
-            let msgs: Vec<String> = problems(&p, &f)
-                .iter()
-                .map(|v| v.get_attr("message").map(|m| m.to_string()).unwrap_or_default())
-                .collect();
+            let msgs = problem_texts(&p, &f);
             Err(invalid(format!("Not saved: {}", msgs.join(" / ")), format!("保存していません: {}", msgs.join(" / "))))
         }
     }
@@ -578,7 +583,7 @@ pub async fn set_flow_enabled(Path(name): Path<String>, posted: Posted) -> Answe
     let p = &posted.page;
     may_change(p, Role::Editor)?;
     let on = posted.field("enabled").as_deref() == Some("true");
-    let who = p.principal().map(|w| w.actor.clone()).unwrap_or_default();
+    let who = actor(p);
     let by = Editor {
         actor: &who,
         origin: "console",
@@ -595,10 +600,7 @@ pub async fn set_flow_enabled(Path(name): Path<String>, posted: Posted) -> Answe
     match result {
         Ok(_) => Ok(Redirect::to(&format!("/console/flows/{name}?done=saved")).into_response()),
         Err(f) => {
-            let msgs: Vec<String> = problems(p, &f)
-                .iter()
-                .map(|v| v.get_attr("message").map(|m| m.to_string()).unwrap_or_default())
-                .collect();
+            let msgs = problem_texts(p, &f);
             Err(p.fail(StatusCode::UNPROCESSABLE_ENTITY, Msg::new(msgs.join(" / "), msgs.join(" / "))))
         }
     }

@@ -456,28 +456,7 @@ async fn a_viewer_token_can_look_but_not_change_anything() {
     send(&app, "1001", "山田太郎").await;
     app.post(&format!("/hooks/rakuraku?token={HOOK_TOKEN}"), "application/json", "{viewer-should-not-see").await;
     app.drain().await;
-    let token = renkei::access::new_token();
-    let now = app.app.clock.now();
-    app.app
-        .store
-        .create_token(
-            renkei_store::NewToken {
-                name: "watcher".into(),
-                role: "viewer".into(),
-                hash: renkei::access::token_hash(&token),
-                created_at: now,
-                expires_at: None,
-            },
-            renkei_store::NewAudit {
-                at: now,
-                actor: "cli".into(),
-                action: "token.created".into(),
-                target: "watcher".into(),
-                detail: json!({}),
-            },
-        )
-        .await
-        .unwrap();
+    let token = crate::access::token(&app, "watcher", "viewer", None).await;
     let v = Visitor::new(&app);
     v.sign_in(&[("token", &token)]).await;
     let page = v.get("/console/deliveries/1").await.text();
@@ -500,36 +479,14 @@ async fn a_viewer_token_can_look_but_not_change_anything() {
     assert_eq!(v.get("/console/").await.status, 303, "the session is gone");
 }
 
-/// Stores a token with `role`, as `renkei token create` does.
-async fn token_with(app: &TestApp, name: &str, role: &str) -> String {
-    let token = renkei::access::new_token();
-    let now = app.app.clock.now();
-    let record = renkei_store::NewToken {
-        name: name.into(),
-        role: role.into(),
-        hash: renkei::access::token_hash(&token),
-        created_at: now,
-        expires_at: None,
-    };
-    let audit = renkei_store::NewAudit {
-        at: now,
-        actor: "cli".into(),
-        action: "token.created".into(),
-        target: name.into(),
-        detail: json!({}),
-    };
-    app.app.store.create_token(record, audit).await.unwrap();
-    token
-}
-
 #[tokio::test]
 async fn items_are_edited_by_role_with_problems_shown_and_secrets_kept() {
     let rx = Receiver::start().await;
     let app = spawn(&rx, "").await;
     let editor = Visitor::new(&app);
-    editor.sign_in(&[("token", &token_with(&app, "ed", "editor").await)]).await;
+    editor.sign_in(&[("token", &crate::access::token(&app, "ed", "editor", None).await)]).await;
     let viewer = Visitor::new(&app);
-    viewer.sign_in(&[("token", &token_with(&app, "vi", "viewer").await)]).await;
+    viewer.sign_in(&[("token", &crate::access::token(&app, "vi", "viewer", None).await)]).await;
 
     // A viewer opens no editor; an editor edits flows and destinations, not sources or the whole config.
     assert_eq!(viewer.get("/console/config/flows/approval/edit").await.status, 403);
