@@ -11,7 +11,7 @@ use crate::*;
 /// Stores one request's events and deliveries inside the caller's transaction (see `group.rs`).
 pub(super) async fn ingest_in(
     tx: &mut Transaction<'_, Sqlite>,
-    events: Vec<NewEvent>,
+    events: &[NewEvent],
     now: DateTime<Utc>,
 ) -> Result<Vec<Ingested>> {
     let mut out = Vec::with_capacity(events.len());
@@ -62,9 +62,8 @@ pub(super) async fn ingest_in(
         .execute(&mut **tx)
         .await
         .map_err(db)?;
-        let n = ev.deliveries.len();
-        insert_deliveries(tx, &ev.id, ev.deliveries, now).await?;
-        out.push(Ingested::Stored { event_id: ev.id, deliveries: n });
+        insert_deliveries(tx, &ev.id, &ev.deliveries, now).await?;
+        out.push(Ingested::Stored { event_id: ev.id.clone(), deliveries: ev.deliveries.len() });
     }
     Ok(out)
 }
@@ -72,7 +71,7 @@ pub(super) async fn ingest_in(
 async fn insert_deliveries(
     tx: &mut Transaction<'_, Sqlite>,
     event_id: &str,
-    deliveries: Vec<NewDelivery>,
+    deliveries: &[NewDelivery],
     now: DateTime<Utc>,
 ) -> Result<Vec<i64>> {
     let mut ids = Vec::with_capacity(deliveries.len());
@@ -117,20 +116,24 @@ pub(super) async fn record_rejected(pool: &SqlitePool, r: Rejected) -> Result<()
     Ok(())
 }
 
-pub(super) async fn claim(
-    pool: &SqlitePool,
+/// Claims up to `limit` due deliveries inside the caller's transaction (see `group.rs`: a claim shares the
+/// commit of the ingests and attempt records around it).
+pub(super) async fn claim_in(
+    tx: &mut Transaction<'_, Sqlite>,
     owner: &str,
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
     limit: usize,
 ) -> Result<Vec<Claimed>> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
     // Due: pending or retrying whose time has come, or in flight with an expired lease. With an ordering key,
     // only the oldest open delivery of that key and flow is eligible, so a later event never overtakes.
+    // `INDEXED BY deliveries_queue`: walked in due order, the scan stops after `limit` due rows. Left to
+    // itself (no ANALYZE statistics) SQLite took `deliveries_status` and sorted every open delivery on each
+    // claim, which made a claim cost as much as the backlog was long.
     let ids: Vec<i64> = sqlx::query_scalar(
         "UPDATE deliveries SET status = 'in_flight', lease_owner = ?1, lease_until = ?2, updated_at = ?3
          WHERE id IN (
-             SELECT d.id FROM deliveries d
+             SELECT d.id FROM deliveries d INDEXED BY deliveries_queue
              WHERE d.status IN ('pending', 'retrying', 'in_flight')
                AND ((d.status != 'in_flight' AND d.next_at <= ?3) OR (d.status = 'in_flight' AND d.lease_until <= ?3))
                AND (d.order_key IS NULL OR NOT EXISTS (
@@ -145,25 +148,30 @@ pub(super) async fn claim(
     .bind(ms(lease_until))
     .bind(ms(now))
     .bind(limit as i64)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await
     .map_err(db)?;
     if ids.is_empty() {
-        tx.commit().await.map_err(db)?;
         return Ok(Vec::new());
     }
-    let list = ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
-    let drows = sqlx::query(&format!("SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.id IN ({list}) ORDER BY d.id"))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db)?;
-    let erows = sqlx::query(&format!(
-        "SELECT {EVENT_COLUMNS} FROM events WHERE id IN (SELECT event_id FROM deliveries WHERE id IN ({list}))"
+    // The ids as one JSON parameter: the statements' text is the same for every claim (sqlx caches them).
+    let list = serde_json::to_string(&ids).expect("ids serialise");
+    let drows = sqlx::query(&format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.id = d.event_id
+         WHERE d.id IN (SELECT value FROM json_each(?1)) ORDER BY d.id"
     ))
-    .fetch_all(&mut *tx)
+    .bind(&list)
+    .fetch_all(&mut **tx)
     .await
     .map_err(db)?;
-    tx.commit().await.map_err(db)?;
+    let erows = sqlx::query(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events
+         WHERE id IN (SELECT event_id FROM deliveries WHERE id IN (SELECT value FROM json_each(?1)))"
+    ))
+    .bind(&list)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db)?;
     let events: std::collections::HashMap<String, EventRecord> =
         erows.iter().map(event_from_row).map(|e| e.map(|e| (e.id.clone(), e))).collect::<Result<_>>()?;
     drows
@@ -186,8 +194,8 @@ pub(super) enum Recorded {
 pub(super) async fn record_attempt_in(
     tx: &mut Transaction<'_, Sqlite>,
     owner: &str,
-    a: NewAttempt,
-    t: Transition,
+    a: &NewAttempt,
+    t: &Transition,
     now: DateTime<Utc>,
 ) -> Result<Recorded> {
     let holder: Option<Option<String>> =
@@ -199,11 +207,11 @@ pub(super) async fn record_attempt_in(
     if holder.flatten().as_deref() != Some(owner) {
         // The lease ran out and another worker took the delivery: its result is the one that counts. The
         // attempt is still history, so keep it.
-        insert_attempt(tx, &a).await?;
+        insert_attempt(tx, a).await?;
         return Ok(Recorded::TakenOver(format!("delivery {} is no longer held by {owner}", a.delivery_id)));
     }
-    insert_attempt(tx, &a).await?;
-    let q = match &t {
+    insert_attempt(tx, a).await?;
+    let q = match t {
         Transition::Advance { step, outputs } => sqlx::query(
             "UPDATE deliveries SET step = ?2, tries = 0, outputs = ?3, attempts = attempts + 1, updated_at = ?4, last_error = NULL WHERE id = ?1",
         )
@@ -350,7 +358,7 @@ pub(super) async fn retry_dead(pool: &SqlitePool, f: &DeliveryFilter, now: DateT
 pub(super) async fn add_deliveries(
     pool: &SqlitePool,
     event_id: &str,
-    deliveries: Vec<NewDelivery>,
+    deliveries: &[NewDelivery],
     now: DateTime<Utc>,
 ) -> Result<Vec<i64>> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;

@@ -103,3 +103,166 @@ async fn concurrent_ingests_share_commits_and_fail_alone() {
     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries").fetch_one(&store.writer).await.unwrap();
     assert_eq!(n, 200, "199 new deliveries and the first one");
 }
+
+/// Everything the queue keeps, as text, to compare two stores row for row.
+async fn dump(s: &SqliteStore) -> Vec<String> {
+    let mut out = Vec::new();
+    for sql in [
+        "SELECT json_array(id, source, status, received_at, body, headers, query, dedupe_key) FROM events ORDER BY id",
+        "SELECT json_array(source, key, event_id, expires_at) FROM dedupe ORDER BY source, key",
+        "SELECT json_array(id, event_id, flow, status, order_key, step, tries, attempts, outputs, next_at,
+                lease_owner, lease_until, last_error, created_at, updated_at) FROM deliveries ORDER BY id",
+        "SELECT json_array(id, delivery_id, step, try_no, outcome, url, request_headers, hex(request_body),
+                response_status, response_headers, hex(response_body), response_truncated, error)
+         FROM attempts ORDER BY id",
+    ] {
+        let rows: Vec<String> = sqlx::query_scalar(sql).fetch_all(&s.writer).await.unwrap();
+        out.extend(rows);
+    }
+    out
+}
+
+fn keyed(id: &str, key: Option<&str>, at: chrono::DateTime<Utc>) -> NewEvent {
+    NewEvent {
+        id: id.into(),
+        source: "s".into(),
+        event_type: "t".into(),
+        received_at: at,
+        request_id: format!("r-{id}"),
+        row: None,
+        content_type: Some("application/json".into()),
+        headers: json!({ "x-n": id }),
+        query: json!({}),
+        body: json!({ "id": id, "名前": "山田" }),
+        dedupe: key.map(|k| Dedupe { key: k.into(), expires_at: at + Duration::hours(1) }),
+        deliveries: vec![
+            NewDelivery { flow: "f".into(), status: Status::Pending, order_key: None, error: None },
+            NewDelivery { flow: "g".into(), status: Status::Dead, order_key: None, error: Some("bad".into()) },
+        ],
+    }
+}
+
+fn tried(delivery_id: i64, status: u16) -> NewAttempt {
+    NewAttempt {
+        delivery_id,
+        step: 0,
+        try_no: 1,
+        started_at: Utc::now(),
+        duration_ms: 3,
+        outcome: if status == 200 { "success" } else { "transient" },
+        method: "POST".into(),
+        url: format!("http://127.0.0.1/{delivery_id}"),
+        request_headers: vec![("x".into(), "1".into())],
+        request_body: vec![0x90, 0x5c],
+        response: Some(RecordedResponse { status, headers: vec![], body: b"{}".to_vec(), truncated: false }),
+        error: None,
+    }
+}
+
+/// The multi-row batch (`batch.rs`) and the one-job-at-a-time path (`queue.rs`) leave the same rows and give
+/// the same answers: dedupe within the batch and against live and expired keys, every kind of transition, an
+/// attempt whose lease another worker took.
+#[tokio::test]
+async fn a_batch_stores_what_the_jobs_one_by_one_would() {
+    let t0 = Utc::now();
+    let mut dumps = Vec::new();
+    let mut answers = Vec::new();
+    for batched in [true, false] {
+        let s = SqliteStore::open("sqlite::memory:", t0).await.unwrap();
+        // Before the batch: a live key C, an expired key D, four deliveries claimed by w1, one of them (the
+        // fourth) then taken over by w2 after its lease ran out.
+        let mut live = keyed("old-c", Some("C"), t0);
+        live.dedupe.as_mut().unwrap().expires_at = t0 + Duration::hours(2);
+        let mut expired = keyed("old-d", Some("D"), t0 - Duration::hours(3));
+        expired.dedupe.as_mut().unwrap().expires_at = t0 - Duration::hours(2);
+        s.ingest(vec![live, expired], t0).await.unwrap();
+        for i in 0..4 {
+            s.ingest(vec![keyed(&format!("w{i}"), None, t0)], t0).await.unwrap();
+        }
+        let claimed = s.claim("w1", t0, t0 + Duration::seconds(10), 10).await.unwrap();
+        assert_eq!(claimed.len(), 6);
+        let ids: Vec<i64> = claimed.iter().map(|c| c.delivery.id).collect();
+        let later = t0 + Duration::seconds(20);
+        let w2 = s.claim("w2", later, later + Duration::seconds(10), 1).await.unwrap();
+        assert_eq!(w2[0].delivery.id, ids[0]);
+
+        let jobs_events = vec![
+            vec![keyed("a1", Some("A"), later), keyed("a2", Some("A"), later)],
+            vec![keyed("n1", None, later)],
+            vec![keyed("c1", Some("C"), later), keyed("d1", Some("D"), later)],
+        ];
+        let transitions = [
+            Transition::Succeeded { outputs: json!([{ "ok": 1 }]) },
+            Transition::Retry { at: later + Duration::seconds(30), tries: 1, error: "503".into() },
+            Transition::Dead { tries: 3, error: "gone".into() },
+            Transition::Advance { step: 1, outputs: json!([{ "step": 0 }]) },
+        ];
+        // The first delivery was taken over by w2; the next four get one transition each.
+        let attempts: Vec<(NewAttempt, &Transition)> = std::iter::once((tried(ids[0], 200), &transitions[0]))
+            .chain(ids[1..5].iter().zip(&transitions).map(|(id, t)| (tried(*id, 200), t)))
+            .collect();
+
+        use sqlx::Connection;
+        let mut conn = s.writer.acquire().await.unwrap();
+        let mut tx = conn.begin().await.unwrap();
+        let (ingested, recorded): (Vec<Vec<Ingested>>, Vec<String>) = if batched {
+            let ij: Vec<batch::IngestJob> =
+                jobs_events.iter().map(|e| batch::IngestJob { events: e, now: later }).collect();
+            let aj: Vec<batch::AttemptJob> = attempts
+                .iter()
+                .map(|(a, t)| batch::AttemptJob { owner: "w1", attempt: a, transition: t, now: later })
+                .collect();
+            let ingested = batch::ingest(&mut tx, &ij).await.unwrap();
+            let recorded = batch::attempts(&mut tx, &aj).await.unwrap().expect("no delivery twice");
+            (ingested, recorded.iter().map(describe).collect())
+        } else {
+            let mut ingested = Vec::new();
+            for e in &jobs_events {
+                ingested.push(queue::ingest_in(&mut tx, e, later).await.unwrap());
+            }
+            let mut recorded = Vec::new();
+            for (a, t) in &attempts {
+                recorded.push(describe(&queue::record_attempt_in(&mut tx, "w1", a, t, later).await.unwrap()));
+            }
+            (ingested, recorded)
+        };
+        tx.commit().await.unwrap();
+        drop(conn);
+        assert_eq!(ingested[0][1], Ingested::Duplicate { event_id: "a1".into() });
+        assert_eq!(ingested[2][0], Ingested::Duplicate { event_id: "old-c".into() });
+        assert!(matches!(&ingested[2][1], Ingested::Stored { event_id, .. } if event_id == "d1"));
+        assert!(recorded[0].starts_with("taken over"), "{recorded:?}");
+        assert!(recorded[1..].iter().all(|r| r == "applied"), "{recorded:?}");
+        answers.push((ingested, recorded));
+        dumps.push(dump(&s).await);
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(dumps[0], dumps[1]);
+}
+
+fn describe(r: &queue::Recorded) -> String {
+    match r {
+        queue::Recorded::Applied => "applied".into(),
+        queue::Recorded::TakenOver(m) => format!("taken over: {m}"),
+    }
+}
+
+/// Two attempts for one delivery in one batch are not merged: the batch says so and the jobs run one by one.
+#[tokio::test]
+async fn a_batch_with_two_attempts_of_one_delivery_runs_one_by_one() {
+    let t0 = Utc::now();
+    let s = SqliteStore::open("sqlite::memory:", t0).await.unwrap();
+    s.ingest(vec![keyed("x", None, t0)], t0).await.unwrap();
+    let id = s.claim("w1", t0, t0 + Duration::seconds(10), 1).await.unwrap()[0].delivery.id;
+    let (a, b) = (tried(id, 500), tried(id, 200));
+    let retry = Transition::Retry { at: t0, tries: 1, error: "500".into() };
+    let done = Transition::Succeeded { outputs: json!([]) };
+    let jobs = [
+        batch::AttemptJob { owner: "w1", attempt: &a, transition: &retry, now: t0 },
+        batch::AttemptJob { owner: "w1", attempt: &b, transition: &done, now: t0 },
+    ];
+    use sqlx::Connection;
+    let mut conn = s.writer.acquire().await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    assert!(batch::attempts(&mut tx, &jobs).await.unwrap().is_none());
+}
