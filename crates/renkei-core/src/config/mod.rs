@@ -142,7 +142,7 @@ pub struct Worker {
 impl Default for Worker {
     fn default() -> Self {
         Worker {
-            concurrency: 32,
+            concurrency: 128,
             lease: Span(std::time::Duration::from_secs(120)),
             poll: Span(std::time::Duration::from_secs(1)),
             shutdown_grace: Span(std::time::Duration::from_secs(10)),

@@ -306,9 +306,15 @@ pub(super) async fn renew_leases(pool: &SqlitePool, owner: &str, ids: &[i64], un
 }
 
 pub(super) async fn next_due(pool: &SqlitePool) -> Result<Option<DateTime<Utc>>> {
+    // The earliest waiting delivery (first in `deliveries_queue` that is not in flight) and the earliest lease
+    // to run out (among the few in flight): two short index walks, not a pass over every open delivery.
     let at: Option<i64> = sqlx::query_scalar(
-        "SELECT MIN(CASE WHEN status = 'in_flight' THEN lease_until ELSE next_at END)
-         FROM deliveries WHERE status IN ('pending', 'retrying', 'in_flight')",
+        "SELECT MIN(at) FROM (
+             SELECT (SELECT next_at FROM deliveries INDEXED BY deliveries_queue
+                     WHERE status IN ('pending', 'retrying', 'in_flight') AND status != 'in_flight'
+                     ORDER BY next_at LIMIT 1) AS at
+             UNION ALL
+             SELECT (SELECT MIN(lease_until) FROM deliveries WHERE status = 'in_flight'))",
     )
     .fetch_one(pool)
     .await

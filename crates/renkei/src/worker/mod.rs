@@ -258,8 +258,14 @@ impl Worker {
             if free > 0 && claimed == free {
                 continue; // more may be due
             }
-            let idle =
-                if failures > 0 { claim_backoff(cfg.poll.0, failures) } else { self.idle_wait(cfg.poll.0).await };
+            let idle = if failures > 0 {
+                claim_backoff(cfg.poll.0, failures)
+            } else if free == 0 {
+                // Every slot busy: the next thing to do is when one frees (below), not when something is due.
+                cfg.poll.0
+            } else {
+                self.idle_wait(cfg.poll.0).await
+            };
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = self.app.wake.notified() => {
