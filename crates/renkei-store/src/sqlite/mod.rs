@@ -100,12 +100,16 @@ impl SqliteStore {
         };
 
         let lock = if memory || !exclusive { None } else { Some(take_lock(path)?) };
+        // The writer does not checkpoint the WAL itself (SQLite's default, every 1000 pages, would copy them into
+        // the file inside a commit, and the ingests of that commit would wait for it): the group-commit thread
+        // checkpoints on a reader connection beside the writes (`group::checkpoints`).
+        let writer_opts = if memory { opts.clone() } else { opts.clone().pragma("wal_autocheckpoint", "0") };
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             // The one connection is always in use: a ping before each transaction only costs a round trip.
             .test_before_acquire(false)
-            .connect_with(opts.clone())
+            .connect_with(writer_opts)
             .await
             .map_err(unavailable)?;
         migrate(&writer).await?;
@@ -115,7 +119,7 @@ impl SqliteStore {
         } else {
             SqlitePoolOptions::new().max_connections(4).connect_with(opts).await.map_err(unavailable)?
         };
-        let ingest_jobs = group::start(writer.clone())?;
+        let ingest_jobs = group::start(writer.clone(), (!memory).then(|| reader.clone()))?;
         Ok(SqliteStore { writer, ingest_jobs, reader, _lock: lock, path: (!memory).then(|| PathBuf::from(path)) })
     }
 

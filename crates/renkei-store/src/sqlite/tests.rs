@@ -266,3 +266,40 @@ async fn a_batch_with_two_attempts_of_one_delivery_runs_one_by_one() {
     let mut tx = conn.begin().await.unwrap();
     assert!(batch::attempts(&mut tx, &jobs).await.unwrap().is_none());
 }
+
+/// The writer never checkpoints inside a commit; the checkpointer beside it copies the WAL into the file
+/// (without it, with `wal_autocheckpoint=0`, the file would stay as small as the empty schema until close).
+#[tokio::test]
+async fn the_wal_is_copied_into_the_file_beside_the_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.db");
+    let now = Utc::now();
+    let s = SqliteStore::open(&format!("sqlite://{}", file.display()), now).await.unwrap();
+    let autocheckpoint: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint").fetch_one(&s.writer).await.unwrap();
+    assert_eq!(autocheckpoint, 0, "the writer leaves checkpoints to the checkpointer");
+    let empty = std::fs::metadata(&file).unwrap().len();
+    let big = "x".repeat(100_000);
+    for i in 0..100 {
+        s.ingest(
+            vec![keyed(&format!("b{i:03}"), None, now)]
+                .into_iter()
+                .map(|mut e| {
+                    e.body = json!({ "big": big });
+                    e
+                })
+                .collect(),
+            now,
+        )
+        .await
+        .unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let len = std::fs::metadata(&file).unwrap().len();
+        if len > empty + 10_000_000 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the file is still {len} bytes (empty: {empty})");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
