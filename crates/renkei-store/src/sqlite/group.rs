@@ -69,23 +69,32 @@ pub(super) fn start(pool: SqlitePool, checkpoint_on: Option<SqlitePool>) -> Resu
         .spawn(move || {
             runtime.block_on(async move {
                 // Ends with the writer: the runtime drops its tasks when `run` returns.
+                let checkpointing = checkpoint_on.is_some();
                 if let Some(reader) = checkpoint_on {
                     tokio::spawn(checkpoints(reader));
                 }
-                run(pool, rx).await
+                run(pool, rx, checkpointing).await
             })
         })
         .map_err(|e| StoreError::Unavailable(format!("cannot start the SQLite writer: {e}")))?;
     Ok(tx)
 }
 
-/// How often the WAL is copied into the database file.
+/// How often the WAL is copied into the database file, beside the writes.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// How often the writer finishes a checkpoint itself, between two batches.
+const WRITER_CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Copies committed WAL frames into the database file every [`CHECKPOINT_EVERY`], on a reader connection, so a
-/// commit never waits for a checkpoint. PASSIVE: it takes no lock a writer or reader waits for, and copies what
-/// no reader still needs; the writer starts the WAL over once all of it is copied, so the WAL stays as large as
-/// a quarter second of writes. A page written many times in that time is copied once.
+/// commit never waits for the bulk of a checkpoint. PASSIVE: it takes no lock a writer or reader waits for. A
+/// page written many times in between is copied once.
+///
+/// This alone never lets the WAL start over while writes go on: SQLite restarts the WAL only when a write
+/// finds every frame copied, and under steady load new frames always arrive while the copy runs (a million-event
+/// fill grew the WAL to 8.8 GB). So the writer itself, between two batches, finishes the copy every
+/// [`WRITER_CHECKPOINT_EVERY`] ([`finish_checkpoint`]): what is left then is at most a quarter second of frames,
+/// nothing is written meanwhile, and the next write starts the WAL over.
 async fn checkpoints(reader: SqlitePool) {
     loop {
         tokio::time::sleep(CHECKPOINT_EVERY).await;
@@ -96,7 +105,15 @@ async fn checkpoints(reader: SqlitePool) {
     }
 }
 
-async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Job>) {
+/// The writer's part of a checkpoint (see [`checkpoints`]); on the writer connection, between batches.
+async fn finish_checkpoint(pool: &SqlitePool) {
+    if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(pool).await {
+        tracing::debug!(error = %e, "WAL checkpoint did not run");
+    }
+}
+
+async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Job>, checkpointing: bool) {
+    let mut checkpointed = std::time::Instant::now();
     while let Some(first) = rx.recv().await {
         let mut jobs = vec![first];
         while jobs.len() < MAX_JOBS {
@@ -121,6 +138,10 @@ async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Job>) {
                 }
                 _ => unreachable!("results follow their jobs"),
             }
+        }
+        if checkpointing && checkpointed.elapsed() >= WRITER_CHECKPOINT_EVERY {
+            finish_checkpoint(&pool).await;
+            checkpointed = std::time::Instant::now();
         }
     }
 }
@@ -196,23 +217,22 @@ async fn commit(pool: &SqlitePool, jobs: Vec<Job>) -> (Vec<Reply>, Vec<Done>) {
 async fn run_jobs(conn: &mut sqlx::SqliteConnection, work: Vec<Work>) -> Result<Vec<Done>> {
     use sqlx::Connection;
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
-    let done = if work.len() == 1 {
-        one_by_one(&mut tx, work).await?
-    } else {
-        sqlx::query("SAVEPOINT batch").execute(&mut *tx).await.map_err(db)?;
+    if work.len() > 1 {
         match all_at_once(&mut tx, &work).await {
             Ok(Some(done)) => {
-                sqlx::query("RELEASE batch").execute(&mut *tx).await.map_err(db)?;
-                done
+                tx.commit().await.map_err(db)?;
+                return Ok(done);
             }
             Err(e @ StoreError::Unavailable(_)) => return Err(e),
+            // Not a savepoint around the batch (two more round trips on every commit): the rare batch that
+            // fails is rolled back whole and run again job by job.
             Ok(None) | Err(_) => {
-                sqlx::query("ROLLBACK TO batch").execute(&mut *tx).await.map_err(db)?;
-                sqlx::query("RELEASE batch").execute(&mut *tx).await.map_err(db)?;
-                one_by_one(&mut tx, work).await?
+                tx.rollback().await.map_err(db)?;
+                tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
             }
         }
-    };
+    }
+    let done = one_by_one(&mut tx, work).await?;
     tx.commit().await.map_err(db)?;
     Ok(done)
 }

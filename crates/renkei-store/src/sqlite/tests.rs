@@ -303,3 +303,32 @@ async fn the_wal_is_copied_into_the_file_beside_the_writes() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Under writes that never pause, the WAL still starts over (the writer finishes a checkpoint between two
+/// batches every second), so it stays the size of about a second of writes instead of growing with all of them.
+#[tokio::test]
+async fn the_wal_starts_over_while_writes_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("w.db");
+    let wal = dir.path().join("w.db-wal");
+    let now = Utc::now();
+    let s = SqliteStore::open(&format!("sqlite://{}", file.display()), now).await.unwrap();
+    let big = "x".repeat(200_000);
+    let started = std::time::Instant::now();
+    let mut written = 0u64;
+    let mut i = 0;
+    // Four seconds of writes without a pause: four chances for the writer to finish a checkpoint.
+    while started.elapsed() < std::time::Duration::from_secs(4) {
+        let mut e = keyed(&format!("w{i:06}"), None, now);
+        e.body = json!({ "big": big });
+        s.ingest(vec![e], now).await.unwrap();
+        written += big.len() as u64;
+        i += 1;
+    }
+    let wal_len = std::fs::metadata(&wal).unwrap().len();
+    assert!(written > 10_000_000, "too little written to tell: {written} bytes");
+    assert!(
+        wal_len < written * 7 / 10,
+        "the WAL grew with the writes: {wal_len} bytes of WAL for {written} bytes of bodies"
+    );
+}
