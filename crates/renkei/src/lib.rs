@@ -4,6 +4,12 @@
 //! Invariants: only the worker talks to destinations (the API and ingress only enqueue); every write goes
 //! through the [`renkei_store::Store`]; what a request or a flow means is decided in `renkei-core`.
 
+/// mimalloc, not glibc's malloc: the hub allocates per request and per delivery on several threads at once, and
+/// glibc's malloc and free were ~17% of the hub's CPU at saturation (BENCHMARKS.md, "Third session"). Here, so
+/// every binary that runs the hub (`renkei`, `renkei-bench`, the tests) runs it with the same allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod access;
 pub mod app;
 pub mod cli;
