@@ -19,7 +19,7 @@ use std::ops::Range;
 use chrono::{DateTime, Utc};
 use sqlx::{Sqlite, Transaction};
 
-use super::queue::Recorded;
+use super::queue::{EventRow, Recorded};
 use super::{db, ms};
 use crate::*;
 
@@ -58,7 +58,7 @@ fn values(head: &str, row: &str, n: usize, tail: &str) -> String {
 
 /// One ingest job's events and its `now`.
 pub(super) struct IngestJob<'a> {
-    pub events: &'a [NewEvent],
+    pub events: &'a [EventRow],
     pub now: DateTime<Utc>,
 }
 
@@ -66,7 +66,7 @@ pub(super) struct IngestJob<'a> {
 pub(super) async fn ingest(tx: &mut Transaction<'_, Sqlite>, jobs: &[IngestJob<'_>]) -> Result<Vec<Vec<Ingested>>> {
     let latest = jobs.iter().map(|j| j.now).max().unwrap_or_default();
     // Dedupe keys first: the events that lose are not stored.
-    let keyed: Vec<&NewEvent> = jobs.iter().flat_map(|j| j.events).filter(|e| e.dedupe.is_some()).collect();
+    let keyed: Vec<&EventRow> = jobs.iter().flat_map(|j| j.events).filter(|e| e.dedupe.is_some()).collect();
     let mut won: HashSet<String> = HashSet::new();
     for range in chunks(keyed.len()) {
         let sql = values(
@@ -87,7 +87,7 @@ pub(super) async fn ingest(tx: &mut Transaction<'_, Sqlite>, jobs: &[IngestJob<'
     }
 
     let mut out = Vec::with_capacity(jobs.len());
-    let mut stored: Vec<(&NewEvent, DateTime<Utc>)> = Vec::new();
+    let mut stored: Vec<(&EventRow, DateTime<Utc>)> = Vec::new();
     for job in jobs {
         let mut answers = Vec::with_capacity(job.events.len());
         for ev in job.events {
@@ -129,9 +129,9 @@ pub(super) async fn ingest(tx: &mut Transaction<'_, Sqlite>, jobs: &[IngestJob<'
                 .bind(&ev.request_id)
                 .bind(ev.row.map(i64::from))
                 .bind(&ev.content_type)
-                .bind(ev.headers.to_string())
-                .bind(ev.query.to_string())
-                .bind(ev.body.to_string())
+                .bind(&ev.headers)
+                .bind(&ev.query)
+                .bind(&ev.body)
                 .bind(ev.dedupe.as_ref().map(|d| d.key.as_str()));
         }
         q.execute(&mut **tx).await.map_err(db)?;

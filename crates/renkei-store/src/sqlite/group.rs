@@ -22,7 +22,7 @@ const MAX_JOBS: usize = 256;
 
 pub(super) enum Job {
     Ingest {
-        events: Vec<NewEvent>,
+        events: Vec<queue::EventRow>,
         now: DateTime<Utc>,
         reply: oneshot::Sender<Result<Vec<Ingested>>>,
     },
@@ -38,7 +38,7 @@ pub(super) enum Job {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: usize,
-        reply: oneshot::Sender<Result<Vec<Claimed>>>,
+        reply: oneshot::Sender<Result<queue::ClaimedRows>>,
     },
 }
 
@@ -46,7 +46,7 @@ pub(super) enum Job {
 enum Done {
     Ingest(Result<Vec<Ingested>>),
     Attempt(Result<()>),
-    Claim(Result<Vec<Claimed>>),
+    Claim(Result<queue::ClaimedRows>),
 }
 
 /// Starts the writer on a thread of its own; it ends when the last sender (the store) is dropped.
@@ -149,7 +149,7 @@ async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Job>, checkpointing: bool)
 enum Reply {
     Ingest(oneshot::Sender<Result<Vec<Ingested>>>),
     Attempt(oneshot::Sender<Result<()>>),
-    Claim(oneshot::Sender<Result<Vec<Claimed>>>),
+    Claim(oneshot::Sender<Result<queue::ClaimedRows>>),
 }
 
 fn copy_err(e: &StoreError) -> StoreError {
@@ -266,7 +266,7 @@ async fn all_at_once(tx: &mut Transaction<'_, Sqlite>, work: &[Work]) -> Result<
             Work::Ingest(..) => Done::Ingest(Ok(ingested.next().expect("one answer per ingest"))),
             Work::Attempt(..) => Done::Attempt(attempt_answer(recorded.next().expect("one answer per attempt"))),
             // Claims last, in their place: they see the deliveries this batch stored and freed.
-            Work::Claim { .. } => Done::Claim(Ok(Vec::new())),
+            Work::Claim { .. } => Done::Claim(Ok(queue::ClaimedRows::default())),
         });
     }
     for (w, d) in work.iter().zip(done.iter_mut()) {
@@ -321,7 +321,7 @@ async fn one_by_one(tx: &mut Transaction<'_, Sqlite>, work: Vec<Work>) -> Result
 }
 
 enum Work {
-    Ingest(Vec<NewEvent>, DateTime<Utc>),
+    Ingest(Vec<queue::EventRow>, DateTime<Utc>),
     Attempt(String, Box<NewAttempt>, Transition, DateTime<Utc>),
     Claim { owner: String, now: DateTime<Utc>, lease_until: DateTime<Utc>, limit: usize },
 }

@@ -227,7 +227,7 @@ impl Store for SqliteStore {
     async fn ingest(&self, events: Vec<NewEvent>, now: DateTime<Utc>) -> Result<Vec<Ingested>> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.ingest_jobs
-            .send(group::Job::Ingest { events, now, reply })
+            .send(group::Job::Ingest { events: events.into_iter().map(queue::EventRow::new).collect(), now, reply })
             .await
             .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
         answer.await.map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?
@@ -247,7 +247,7 @@ impl Store for SqliteStore {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job = group::Job::Claim { owner: owner.to_owned(), now, lease_until, limit, reply };
         self.ingest_jobs.send(job).await.map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
-        answer.await.map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?
+        answer.await.map_err(|_| StoreError::Unavailable("the writer has stopped".into()))??.decode()
     }
 
     async fn record_attempt(

@@ -2,16 +2,45 @@
 
 use chrono::{DateTime, Utc};
 use renkei_core::delivery::Status;
+use sqlx::sqlite::SqliteRow;
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use super::rows::{delivery_from_row, event_from_row, DELIVERY_COLUMNS, EVENT_COLUMNS};
 use super::{db, ms};
 use crate::*;
 
+/// An event to store, its JSON columns already written out: by the caller's task, so the writer's thread only
+/// binds them.
+pub(super) struct EventRow {
+    event: NewEvent,
+    pub headers: String,
+    pub query: String,
+    pub body: String,
+}
+
+impl EventRow {
+    pub(super) fn new(mut event: NewEvent) -> EventRow {
+        let take = |v: &mut serde_json::Value| std::mem::take(v).to_string();
+        EventRow {
+            headers: take(&mut event.headers),
+            query: take(&mut event.query),
+            body: take(&mut event.body),
+            event,
+        }
+    }
+}
+
+impl std::ops::Deref for EventRow {
+    type Target = NewEvent;
+    fn deref(&self) -> &NewEvent {
+        &self.event
+    }
+}
+
 /// Stores one request's events and deliveries inside the caller's transaction (see `group.rs`).
 pub(super) async fn ingest_in(
     tx: &mut Transaction<'_, Sqlite>,
-    events: &[NewEvent],
+    events: &[EventRow],
     now: DateTime<Utc>,
 ) -> Result<Vec<Ingested>> {
     let mut out = Vec::with_capacity(events.len());
@@ -55,9 +84,9 @@ pub(super) async fn ingest_in(
         .bind(&ev.request_id)
         .bind(ev.row.map(i64::from))
         .bind(&ev.content_type)
-        .bind(ev.headers.to_string())
-        .bind(ev.query.to_string())
-        .bind(ev.body.to_string())
+        .bind(&ev.headers)
+        .bind(&ev.query)
+        .bind(&ev.body)
         .bind(ev.dedupe.as_ref().map(|d| d.key.as_str()))
         .execute(&mut **tx)
         .await
@@ -117,14 +146,16 @@ pub(super) async fn record_rejected(pool: &SqlitePool, r: Rejected) -> Result<()
 }
 
 /// Claims up to `limit` due deliveries inside the caller's transaction (see `group.rs`: a claim shares the
-/// commit of the ingests and attempt records around it).
+/// commit of the ingests and attempt records around it). Returns the rows as read: the caller decodes them
+/// ([`ClaimedRows::decode`]) on its own task, not on the writer's thread, where every microsecond is one the
+/// next commit waits for.
 pub(super) async fn claim_in(
     tx: &mut Transaction<'_, Sqlite>,
     owner: &str,
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
     limit: usize,
-) -> Result<Vec<Claimed>> {
+) -> Result<ClaimedRows> {
     // Due: pending or retrying whose time has come, or in flight with an expired lease. With an ordering key,
     // only the oldest open delivery of that key and flow is eligible, so a later event never overtakes.
     // `INDEXED BY deliveries_queue`: walked in due order, the scan stops after `limit` due rows. Left to
@@ -152,7 +183,7 @@ pub(super) async fn claim_in(
     .await
     .map_err(db)?;
     if ids.is_empty() {
-        return Ok(Vec::new());
+        return Ok(ClaimedRows::default());
     }
     // The ids as one JSON parameter: the statements' text is the same for every claim (sqlx caches them).
     let list = serde_json::to_string(&ids).expect("ids serialise");
@@ -172,16 +203,29 @@ pub(super) async fn claim_in(
     .fetch_all(&mut **tx)
     .await
     .map_err(db)?;
-    let events: std::collections::HashMap<String, EventRecord> =
-        erows.iter().map(event_from_row).map(|e| e.map(|e| (e.id.clone(), e))).collect::<Result<_>>()?;
-    drows
-        .iter()
-        .map(|r| {
-            let delivery = delivery_from_row(r)?;
-            let event = events.get(&delivery.event_id).cloned().ok_or(StoreError::NotFound)?;
-            Ok(Claimed { delivery, event })
-        })
-        .collect()
+    Ok(ClaimedRows { deliveries: drows, events: erows })
+}
+
+/// Claimed deliveries and their events, as rows.
+#[derive(Default)]
+pub(super) struct ClaimedRows {
+    deliveries: Vec<SqliteRow>,
+    events: Vec<SqliteRow>,
+}
+
+impl ClaimedRows {
+    pub(super) fn decode(self) -> Result<Vec<Claimed>> {
+        let events: std::collections::HashMap<String, EventRecord> =
+            self.events.iter().map(event_from_row).map(|e| e.map(|e| (e.id.clone(), e))).collect::<Result<_>>()?;
+        self.deliveries
+            .iter()
+            .map(|r| {
+                let delivery = delivery_from_row(r)?;
+                let event = events.get(&delivery.event_id).cloned().ok_or(StoreError::NotFound)?;
+                Ok(Claimed { delivery, event })
+            })
+            .collect()
+    }
 }
 
 /// Whether an attempt's transition was applied, or the delivery had been taken over (the attempt is kept).

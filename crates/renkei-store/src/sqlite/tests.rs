@@ -186,11 +186,14 @@ async fn a_batch_stores_what_the_jobs_one_by_one_would() {
         let w2 = s.claim("w2", later, later + Duration::seconds(10), 1).await.unwrap();
         assert_eq!(w2[0].delivery.id, ids[0]);
 
-        let jobs_events = vec![
+        let jobs_events: Vec<Vec<queue::EventRow>> = [
             vec![keyed("a1", Some("A"), later), keyed("a2", Some("A"), later)],
             vec![keyed("n1", None, later)],
             vec![keyed("c1", Some("C"), later), keyed("d1", Some("D"), later)],
-        ];
+        ]
+        .into_iter()
+        .map(|events| events.into_iter().map(queue::EventRow::new).collect())
+        .collect();
         let transitions = [
             Transition::Succeeded { outputs: json!([{ "ok": 1 }]) },
             Transition::Retry { at: later + Duration::seconds(30), tries: 1, error: "503".into() },
