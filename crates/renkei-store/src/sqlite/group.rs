@@ -84,7 +84,7 @@ pub(super) fn start(pool: SqlitePool, checkpoint_on: Option<SqlitePool>) -> Resu
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// How often the writer finishes a checkpoint itself, between two batches.
-const WRITER_CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+const WRITER_CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Copies committed WAL frames into the database file every [`CHECKPOINT_EVERY`], on a reader connection, so a
 /// commit never waits for the bulk of a checkpoint. PASSIVE: it takes no lock a writer or reader waits for. A

@@ -308,7 +308,8 @@ async fn the_wal_is_copied_into_the_file_beside_the_writes() {
 }
 
 /// Under writes that never pause, the WAL still starts over (the writer finishes a checkpoint between two
-/// batches every second), so it stays the size of about a second of writes instead of growing with all of them.
+/// batches every quarter second), so it stays the size of a fraction of a second of writes instead of growing with
+/// all of them.
 #[tokio::test]
 async fn the_wal_starts_over_while_writes_go_on() {
     let dir = tempfile::tempdir().unwrap();
@@ -320,7 +321,7 @@ async fn the_wal_starts_over_while_writes_go_on() {
     let started = std::time::Instant::now();
     let mut written = 0u64;
     let mut i = 0;
-    // Four seconds of writes without a pause: four chances for the writer to finish a checkpoint.
+    // Four seconds of writes without a pause: many chances for the writer to finish a checkpoint.
     while started.elapsed() < std::time::Duration::from_secs(4) {
         let mut e = keyed(&format!("w{i:06}"), None, now);
         e.body = json!({ "big": big });
