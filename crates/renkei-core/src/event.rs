@@ -26,13 +26,7 @@ pub struct EventView {
 impl EventView {
     /// The template context: `event`, `body`, `row`, `headers`, `query`, `steps`.
     pub fn context(&self, steps: Arc<Steps>) -> Value {
-        let event = minijinja::context! {
-            id => self.id,
-            type => self.event_type,
-            source => self.source,
-            received_at => self.received_at.to_rfc3339_opts(SecondsFormat::Millis, true),
-            row => self.row,
-        };
+        let event = self.event_value();
         let row = if self.row.is_some() { Value::from_serialize(&self.body) } else { Value::UNDEFINED };
         minijinja::context! {
             event => event,
@@ -41,6 +35,23 @@ impl EventView {
             headers => Value::from_serialize(&self.headers),
             query => Value::from_serialize(&self.query),
             steps => Value::from_dyn_object(steps),
+        }
+    }
+
+    /// `context` again after `event_type` changed: the new `event` over the rest of `before`, which keeps the
+    /// body, headers and query already converted into template values (converting them is most of a context's
+    /// cost).
+    pub fn retyped(&self, before: &Value) -> Value {
+        minijinja::context! { event => self.event_value(), ..before.clone() }
+    }
+
+    fn event_value(&self) -> Value {
+        minijinja::context! {
+            id => self.id,
+            type => self.event_type,
+            source => self.source,
+            received_at => self.received_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            row => self.row,
         }
     }
 }

@@ -36,8 +36,24 @@ pub enum Decision {
 
 /// The type and dedupe key of an incoming event, from its source's templates.
 pub fn classify(loaded: &Loaded, source: &Name, view: &EventView) -> Result<(String, Option<String>), String> {
+    classify_in(loaded, source, &view.context(Arc::default()))
+}
+
+/// [`classify`], then [`plan`] with the type it found (set in `view`); the event is made into template values
+/// once for both. `Err` as [`classify`]'s.
+pub fn classify_and_plan(
+    loaded: &Loaded,
+    source: &Name,
+    view: &mut EventView,
+) -> Result<(Option<String>, Vec<Plan>), String> {
+    let before = view.context(Arc::default());
+    let (event_type, dedupe) = classify_in(loaded, source, &before)?;
+    view.event_type = event_type;
+    Ok((dedupe, plan_in(loaded, view, &view.retyped(&before))))
+}
+
+fn classify_in(loaded: &Loaded, source: &Name, ctx: &minijinja::Value) -> Result<(String, Option<String>), String> {
     let src = &loaded.config.sources[source.as_str()];
-    let ctx = view.context(Arc::default());
     let event_type = match &src.event_type {
         Some(t) => loaded.engine.render(t, &ctx).map_err(|e| format!("event_type: {e}"))?,
         None => source.to_string(),
@@ -51,13 +67,16 @@ pub fn classify(loaded: &Loaded, source: &Name, view: &EventView) -> Result<(Str
 
 /// Decides, for every enabled flow of the event's source, what happens to the event.
 pub fn plan(loaded: &Loaded, view: &EventView) -> Vec<Plan> {
-    let ctx = view.context(Arc::default());
+    plan_in(loaded, view, &view.context(Arc::default()))
+}
+
+fn plan_in(loaded: &Loaded, view: &EventView, ctx: &minijinja::Value) -> Vec<Plan> {
     loaded
         .config
         .flows
         .iter()
         .filter(|(_, f)| f.enabled && f.source.as_str() == view.source)
-        .map(|(name, flow)| plan_one(loaded, name, flow, &ctx))
+        .map(|(name, flow)| plan_one(loaded, name, flow, ctx))
         .collect()
 }
 
@@ -326,5 +345,64 @@ fn scalar_text(v: &serde_json::Value) -> String {
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Null => String::new(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One conversion for both steps decides as `classify` then `plan` with the type set: the `when` and the
+    /// ordering key see the new `event.type`, and the body as before.
+    #[test]
+    fn classify_and_plan_decides_as_classify_then_plan() {
+        let text = r#"
+storage: "sqlite::memory:"
+sources:
+  orders:
+    auth: { token: "t" }
+    event_type: "{{ body.kind }}"
+    dedupe: "{{ body.id }}"
+destinations:
+  d: { type: http, base_url: "https://example.test" }
+flows:
+  created:
+    source: orders
+    when: "event.type == 'created' and body.n > 1"
+    order_key: "{{ event.type }}-{{ body.id }}"
+    steps: [{ to: d, method: POST, path: "/x" }]
+  other:
+    source: orders
+    when: "event.type != 'created'"
+    steps: [{ to: d, method: POST, path: "/y" }]
+"#;
+        let loaded = crate::config::load(text, &|_| None, &|_| Err("no files".into())).expect("loads");
+        let source = Name::parse("orders").unwrap();
+        for body in [serde_json::json!({"kind": "created", "id": 7, "n": 2}), serde_json::json!({"kind": "x", "id": 1})]
+        {
+            let view = EventView {
+                id: "e".into(),
+                event_type: String::new(),
+                source: "orders".into(),
+                received_at: chrono::Utc::now(),
+                body,
+                row: None,
+                headers: Default::default(),
+                query: Default::default(),
+            };
+            let (event_type, dedupe) = classify(&loaded, &source, &view).unwrap();
+            let mut typed = view.clone();
+            typed.event_type = event_type.clone();
+            let apart = plan(&loaded, &typed);
+            let mut together_view = view.clone();
+            let (together_dedupe, together) = classify_and_plan(&loaded, &source, &mut together_view).unwrap();
+            assert_eq!(together_view.event_type, event_type);
+            assert_eq!(together_dedupe, dedupe);
+            assert_eq!(together, apart);
+            // Not vacuous: the first event goes to `created` with its key, the second to `other`.
+            let delivered: Vec<_> =
+                together.iter().filter(|p| p.decision == Decision::Deliver).map(|p| p.flow.to_string()).collect();
+            assert_eq!(delivered, [if event_type == "created" { "created" } else { "other" }]);
+        }
     }
 }

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use renkei_core::config::Source;
 use renkei_core::delivery::Status;
 use renkei_core::event::EventView;
-use renkei_core::flow::{classify, plan, Decision};
+use renkei_core::flow::{classify, classify_and_plan, plan, Decision};
 use renkei_core::types::Name;
 use renkei_store::{Dedupe, Ingested, NewDelivery, NewEvent, StoreError};
 
@@ -104,10 +104,8 @@ fn new_event(
 ) -> (NewEvent, Vec<Echo>) {
     let loaded = &*app.loaded();
     let mut echoes = Vec::new();
-    let (deliveries, dedupe) = match classify(loaded, name, view) {
-        Ok((event_type, dedupe)) => {
-            view.event_type = event_type;
-            let plans = plan(loaded, view);
+    let (deliveries, dedupe) = match classify_and_plan(loaded, name, view) {
+        Ok((dedupe, plans)) => {
             for (i, p) in plans.iter().enumerate() {
                 if let Some(k) = &p.echo {
                     echoes.push((i, p.flow.clone(), k.clone()));

@@ -215,14 +215,22 @@ pub(super) struct ClaimedRows {
 
 impl ClaimedRows {
     pub(super) fn decode(self) -> Result<Vec<Claimed>> {
-        let events: std::collections::HashMap<String, EventRecord> =
+        let mut events: std::collections::HashMap<String, EventRecord> =
             self.events.iter().map(event_from_row).map(|e| e.map(|e| (e.id.clone(), e))).collect::<Result<_>>()?;
-        self.deliveries
-            .iter()
-            .map(|r| {
-                let delivery = delivery_from_row(r)?;
-                let event = events.get(&delivery.event_id).cloned().ok_or(StoreError::NotFound)?;
-                Ok(Claimed { delivery, event })
+        let deliveries = self.deliveries.iter().map(delivery_from_row).collect::<Result<Vec<_>>>()?;
+        // An event's last delivery takes it; the others get a copy (usually there is one delivery per event).
+        let mut left: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for d in &deliveries {
+            *left.entry(d.event_id.clone()).or_default() += 1;
+        }
+        deliveries
+            .into_iter()
+            .map(|delivery| {
+                let n = left.get_mut(&delivery.event_id).ok_or(StoreError::NotFound)?;
+                *n -= 1;
+                let event =
+                    if *n == 0 { events.remove(&delivery.event_id) } else { events.get(&delivery.event_id).cloned() };
+                Ok(Claimed { event: event.ok_or(StoreError::NotFound)?, delivery })
             })
             .collect()
     }
