@@ -55,11 +55,11 @@ pub fn classify_and_plan(
 fn classify_in(loaded: &Loaded, source: &Name, ctx: &minijinja::Value) -> Result<(String, Option<String>), String> {
     let src = &loaded.config.sources[source.as_str()];
     let event_type = match &src.event_type {
-        Some(t) => loaded.engine.render(t, &ctx).map_err(|e| format!("event_type: {e}"))?,
+        Some(t) => loaded.engine.render(t, ctx).map_err(|e| format!("event_type: {e}"))?,
         None => source.to_string(),
     };
     let dedupe = match &src.dedupe {
-        Some(t) => Some(loaded.engine.render(t, &ctx).map_err(|e| format!("dedupe: {e}"))?),
+        Some(t) => Some(loaded.engine.render(t, ctx).map_err(|e| format!("dedupe: {e}"))?),
         None => None,
     };
     Ok((event_type, dedupe))
