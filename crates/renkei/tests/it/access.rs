@@ -511,23 +511,30 @@ fn token_and_user_commands_keep_hashes_only_and_audit_every_change() {
 
 /// `renkei serve` until it answers `/readyz`, then killed; answers its stderr.
 fn serve_once(cfg: &Path, dir: &Path, env: &[(&str, &str)]) -> Result<(), String> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let log = dir.join("serve.log");
     let mut child = renkei()
         .envs(env.iter().copied())
         .args(["serve", "--config"])
         .arg(cfg)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--listen", "127.0.0.1:0"])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
+    let addr = match listen_address(&mut child, &log, Duration::from_secs(20)) {
+        Ok(addr) => addr,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+    };
     let result = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break Err(format!("exited {status}: {}", std::fs::read_to_string(&log).unwrap_or_default()));
         }
-        let ready = std::net::TcpStream::connect(("127.0.0.1", port)).ok().and_then(|mut s| {
+        let ready = std::net::TcpStream::connect(addr.as_str()).ok().and_then(|mut s| {
             use std::io::{Read, Write};
             s.write_all(b"GET /readyz HTTP/1.0\r\n\r\n").ok()?;
             let mut answer = String::new();
@@ -705,18 +712,17 @@ flows:
         ),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let log = dir.path().join("serve.log");
     let mut child = renkei()
         .env("RUST_LOG", "trace")
         .args(["serve", "--config"])
         .arg(&cfg)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--listen", "127.0.0.1:0"])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let base = format!("http://{}", listen_address(&mut child, &log, Duration::from_secs(20)).unwrap());
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while http.get(format!("{base}/readyz")).send().await.map(|r| r.status() != 200).unwrap_or(true) {

@@ -81,19 +81,19 @@ struct Server {
 
 impl Server {
     fn start(config: &Path, dir: &Path) -> Server {
-        // Ask the OS for a free port, then give it to renkei.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = renkei()
+        let log = dir.join("stderr.log");
+        let mut child = renkei()
             .current_dir(dir)
             .env("RENKEI_ADMIN_TOKEN", ADMIN)
             .args(["serve", "--config"])
             .arg(config)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
+            // Port 0: renkei binds a free port and logs it (`listen_address`).
+            .args(["--listen", "127.0.0.1:0"])
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let url = format!("http://127.0.0.1:{port}");
+        let url = format!("http://{}", listen_address(&mut child, &log, Duration::from_secs(20)).unwrap());
         Server { child, url }
     }
 

@@ -356,3 +356,33 @@ async fn record(
     }
     resp
 }
+
+/// Where a `renkei serve --listen 127.0.0.1:0` child listens, as `127.0.0.1:PORT`, read from its log (the
+/// "renkei is listening addr=…" line); `Err` with the exit status and the log when it exits first or says
+/// nothing within `within`. Port 0 because asking the OS for a free port and handing it to renkei raced with
+/// other tests taking the same port in between ("Address already in use").
+pub fn listen_address(
+    child: &mut std::process::Child,
+    log: &std::path::Path,
+    within: std::time::Duration,
+) -> Result<String, String> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let addr = text
+            .lines()
+            .find(|l| l.contains("renkei is listening"))
+            .and_then(|l| l.split_once("addr=").map(|(_, rest)| rest))
+            .and_then(|rest| rest.split_whitespace().next());
+        if let Some(addr) = addr {
+            return Ok(addr.to_owned());
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            return Err(format!("exited {status}: {text}"));
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("did not say where it listens: {text}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

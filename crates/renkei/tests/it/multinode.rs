@@ -16,7 +16,7 @@ use axum::extract::State;
 use axum::Json;
 use serde_json::json;
 
-use crate::harness::ADMIN;
+use crate::harness::{listen_address, ADMIN};
 
 pub const POSTGRES_URL_VAR: &str = "RENKEI_TEST_POSTGRES_URL";
 
@@ -65,10 +65,8 @@ pub struct Node {
 
 impl Node {
     pub fn start(name: &str, config: &Path, dir: &Path) -> Node {
-        // Ask the OS for a free port, then give it to renkei.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let log = dir.join(format!("{name}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_renkei"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_renkei"))
             .env("RENKEI_ADMIN_TOKEN", ADMIN)
             // Every node of one database shares the master key (PostgreSQL has no key file by default).
             .env("RENKEI_MASTER_KEY", "bm9kZXMtb2Ytb25lLWRhdGFiYXNlLXNoYXJlLWEta2U=")
@@ -78,12 +76,15 @@ impl Node {
             .current_dir(dir)
             .args(["serve", "--config"])
             .arg(config)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
+            // Port 0: renkei binds a free port and logs it (`listen_address`).
+            .args(["--listen", "127.0.0.1:0"])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        Node { name: name.to_owned(), url: format!("http://127.0.0.1:{port}"), child: Mutex::new(Some(child)), log }
+        let addr = listen_address(&mut child, &log, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{name} {e}"));
+        let url = format!("http://{addr}");
+        Node { name: name.to_owned(), url, child: Mutex::new(Some(child)), log }
     }
 
     /// GET /readyz's status, 0 when nothing answers.
