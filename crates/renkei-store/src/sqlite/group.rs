@@ -2,7 +2,7 @@
 //! records) are stored in one transaction and one fsync, then each is answered.
 //!
 //! SQLite has one writer and `synchronous=FULL` makes every commit wait for the disk, so one commit per
-//! webhook caps ingest at the disk's commit rate (a few thousand a second). The writer task takes every job
+//! webhook caps ingest at the disk's commit rate (a few thousand a second). The writer thread takes every job
 //! queued at that moment (up to `MAX_JOBS`), stores them with a few multi-row statements (`batch.rs`), commits
 //! once, and only then answers: no sender is told 202 before its event is on disk, and no worker sends a
 //! delivery before its claim is on disk. A lone request is written at once; nothing waits for company.
@@ -51,10 +51,10 @@ enum Done {
 
 /// Starts the writer on a thread of its own; it ends when the last sender (the store) is dropped.
 ///
-/// Not a task on the server's runtime: every statement is a round trip to sqlx's SQLite thread, and a task
-/// woken from another thread waits in the runtime's shared queue behind the HTTP handlers that are ready to
-/// run. Under load that wait, once per statement, was most of a batch's time (1.3 ms for 16 ingests). On its
-/// own thread the writer runs the moment its statement is done.
+/// Not a task on the server's runtime: every statement is a round trip to sqlx's SQLite thread, and a task woken
+/// from another thread waits in the runtime's shared queue behind whatever HTTP handlers are ready to run; on its
+/// own thread the writer goes on the moment its statement is done, and the checkpoints have a place beside it.
+/// (Measured alone, the move made no difference within this machine's noise: BENCHMARKS.md, "Third session".)
 ///
 /// `checkpoint_on`: the pool the WAL is checkpointed through, beside the writes ([`checkpoints`]); `None` for
 /// an in-memory database, which has no WAL.
