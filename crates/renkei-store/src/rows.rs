@@ -116,3 +116,21 @@ pub(crate) fn attempt_from_row(r: &impl Columns) -> Result<AttemptRecord> {
         error: r.opt_text("error")?,
     })
 }
+
+pub(crate) fn revision_from_row(r: &impl Columns) -> Result<ConfigRevision> {
+    Ok(ConfigRevision {
+        id: r.int("id")?,
+        loaded_at: from_ms(r.int("loaded_at")?),
+        text: r.text("text")?,
+        origin: r.text("origin")?,
+    })
+}
+
+pub(crate) fn session_from_row(r: &impl Columns) -> Result<SessionRecord> {
+    Ok(SessionRecord {
+        id_hash: r.text("id_hash")?,
+        data: r.text("data")?,
+        created_at: from_ms(r.int("created_at")?),
+        last_seen: from_ms(r.int("last_seen")?),
+    })
+}

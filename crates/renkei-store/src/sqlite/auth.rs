@@ -8,6 +8,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
 use super::{db, from_ms, ms};
+use crate::rows::{revision_from_row, session_from_row};
 use crate::*;
 
 const MAX_PAGE: u32 = 500;
@@ -178,7 +179,7 @@ pub(super) async fn config_revisions(pool: &SqlitePool) -> Result<Vec<ConfigRevi
         .fetch_all(pool)
         .await
         .map_err(db)?;
-    Ok(rows.iter().map(revision_from_row).collect())
+    rows.iter().map(revision_from_row).collect()
 }
 
 pub(super) async fn rewrite_config_revisions(pool: &SqlitePool, texts: Vec<(i64, String)>, a: NewAudit) -> Result<()> {
@@ -198,15 +199,6 @@ pub(super) async fn rewrite_config_revisions(pool: &SqlitePool, texts: Vec<(i64,
     tx.commit().await.map_err(db)
 }
 
-fn revision_from_row(r: &SqliteRow) -> ConfigRevision {
-    ConfigRevision {
-        id: r.get("id"),
-        loaded_at: from_ms(r.get("loaded_at")),
-        text: r.get("text"),
-        origin: r.get("origin"),
-    }
-}
-
 pub(super) async fn config_head(pool: &SqlitePool) -> Result<Option<i64>> {
     sqlx::query_scalar("SELECT MAX(id) FROM config_revisions").fetch_one(pool).await.map_err(db)
 }
@@ -217,7 +209,7 @@ pub(super) async fn config_revision(pool: &SqlitePool, id: i64) -> Result<Config
         .fetch_optional(pool)
         .await
         .map_err(db)?;
-    row.as_ref().map(revision_from_row).ok_or(StoreError::NotFound)
+    row.as_ref().map(revision_from_row).ok_or(StoreError::NotFound)?
 }
 
 pub(super) async fn add_config_revision(
@@ -291,12 +283,7 @@ pub(super) async fn touch_session(
     .fetch_optional(pool)
     .await
     .map_err(db)?;
-    Ok(row.map(|r| SessionRecord {
-        id_hash: r.get("id_hash"),
-        data: r.get("data"),
-        created_at: from_ms(r.get("created_at")),
-        last_seen: from_ms(r.get("last_seen")),
-    }))
+    row.as_ref().map(session_from_row).transpose()
 }
 
 pub(super) async fn end_session(pool: &SqlitePool, id_hash: &str) -> Result<()> {

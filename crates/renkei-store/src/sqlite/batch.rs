@@ -8,10 +8,11 @@
 //! `UPDATE … FROM`. Statements are cut into chunks of [`CHUNKS`] rows so there are only four shapes of each,
 //! all of which stay in sqlx's statement cache.
 //!
-//! The meaning is that of running the jobs one after the other (`queue::ingest_in`, `queue::record_attempt_in`):
-//! a dedupe key taken by an earlier event of the batch makes a later one a duplicate (SQLite applies a
-//! multi-row upsert row by row), and an attempt's lease is checked before any transition of the batch
-//! (no two attempts of one delivery share a batch: such a batch goes the slow way).
+//! The meaning is that of running the jobs one after the other, each a batch of one (`queue::ingest_in`,
+//! `queue::record_attempt_in`, what `group.rs` falls back to): a dedupe key taken by an earlier event of the batch
+//! makes a later one a duplicate (SQLite applies a multi-row upsert row by row), and an attempt's lease is checked
+//! before any transition of the batch (no two attempts of one delivery share a batch: such a batch goes the slow
+//! way).
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;

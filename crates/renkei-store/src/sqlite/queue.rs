@@ -6,7 +6,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use super::rows::{delivery_from_row, event_from_row, DELIVERY_COLUMNS, EVENT_COLUMNS};
-use super::{db, ms};
+use super::{batch, db, ms};
 use crate::*;
 
 /// An event to store, its JSON columns already written out: by the caller's task, so the writer's thread only
@@ -37,66 +37,18 @@ impl std::ops::Deref for EventRow {
     }
 }
 
-/// Stores one request's events and deliveries inside the caller's transaction (see `group.rs`).
+/// Stores one request's events and deliveries inside the caller's transaction (see `group.rs`): a batch of
+/// one job.
 pub(super) async fn ingest_in(
     tx: &mut Transaction<'_, Sqlite>,
     events: &[EventRow],
     now: DateTime<Utc>,
 ) -> Result<Vec<Ingested>> {
-    let mut out = Vec::with_capacity(events.len());
-    for ev in events {
-        if let Some(d) = &ev.dedupe {
-            // Claim the key unless a live one exists; an expired one is taken over.
-            let won: Option<String> = sqlx::query_scalar(
-                "INSERT INTO dedupe (source, key, event_id, expires_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (source, key) DO UPDATE SET event_id = excluded.event_id, expires_at = excluded.expires_at
-                 WHERE dedupe.expires_at <= ?5
-                 RETURNING event_id",
-            )
-            .bind(&ev.source)
-            .bind(&d.key)
-            .bind(&ev.id)
-            .bind(ms(d.expires_at))
-            .bind(ms(now))
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(db)?;
-            if won.is_none() {
-                let first: String = sqlx::query_scalar("SELECT event_id FROM dedupe WHERE source = ?1 AND key = ?2")
-                    .bind(&ev.source)
-                    .bind(&d.key)
-                    .fetch_one(&mut **tx)
-                    .await
-                    .map_err(db)?;
-                out.push(Ingested::Duplicate { event_id: first });
-                continue;
-            }
-        }
-        sqlx::query(
-            "INSERT INTO events (id, source, event_type, status, http_status, received_at, request_id, row_no,
-                                 content_type, headers, query, body, dedupe_key)
-             VALUES (?1, ?2, ?3, 'accepted', 202, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        )
-        .bind(&ev.id)
-        .bind(&ev.source)
-        .bind(&ev.event_type)
-        .bind(ms(ev.received_at))
-        .bind(&ev.request_id)
-        .bind(ev.row.map(i64::from))
-        .bind(&ev.content_type)
-        .bind(&ev.headers)
-        .bind(&ev.query)
-        .bind(&ev.body)
-        .bind(ev.dedupe.as_ref().map(|d| d.key.as_str()))
-        .execute(&mut **tx)
-        .await
-        .map_err(db)?;
-        insert_deliveries(tx, &ev.id, &ev.deliveries, now).await?;
-        out.push(Ingested::Stored { event_id: ev.id.clone(), deliveries: ev.deliveries.len() });
-    }
-    Ok(out)
+    let mut answers = batch::ingest(tx, &[batch::IngestJob { events, now }]).await?;
+    Ok(answers.pop().unwrap_or_default())
 }
 
+/// Inserts one event's deliveries (a replay's); their ids in order.
 async fn insert_deliveries(
     tx: &mut Transaction<'_, Sqlite>,
     event_id: &str,
@@ -242,90 +194,18 @@ pub(super) enum Recorded {
     TakenOver(String),
 }
 
-/// Records an attempt and its transition inside the caller's transaction (see `group.rs`).
+/// Records an attempt and its transition inside the caller's transaction (see `group.rs`): a batch of one.
 pub(super) async fn record_attempt_in(
     tx: &mut Transaction<'_, Sqlite>,
     owner: &str,
-    a: &NewAttempt,
-    t: &Transition,
+    attempt: &NewAttempt,
+    transition: &Transition,
     now: DateTime<Utc>,
 ) -> Result<Recorded> {
-    let holder: Option<Option<String>> =
-        sqlx::query_scalar("SELECT lease_owner FROM deliveries WHERE id = ?1 AND status = 'in_flight'")
-            .bind(a.delivery_id)
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(db)?;
-    if holder.flatten().as_deref() != Some(owner) {
-        // The lease ran out and another worker took the delivery: its result is the one that counts. The
-        // attempt is still history, so keep it.
-        insert_attempt(tx, a).await?;
-        return Ok(Recorded::TakenOver(format!("delivery {} is no longer held by {owner}", a.delivery_id)));
-    }
-    insert_attempt(tx, a).await?;
-    let q = match t {
-        Transition::Advance { step, outputs } => sqlx::query(
-            "UPDATE deliveries SET step = ?2, tries = 0, outputs = ?3, attempts = attempts + 1, updated_at = ?4, last_error = NULL WHERE id = ?1",
-        )
-        .bind(a.delivery_id)
-        .bind(i64::from(*step))
-        .bind(outputs.to_string())
-        .bind(ms(now)),
-        Transition::Succeeded { outputs } => sqlx::query(
-            "UPDATE deliveries SET status = 'succeeded', step = step + 1, tries = 0, outputs = ?2, attempts = attempts + 1,
-                 lease_owner = NULL, lease_until = NULL, last_error = NULL, updated_at = ?3 WHERE id = ?1",
-        )
-        .bind(a.delivery_id)
-        .bind(outputs.to_string())
-        .bind(ms(now)),
-        Transition::Retry { at, tries, error } => sqlx::query(
-            "UPDATE deliveries SET status = 'retrying', tries = ?2, next_at = ?3, last_error = ?4, attempts = attempts + 1,
-                 lease_owner = NULL, lease_until = NULL, updated_at = ?5 WHERE id = ?1",
-        )
-        .bind(a.delivery_id)
-        .bind(i64::from(*tries))
-        .bind(ms(*at))
-        .bind(error)
-        .bind(ms(now)),
-        Transition::Dead { tries, error } => sqlx::query(
-            "UPDATE deliveries SET status = 'dead', tries = ?2, last_error = ?3, attempts = attempts + 1,
-                 lease_owner = NULL, lease_until = NULL, updated_at = ?4 WHERE id = ?1",
-        )
-        .bind(a.delivery_id)
-        .bind(i64::from(*tries))
-        .bind(error)
-        .bind(ms(now)),
-    };
-    q.execute(&mut **tx).await.map_err(db)?;
-    Ok(Recorded::Applied)
-}
-
-async fn insert_attempt(tx: &mut Transaction<'_, Sqlite>, a: &NewAttempt) -> Result<()> {
-    let headers = |h: &[(String, String)]| serde_json::to_string(h).unwrap_or_else(|_| "[]".into());
-    sqlx::query(
-        "INSERT INTO attempts (delivery_id, step, try_no, started_at, duration_ms, outcome, method, url, request_headers,
-                               request_body, response_status, response_headers, response_body, response_truncated, error)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-    )
-    .bind(a.delivery_id)
-    .bind(i64::from(a.step))
-    .bind(i64::from(a.try_no))
-    .bind(ms(a.started_at))
-    .bind(a.duration_ms as i64)
-    .bind(a.outcome)
-    .bind(&a.method)
-    .bind(&a.url)
-    .bind(headers(&a.request_headers))
-    .bind(&a.request_body)
-    .bind(a.response.as_ref().map(|r| i64::from(r.status)))
-    .bind(a.response.as_ref().map(|r| headers(&r.headers)))
-    .bind(a.response.as_ref().map(|r| r.body.as_slice()))
-    .bind(a.response.as_ref().is_some_and(|r| r.truncated))
-    .bind(&a.error)
-    .execute(&mut **tx)
-    .await
-    .map_err(db)?;
-    Ok(())
+    let job = batch::AttemptJob { owner, attempt, transition, now };
+    let recorded = batch::attempts(tx, &[job]).await?;
+    // `None` is for two attempts of one delivery in a batch, which one attempt cannot be.
+    recorded.and_then(|mut r| r.pop()).ok_or_else(|| StoreError::Other("an attempt recorded no answer".into()))
 }
 
 pub(super) async fn release(pool: &SqlitePool, owner: &str, now: DateTime<Utc>) -> Result<u64> {

@@ -159,8 +159,8 @@ fn tried(delivery_id: i64, status: u16) -> NewAttempt {
     }
 }
 
-/// The multi-row batch (`batch.rs`) and the one-job-at-a-time path (`queue.rs`) leave the same rows and give
-/// the same answers: dedupe within the batch and against live and expired keys, every kind of transition, an
+/// The jobs as one multi-row batch (`batch.rs`) and one at a time (`queue.rs`, each a batch of one, as the group
+/// commit's fallback runs them) leave the same rows and give the same answers: dedupe within the batch and against live and expired keys, every kind of transition, an
 /// attempt whose lease another worker took.
 #[tokio::test]
 async fn a_batch_stores_what_the_jobs_one_by_one_would() {

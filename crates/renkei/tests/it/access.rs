@@ -763,16 +763,7 @@ flows:
     assert_eq!(r.status(), 200);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let d: serde_json::Value = http
-            .get(format!("{base}/api/v1/deliveries?status=dead"))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if d["items"].as_array().unwrap().len() == 3 {
+        if deliveries_with(&http, &base, ADMIN_TOKEN, "dead").await == 3 {
             break;
         }
         assert!(Instant::now() < deadline, "deliveries did not die");

@@ -123,19 +123,6 @@ impl Drop for Server {
     }
 }
 
-async fn succeeded(http: &reqwest::Client, url: &str) -> usize {
-    let v: serde_json::Value = http
-        .get(format!("{url}/api/v1/deliveries?status=succeeded&limit=500"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["items"].as_array().unwrap().len()
-}
-
 #[tokio::test]
 async fn acknowledged_events_survive_sigkill_and_are_delivered_after_restart() {
     let rx = Receiver::start().await;
@@ -181,7 +168,7 @@ flows:
     let server = Server::start(&cfg, dir.path());
     server.ready(&http).await;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while succeeded(&http, &server.url).await < n {
+    while deliveries_with(&http, &server.url, ADMIN, "succeeded").await < n {
         if Instant::now() > deadline {
             let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
             panic!("not every acknowledged event was delivered after the restart; log:\n{log}");

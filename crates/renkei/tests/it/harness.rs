@@ -386,3 +386,17 @@ pub fn listen_address(
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// How many deliveries a running renkei at `url` lists with `status` (up to 500, the API's page).
+pub async fn deliveries_with(http: &reqwest::Client, url: &str, token: &str, status: &str) -> usize {
+    let v: serde_json::Value = http
+        .get(format!("{url}/api/v1/deliveries?status={status}&limit=500"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["items"].as_array().unwrap().len()
+}

@@ -16,7 +16,7 @@ use axum::extract::State;
 use axum::Json;
 use serde_json::json;
 
-use crate::harness::{listen_address, ADMIN};
+use crate::harness::{deliveries_with, listen_address, ADMIN};
 
 pub const POSTGRES_URL_VAR: &str = "RENKEI_TEST_POSTGRES_URL";
 
@@ -119,7 +119,7 @@ impl Node {
 
     /// How many deliveries have `status` (up to 500, the API's page).
     pub async fn count(&self, http: &reqwest::Client, status: &str) -> usize {
-        self.api(http, &format!("/deliveries?status={status}&limit=500")).await["items"].as_array().unwrap().len()
+        deliveries_with(http, &self.url, ADMIN, status).await
     }
 
     pub fn log(&self) -> String {
