@@ -1,60 +1,51 @@
-//! Multi-row statements for the group commit (`group.rs`): a batch of ingests and attempt records in a
-//! handful of statements instead of several per event.
+//! The group commit's statements (`group.rs`): a whole batch of ingests, attempt records and a claim, its
+//! `BEGIN` and its `COMMIT` in one SQL text, so one round trip to SQLite whatever the batch's size.
 //!
-//! sqlx runs SQLite on a thread of its own and every statement is a round trip to it (two thread wake-ups).
-//! Per event that was a dedupe upsert, an event insert, a delivery insert and a savepoint pair: the writer spent
-//! its time waking threads, not writing. Here a batch costs a fixed number of statements: the dedupe keys in one
-//! upsert, the events in one insert, the deliveries in one, the attempts in one, and every transition in one
-//! `UPDATE … FROM`. Statements are cut into chunks of [`CHUNKS`] rows so there are only four shapes of each,
-//! all of which stay in sqlx's statement cache.
+//! sqlx runs SQLite on a thread of its own and every statement sent there is a round trip: two thread
+//! wake-ups, each of which, on a machine whose cores are busy serving HTTP, waits for a core (measured: 150-250
+//! µs for a `BEGIN`, which does next to nothing). With one statement per table and chunk of rows, a batch of 30
+//! ingests was some twenty round trips, and the writer spent more of a commit waiting for wake-ups than writing
+//! (BENCHMARKS.md, "Fourth session"). Here the rows of a batch travel as one JSON array per table, bound to one
+//! parameter, and the statements read them with `json_each`. Every text is fixed (one per combination of the
+//! parts a batch has), so each is prepared once and stays in sqlx's statement cache.
+//!
+//! Parameters are plain `?`, bound in the order they appear across a text's statements: sqlx numbers a text's
+//! anonymous parameters on from one statement to the next, while a numbered `?N` that leaves a gap in a
+//! statement (`?3` alone, say) shifts that numbering and can leave a later parameter unbound (NULL). Rows that
+//! come back carry a `kind` column saying which statement they are from.
+//!
+//! Each event row is written out as JSON by the caller's task, not by the writer's thread ([`EventRow::new`]):
+//! the writer only joins them.
 //!
 //! The meaning is that of running the jobs one after the other, each a batch of one (`queue::ingest_in`,
-//! `queue::record_attempt_in`, what `group.rs` falls back to): a dedupe key taken by an earlier event of the batch
-//! makes a later one a duplicate (SQLite applies a multi-row upsert row by row), and an attempt's lease is checked
-//! before any transition of the batch (no two attempts of one delivery share a batch: such a batch goes the slow
-//! way).
+//! `queue::record_attempt_in`, what `group.rs` falls back to), with the claim last: a dedupe key taken by an
+//! earlier event of the batch makes a later one a duplicate (`json_each` gives the rows in order, and SQLite
+//! applies a multi-row upsert row by row), an attempt's lease is checked before any transition of the batch (no
+//! two attempts of one delivery share a batch: such a batch goes the slow way), and the claim sees what the batch
+//! stored and freed.
 
-use std::collections::{HashMap, HashSet};
-use std::ops::Range;
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
-use sqlx::{Sqlite, Transaction};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Executor, Row, Sqlite, Transaction};
 
-use super::queue::{EventRow, Recorded};
+use super::queue::{ClaimedRows, EventRow, Recorded};
+use super::rows::{DELIVERY_COLUMNS, EVENT_COLUMNS};
 use super::{db, ms};
 use crate::*;
 
-/// Rows per multi-row statement, largest first. 64 rows of the widest statement (attempts, 15 values) are
-/// 960 parameters, far below SQLite's 32,766.
-const CHUNKS: [usize; 4] = [64, 16, 4, 1];
-
-/// Cuts `0..n` into ranges whose lengths are all in [`CHUNKS`].
-fn chunks(n: usize) -> Vec<Range<usize>> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    for size in CHUNKS {
-        while n - at >= size {
-            out.push(at..at + size);
-            at += size;
-        }
-    }
-    out
-}
-
-/// `head VALUES row, row, … tail` with `n` copies of `row`.
-fn values(head: &str, row: &str, n: usize, tail: &str) -> String {
-    let mut sql = String::with_capacity(head.len() + tail.len() + n * (row.len() + 2) + 8);
-    sql.push_str(head);
-    sql.push_str(" VALUES ");
-    for i in 0..n {
+/// `[a, b, …]` of rows already written out as JSON.
+fn array<'a>(rows: impl Iterator<Item = &'a str>) -> String {
+    let mut out = String::from("[");
+    for (i, row) in rows.enumerate() {
         if i > 0 {
-            sql.push_str(", ");
+            out.push(',');
         }
-        sql.push_str(row);
+        out.push_str(row);
     }
-    sql.push(' ');
-    sql.push_str(tail);
-    sql
+    out.push(']');
+    out
 }
 
 /// One ingest job's events and its `now`.
@@ -63,103 +54,76 @@ pub(super) struct IngestJob<'a> {
     pub now: DateTime<Utc>,
 }
 
-/// Stores the events of every job; per job, what `queue::ingest_in` would have answered.
-pub(super) async fn ingest(tx: &mut Transaction<'_, Sqlite>, jobs: &[IngestJob<'_>]) -> Result<Vec<Vec<Ingested>>> {
-    let latest = jobs.iter().map(|j| j.now).max().unwrap_or_default();
-    // Dedupe keys first: the events that lose are not stored.
-    let keyed: Vec<&EventRow> = jobs.iter().flat_map(|j| j.events).filter(|e| e.dedupe.is_some()).collect();
-    let mut won: HashSet<String> = HashSet::new();
-    for range in chunks(keyed.len()) {
-        let sql = values(
-            "INSERT INTO dedupe (source, key, event_id, expires_at)",
-            "(?, ?, ?, ?)",
-            range.len(),
-            // An expired key is taken over. `latest`: the newest `now` of the batch (they differ by the
-            // milliseconds the batch took to gather).
-            "ON CONFLICT (source, key) DO UPDATE SET event_id = excluded.event_id, expires_at = excluded.expires_at
-             WHERE dedupe.expires_at <= ? RETURNING event_id",
-        );
-        let mut q = sqlx::query_scalar::<_, String>(&sql);
-        for ev in &keyed[range] {
-            let d = ev.dedupe.as_ref().expect("keyed events have a key");
-            q = q.bind(&ev.source).bind(&d.key).bind(&ev.id).bind(ms(d.expires_at));
-        }
-        won.extend(q.bind(ms(latest)).fetch_all(&mut **tx).await.map_err(db)?);
-    }
+/// The dedupe keys (rows `[source, key, event_id, expires_at]`; a key that expired before the newest `now` of
+/// the batch is taken over, the jobs' `now`s differing by the milliseconds the batch took to gather), then the
+/// events (rows as [`EventRow::row`]) that won their key or have none, then their deliveries (rows `[event_id,
+/// flow, status, order_key, error, now]`), then, per keyed event in order, which event holds its key now: the
+/// event itself when it was stored, the first one when it is a duplicate (the keys are bound a second time).
+const INGEST: &str = "
+INSERT INTO dedupe (source, key, event_id, expires_at)
+    SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3 FROM json_each(?) j WHERE true ORDER BY j.key
+    ON CONFLICT (source, key) DO UPDATE SET event_id = excluded.event_id, expires_at = excluded.expires_at
+        WHERE dedupe.expires_at <= ?;
+INSERT INTO events (id, source, event_type, status, http_status, received_at, request_id, row_no,
+                    content_type, headers, query, body, dedupe_key)
+    SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, 'accepted', 202, j.value ->> 3, j.value ->> 4,
+           j.value ->> 5, j.value ->> 6, j.value ->> 7, j.value ->> 8, j.value ->> 9, j.value ->> 10
+    FROM json_each(?) j
+    WHERE j.value ->> 10 IS NULL
+       OR (SELECT x.event_id FROM dedupe x WHERE x.source = j.value ->> 1 AND x.key = j.value ->> 10) = j.value ->> 0
+    ORDER BY j.key;
+INSERT INTO deliveries (event_id, flow, status, order_key, next_at, last_error, created_at, updated_at)
+    SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 5, j.value ->> 4,
+           j.value ->> 5, j.value ->> 5
+    FROM json_each(?) j
+    WHERE EXISTS (SELECT 1 FROM events e WHERE e.id = j.value ->> 0)
+    ORDER BY j.key;
+SELECT 2 AS kind, x.event_id AS holder FROM json_each(?) j
+    JOIN dedupe x ON x.source = j.value ->> 0 AND x.key = j.value ->> 1
+    ORDER BY j.key;";
 
+/// The ingest part's parameters, in the order [`INGEST`] takes them; `None` when no job has an event.
+fn ingest_params(jobs: &[IngestJob<'_>]) -> Option<(String, i64, String, String)> {
+    let latest = jobs.iter().map(|j| j.now).max().unwrap_or_default();
+    let all = || jobs.iter().flat_map(|j| j.events.iter());
+    all().next()?;
+    let keys = array(all().filter_map(|e| e.dedupe_row.as_deref()));
+    let events = array(all().map(|e| e.row.as_str()));
+    let mut deliveries = String::from("[");
+    for job in jobs {
+        let now = ms(job.now);
+        for ev in job.events {
+            for d in &ev.deliveries {
+                if deliveries.len() > 1 {
+                    deliveries.push(',');
+                }
+                let row = (&ev.id, &d.flow, d.status.as_str(), &d.order_key, &d.error, now);
+                deliveries.push_str(&serde_json::to_string(&row).expect("a delivery row serialises"));
+            }
+        }
+    }
+    deliveries.push(']');
+    Some((keys, ms(latest), events, deliveries))
+}
+
+/// Per job, what `queue::ingest_in` would have answered, from the key holders [`INGEST`] read.
+fn ingest_answers(jobs: &[IngestJob<'_>], holders: Vec<String>) -> Result<Vec<Vec<Ingested>>> {
+    let mut holders = holders.into_iter();
     let mut out = Vec::with_capacity(jobs.len());
-    let mut stored: Vec<(&EventRow, DateTime<Utc>)> = Vec::new();
     for job in jobs {
         let mut answers = Vec::with_capacity(job.events.len());
         for ev in job.events {
-            match &ev.dedupe {
-                Some(d) if !won.contains(&ev.id) => {
-                    let first: String =
-                        sqlx::query_scalar("SELECT event_id FROM dedupe WHERE source = ?1 AND key = ?2")
-                            .bind(&ev.source)
-                            .bind(&d.key)
-                            .fetch_one(&mut **tx)
-                            .await
-                            .map_err(db)?;
-                    answers.push(Ingested::Duplicate { event_id: first });
-                }
-                _ => {
-                    answers.push(Ingested::Stored { event_id: ev.id.clone(), deliveries: ev.deliveries.len() });
-                    stored.push((ev, job.now));
-                }
-            }
+            let holder = match &ev.dedupe {
+                Some(_) => holders.next().ok_or_else(|| StoreError::Other("a dedupe key was not stored".into()))?,
+                None => ev.id.clone(),
+            };
+            answers.push(if holder == ev.id {
+                Ingested::Stored { event_id: ev.id.clone(), deliveries: ev.deliveries.len() }
+            } else {
+                Ingested::Duplicate { event_id: holder }
+            });
         }
         out.push(answers);
-    }
-
-    for range in chunks(stored.len()) {
-        let sql = values(
-            "INSERT INTO events (id, source, event_type, status, http_status, received_at, request_id, row_no,
-                                 content_type, headers, query, body, dedupe_key)",
-            "(?, ?, ?, 'accepted', 202, ?, ?, ?, ?, ?, ?, ?, ?)",
-            range.len(),
-            "",
-        );
-        let mut q = sqlx::query(&sql);
-        for (ev, _) in &stored[range] {
-            q = q
-                .bind(&ev.id)
-                .bind(&ev.source)
-                .bind(&ev.event_type)
-                .bind(ms(ev.received_at))
-                .bind(&ev.request_id)
-                .bind(ev.row.map(i64::from))
-                .bind(&ev.content_type)
-                .bind(&ev.headers)
-                .bind(&ev.query)
-                .bind(&ev.body)
-                .bind(ev.dedupe.as_ref().map(|d| d.key.as_str()));
-        }
-        q.execute(&mut **tx).await.map_err(db)?;
-    }
-
-    let deliveries: Vec<(&str, &NewDelivery, i64)> =
-        stored.iter().flat_map(|(ev, now)| ev.deliveries.iter().map(move |d| (ev.id.as_str(), d, ms(*now)))).collect();
-    for range in chunks(deliveries.len()) {
-        let sql = values(
-            "INSERT INTO deliveries (event_id, flow, status, order_key, next_at, last_error, created_at, updated_at)",
-            "(?, ?, ?, ?, ?, ?, ?, ?)",
-            range.len(),
-            "",
-        );
-        let mut q = sqlx::query(&sql);
-        for (event_id, d, now) in &deliveries[range] {
-            q = q
-                .bind(*event_id)
-                .bind(&d.flow)
-                .bind(d.status.as_str())
-                .bind(&d.order_key)
-                .bind(*now)
-                .bind(&d.error)
-                .bind(*now)
-                .bind(*now);
-        }
-        q.execute(&mut **tx).await.map_err(db)?;
     }
     Ok(out)
 }
@@ -172,115 +136,119 @@ pub(super) struct AttemptJob<'a> {
     pub now: DateTime<Utc>,
 }
 
-/// Records every attempt and applies the transitions of those whose worker still holds the lease; per job,
-/// what `queue::record_attempt_in` would have answered. `None` when two attempts are for one delivery (the
-/// caller then runs them one by one).
-pub(super) async fn attempts(
-    tx: &mut Transaction<'_, Sqlite>,
-    jobs: &[AttemptJob<'_>],
-) -> Result<Option<Vec<Recorded>>> {
-    let ids: Vec<i64> = jobs.iter().map(|j| j.attempt.delivery_id).collect();
-    if ids.iter().collect::<HashSet<_>>().len() != ids.len() {
-        return Ok(None);
-    }
-    let holders: HashMap<i64, Option<String>> = if ids.is_empty() {
-        HashMap::new()
-    } else {
-        sqlx::query_as(
-            "SELECT id, lease_owner FROM deliveries
-             WHERE status = 'in_flight' AND id IN (SELECT value FROM json_each(?1))",
-        )
-        .bind(serde_json::to_string(&ids).expect("ids serialise"))
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(db)?
-        .into_iter()
+/// The transitions (rows `[id, owner, status, step, step_inc, tries, outputs, next_at, last_error,
+/// keep_lease, now]`) of the deliveries still in flight under the job's owner, answering their ids; then every
+/// attempt, applied or not: an attempt is history either way. NULL keeps a column as it is; `step_inc`
+/// moves to the next step. `+deliveries.status`: without it SQLite walks every in-flight delivery through
+/// `deliveries_status` and reads the whole JSON array once for each (a claim holds up to 128 at once), instead
+/// of the array once, finding each row by its id. A body is text when it is UTF-8 without NUL, hex otherwise (JSON carries no bytes).
+const ATTEMPTS: &str = "
+UPDATE deliveries SET
+    status = COALESCE(t.status, deliveries.status),
+    step = COALESCE(t.step, deliveries.step + t.step_inc),
+    tries = t.tries,
+    outputs = COALESCE(t.outputs, deliveries.outputs),
+    next_at = COALESCE(t.next_at, deliveries.next_at),
+    last_error = t.last_error,
+    attempts = deliveries.attempts + 1,
+    lease_owner = CASE WHEN t.keep_lease THEN deliveries.lease_owner END,
+    lease_until = CASE WHEN t.keep_lease THEN deliveries.lease_until END,
+    updated_at = t.now
+FROM (SELECT j.value ->> 0 AS id, j.value ->> 1 AS owner, j.value ->> 2 AS status, j.value ->> 3 AS step,
+             j.value ->> 4 AS step_inc, j.value ->> 5 AS tries, j.value ->> 6 AS outputs, j.value ->> 7 AS next_at,
+             j.value ->> 8 AS last_error, j.value ->> 9 AS keep_lease, j.value ->> 10 AS now
+      FROM json_each(?) j) AS t
+WHERE deliveries.id = t.id AND +deliveries.status = 'in_flight' AND deliveries.lease_owner = t.owner
+RETURNING 3 AS kind, deliveries.id;
+INSERT INTO attempts (delivery_id, step, try_no, started_at, duration_ms, outcome, method, url,
+                      request_headers, request_body, response_status, response_headers, response_body,
+                      response_truncated, error)
+    SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, j.value ->> 5,
+           j.value ->> 6, j.value ->> 7, j.value ->> 8,
+           COALESCE(CAST(j.value ->> 9 AS BLOB), unhex(j.value ->> 10)),
+           j.value ->> 11, j.value ->> 12,
+           COALESCE(CAST(j.value ->> 13 AS BLOB), unhex(j.value ->> 14)),
+           j.value ->> 15, j.value ->> 16
+    FROM json_each(?) j ORDER BY j.key;";
+
+/// Per job, what `queue::record_attempt_in` would have answered, from the deliveries whose transition
+/// [`ATTEMPTS`] applied.
+fn attempt_answers(jobs: &[AttemptJob<'_>], applied: &HashSet<i64>) -> Vec<Recorded> {
+    jobs.iter()
+        .map(|j| {
+            let id = j.attempt.delivery_id;
+            if applied.contains(&id) {
+                Recorded::Applied
+            } else {
+                // The lease ran out and another worker took the delivery: its result is the one that counts.
+                // The attempt is history all the same (stored above).
+                Recorded::TakenOver(format!("delivery {id} is no longer held by {}", j.owner))
+            }
+        })
         .collect()
+}
+
+/// A body as two JSON values: the text when it is UTF-8 without NUL, else hex.
+fn body_columns(bytes: &[u8]) -> (Option<&str>, Option<String>) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) if !text.contains('\0') => (Some(text), None),
+        _ => {
+            let mut hex = String::with_capacity(bytes.len() * 2);
+            for b in bytes {
+                hex.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+                hex.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+            }
+            (None, Some(hex))
+        }
+    }
+}
+
+fn attempt_row(a: &NewAttempt) -> String {
+    let headers = |h: &[(String, String)]| serde_json::to_string(h).unwrap_or_else(|_| "[]".into());
+    let (request_text, request_hex) = body_columns(&a.request_body);
+    let (response_text, response_hex) = match &a.response {
+        Some(r) => body_columns(&r.body),
+        None => (None, None),
     };
+    let response = a.response.as_ref();
+    serde_json::json!([
+        a.delivery_id,
+        a.step,
+        a.try_no,
+        ms(a.started_at),
+        a.duration_ms,
+        a.outcome,
+        a.method,
+        a.url,
+        headers(&a.request_headers),
+        request_text,
+        request_hex,
+        response.map(|r| r.status),
+        response.map(|r| headers(&r.headers)),
+        response_text,
+        response_hex,
+        response.is_some_and(|r| r.truncated),
+        a.error,
+    ])
+    .to_string()
+}
 
-    for range in chunks(jobs.len()) {
-        let sql = values(
-            "INSERT INTO attempts (delivery_id, step, try_no, started_at, duration_ms, outcome, method, url,
-                                   request_headers, request_body, response_status, response_headers, response_body,
-                                   response_truncated, error)",
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            range.len(),
-            "",
-        );
-        let headers = |h: &[(String, String)]| serde_json::to_string(h).unwrap_or_else(|_| "[]".into());
-        let mut q = sqlx::query(&sql);
-        for j in &jobs[range] {
-            let a = j.attempt;
-            q = q
-                .bind(a.delivery_id)
-                .bind(i64::from(a.step))
-                .bind(i64::from(a.try_no))
-                .bind(ms(a.started_at))
-                .bind(a.duration_ms as i64)
-                .bind(a.outcome)
-                .bind(&a.method)
-                .bind(&a.url)
-                .bind(headers(&a.request_headers))
-                .bind(&a.request_body)
-                .bind(a.response.as_ref().map(|r| i64::from(r.status)))
-                .bind(a.response.as_ref().map(|r| headers(&r.headers)))
-                .bind(a.response.as_ref().map(|r| r.body.as_slice()))
-                .bind(a.response.as_ref().is_some_and(|r| r.truncated))
-                .bind(&a.error);
-        }
-        q.execute(&mut **tx).await.map_err(db)?;
-    }
-
-    let mut out = Vec::with_capacity(jobs.len());
-    let mut applied = Vec::new();
-    for j in jobs {
-        let id = j.attempt.delivery_id;
-        if holders.get(&id).and_then(|h| h.as_deref()) == Some(j.owner) {
-            applied.push(j);
-            out.push(Recorded::Applied);
-        } else {
-            // The lease ran out and another worker took the delivery: its result is the one that counts. The
-            // attempt is history all the same (stored above).
-            out.push(Recorded::TakenOver(format!("delivery {id} is no longer held by {}", j.owner)));
-        }
-    }
-    for range in chunks(applied.len()) {
-        // One row per transition: NULL keeps the column as it is; `step_inc` moves to the next step.
-        let sql = values(
-            "WITH t (id, status, step, step_inc, tries, outputs, next_at, last_error, keep_lease, now) AS (",
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            range.len(),
-            ") UPDATE deliveries SET
-                 status = COALESCE(t.status, deliveries.status),
-                 step = COALESCE(t.step, deliveries.step + t.step_inc),
-                 tries = t.tries,
-                 outputs = COALESCE(t.outputs, deliveries.outputs),
-                 next_at = COALESCE(t.next_at, deliveries.next_at),
-                 last_error = t.last_error,
-                 attempts = deliveries.attempts + 1,
-                 lease_owner = CASE WHEN t.keep_lease THEN deliveries.lease_owner END,
-                 lease_until = CASE WHEN t.keep_lease THEN deliveries.lease_until END,
-                 updated_at = t.now
-             FROM t WHERE deliveries.id = t.id",
-        );
-        let mut q = sqlx::query(&sql);
-        for j in &applied[range] {
-            let row = TransitionRow::of(j.transition);
-            q = q
-                .bind(j.attempt.delivery_id)
-                .bind(row.status)
-                .bind(row.step)
-                .bind(row.step_inc)
-                .bind(row.tries)
-                .bind(row.outputs)
-                .bind(row.next_at)
-                .bind(row.last_error)
-                .bind(row.keep_lease)
-                .bind(ms(j.now));
-        }
-        q.execute(&mut **tx).await.map_err(db)?;
-    }
-    Ok(Some(out))
+fn transition_row(j: &AttemptJob<'_>) -> String {
+    let t = TransitionRow::of(j.transition);
+    let row = (
+        j.attempt.delivery_id,
+        j.owner,
+        t.status,
+        t.step,
+        t.step_inc,
+        t.tries,
+        t.outputs,
+        t.next_at,
+        t.last_error,
+        t.keep_lease,
+        ms(j.now),
+    );
+    serde_json::to_string(&row).expect("a transition row serialises")
 }
 
 /// A transition as the columns it sets (`None`: left as it is).
@@ -331,18 +299,190 @@ impl<'a> TransitionRow<'a> {
     }
 }
 
+/// The claim part: due deliveries into `temp.claimed` (pending or retrying whose time has come, or in flight with an expired
+/// lease; with an ordering key, only the oldest open delivery of that key and flow, so a later event never
+/// overtakes), claimed by the owner until the lease's end, then read with their events: the deliveries first
+/// (`kind` 0, in id order), then the events (`kind` 1).
+///
+/// `INDEXED BY deliveries_queue`: walked in due order, the scan stops after `limit` due rows. Left to itself
+/// (no ANALYZE statistics) SQLite took `deliveries_status` and sorted every open delivery on each claim, which
+/// made a claim cost as much as the backlog was long. `temp.claimed` lives on the writer connection only, in
+/// memory (`temp_store=memory`).
+fn claim_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        format!(
+            "CREATE TEMP TABLE IF NOT EXISTS claimed (id INTEGER PRIMARY KEY);
+             DELETE FROM temp.claimed;
+             INSERT INTO temp.claimed (id)
+                 SELECT d.id FROM deliveries d INDEXED BY deliveries_queue
+                 WHERE d.status IN ('pending', 'retrying', 'in_flight')
+                   AND ((d.status != 'in_flight' AND d.next_at <= ?) OR (d.status = 'in_flight' AND d.lease_until <= ?))
+                   AND (d.order_key IS NULL OR NOT EXISTS (
+                       SELECT 1 FROM deliveries p
+                       WHERE p.flow = d.flow AND p.order_key = d.order_key AND p.id < d.id
+                         AND p.status IN ('pending', 'retrying', 'in_flight')))
+                 ORDER BY d.next_at, d.id
+                 LIMIT ?;
+             UPDATE deliveries SET status = 'in_flight', lease_owner = ?, lease_until = ?, updated_at = ?
+                 WHERE id IN (SELECT id FROM temp.claimed);
+             SELECT 0 AS kind, {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.id = d.event_id
+                 WHERE d.id IN (SELECT id FROM temp.claimed) ORDER BY d.id;
+             SELECT 1 AS kind, {EVENT_COLUMNS} FROM events
+                 WHERE id IN (SELECT event_id FROM deliveries WHERE id IN (SELECT id FROM temp.claimed));"
+        )
+    })
+}
+
+/// A claim in a batch.
+pub(super) struct ClaimJob<'a> {
+    pub owner: &'a str,
+    pub now: DateTime<Utc>,
+    pub lease_until: DateTime<Utc>,
+    pub limit: usize,
+}
+
+/// What a batch stores and claims, all of it optional.
+#[derive(Default)]
+pub(super) struct Batch<'a> {
+    pub ingests: &'a [IngestJob<'a>],
+    pub attempts: &'a [AttemptJob<'a>],
+    pub claim: Option<ClaimJob<'a>>,
+}
+
+/// What a batch answered: per ingest job, per attempt job, and the claimed rows.
+#[derive(Default)]
+pub(super) struct Answers {
+    pub ingested: Vec<Vec<Ingested>>,
+    pub recorded: Vec<Recorded>,
+    pub claimed: ClaimedRows,
+}
+
+/// The SQL text of a batch with these parts; `whole`: with its `BEGIN IMMEDIATE` and `COMMIT`.
+fn text(ingest: bool, attempts: bool, claim: bool, whole: bool) -> &'static str {
+    static TEXTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let texts = TEXTS.get_or_init(|| {
+        (0..16)
+            .map(|bits| {
+                let mut sql = String::new();
+                let parts = [(8, "BEGIN IMMEDIATE;"), (1, INGEST), (2, ATTEMPTS), (4, claim_sql()), (8, "COMMIT;")];
+                for (bit, part) in parts {
+                    if bits & bit != 0 {
+                        sql.push_str(part);
+                        sql.push('\n');
+                    }
+                }
+                sql
+            })
+            .collect()
+    });
+    &texts[usize::from(ingest) | usize::from(attempts) << 1 | usize::from(claim) << 2 | usize::from(whole) << 3]
+}
+
+impl Batch<'_> {
+    /// Runs the batch as one SQL text, in one round trip. `whole`: the text begins and commits its own
+    /// transaction (`conn` must have none open; on an error the caller rolls back whatever is left); otherwise it
+    /// runs inside the caller's. `None` when two attempts are for one delivery: nothing was run, and the caller
+    /// runs the jobs one by one.
+    pub(super) async fn run<'c, E>(&self, conn: E, whole: bool) -> Result<Option<Answers>>
+    where
+        E: Executor<'c, Database = Sqlite>,
+    {
+        let ids: Vec<i64> = self.attempts.iter().map(|j| j.attempt.delivery_id).collect();
+        if ids.iter().collect::<HashSet<_>>().len() != ids.len() {
+            return Ok(None);
+        }
+        let ingest = ingest_params(self.ingests);
+        let has_attempts = !self.attempts.is_empty();
+        let sql = text(ingest.is_some(), has_attempts, self.claim.is_some(), whole);
+        if sql.is_empty() {
+            return Ok(Some(Answers {
+                ingested: self.ingests.iter().map(|_| Vec::new()).collect(),
+                ..Answers::default()
+            }));
+        }
+        let mut q = sqlx::query(sql);
+        if let Some((keys, latest, events, deliveries)) = ingest {
+            q = q.bind(keys.clone()).bind(latest).bind(events).bind(deliveries).bind(keys);
+        }
+        if has_attempts {
+            let transitions: Vec<String> = self.attempts.iter().map(transition_row).collect();
+            let attempts: Vec<String> = self.attempts.iter().map(|j| attempt_row(j.attempt)).collect();
+            q = q.bind(array(transitions.iter().map(String::as_str))).bind(array(attempts.iter().map(String::as_str)));
+        }
+        if let Some(c) = &self.claim {
+            q = q
+                .bind(ms(c.now))
+                .bind(ms(c.now))
+                .bind(c.limit as i64)
+                .bind(c.owner)
+                .bind(ms(c.lease_until))
+                .bind(ms(c.now));
+        }
+        let rows: Vec<SqliteRow> = q.fetch_all(conn).await.map_err(db)?;
+
+        let mut holders = Vec::new();
+        let mut applied = HashSet::new();
+        let mut claimed = ClaimedRows::default();
+        for row in rows {
+            match row.try_get::<i64, _>("kind").map_err(db)? {
+                0 => claimed.deliveries.push(row),
+                1 => claimed.events.push(row),
+                2 => holders.push(row.try_get("holder").map_err(db)?),
+                _ => {
+                    applied.insert(row.try_get::<i64, _>("id").map_err(db)?);
+                }
+            }
+        }
+        Ok(Some(Answers {
+            ingested: ingest_answers(self.ingests, holders)?,
+            recorded: attempt_answers(self.attempts, &applied),
+            claimed,
+        }))
+    }
+}
+
+/// Stores the events of every job inside the caller's transaction; per job, what `queue::ingest_in` would
+/// have answered.
+pub(super) async fn ingest(tx: &mut Transaction<'_, Sqlite>, jobs: &[IngestJob<'_>]) -> Result<Vec<Vec<Ingested>>> {
+    let batch = Batch { ingests: jobs, ..Batch::default() };
+    Ok(batch.run(&mut **tx, false).await?.map(|a| a.ingested).unwrap_or_default())
+}
+
+/// Records every attempt and applies the transitions of those whose worker still holds the lease, inside the
+/// caller's transaction; per job, what `queue::record_attempt_in` would have answered. `None` when two attempts
+/// are for one delivery (the caller then runs them one by one).
+pub(super) async fn attempts(
+    tx: &mut Transaction<'_, Sqlite>,
+    jobs: &[AttemptJob<'_>],
+) -> Result<Option<Vec<Recorded>>> {
+    let batch = Batch { attempts: jobs, ..Batch::default() };
+    Ok(batch.run(&mut **tx, false).await?.map(|a| a.recorded))
+}
+
+/// Claims up to `limit` due deliveries inside the caller's transaction; the rows as read (the caller decodes
+/// them on its own task).
+pub(super) async fn claim(
+    tx: &mut Transaction<'_, Sqlite>,
+    owner: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: usize,
+) -> Result<ClaimedRows> {
+    let batch = Batch { claim: Some(ClaimJob { owner, now, lease_until, limit }), ..Batch::default() };
+    Ok(batch.run(&mut **tx, false).await?.map(|a| a.claimed).unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn chunks_cover_every_row_once_in_four_shapes() {
-        for n in 0..300 {
-            let c = chunks(n);
-            assert_eq!(c.iter().map(|r| r.len()).sum::<usize>(), n);
-            assert!(c.windows(2).all(|w| w[0].end == w[1].start));
-            assert!(c.iter().all(|r| CHUNKS.contains(&r.len())));
-        }
-        assert_eq!(chunks(85).iter().map(|r| r.len()).collect::<Vec<_>>(), vec![64, 16, 4, 1]);
+    fn a_body_is_text_when_it_can_be_and_hex_otherwise() {
+        assert_eq!(body_columns("山田".as_bytes()), (Some("山田"), None));
+        assert_eq!(body_columns(b""), (Some(""), None));
+        // Shift_JIS bytes of 山田, and a NUL: not text SQLite would keep whole.
+        assert_eq!(body_columns(&[0x8e, 0x52, 0x93, 0x63]), (None, Some("8e529363".into())));
+        assert_eq!(body_columns(b"a\0b"), (None, Some("610062".into())));
     }
 }

@@ -3,8 +3,8 @@
 //!
 //! SQLite has one writer and `synchronous=FULL` makes every commit wait for the disk, so one commit per
 //! webhook caps ingest at the disk's commit rate (a few thousand a second). The writer thread takes every job
-//! queued at that moment (up to `MAX_JOBS`), stores them with a few multi-row statements (`batch.rs`), commits
-//! once, and only then answers: no sender is told 202 before its event is on disk, and no worker sends a
+//! queued at that moment (up to `MAX_JOBS`, and one claim), stores them with one SQL text that begins, writes
+//! every row and commits (`batch.rs`: one round trip to SQLite's thread), and only then answers: no sender is told 202 before its event is on disk, and no worker sends a
 //! delivery before its claim is on disk. A lone request is written at once; nothing waits for company.
 //!
 //! If the batch as a whole fails for a reason that is not the database's (a constraint, say), it is rolled back
@@ -114,11 +114,29 @@ async fn finish_checkpoint(pool: &SqlitePool) {
 
 async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Job>, checkpointing: bool) {
     let mut checkpointed = std::time::Instant::now();
-    while let Some(first) = rx.recv().await {
+    // A claim that arrived while the batch already had one: it starts the next batch (a batch's text has room
+    // for one claim, and a second would claim nothing the first left anyway).
+    let mut carried: Option<Job> = None;
+    loop {
+        let first = match carried.take() {
+            Some(job) => job,
+            None => match rx.recv().await {
+                Some(job) => job,
+                None => break,
+            },
+        };
+        let mut claims = usize::from(matches!(first, Job::Claim { .. }));
         let mut jobs = vec![first];
         while jobs.len() < MAX_JOBS {
             match rx.try_recv() {
-                Ok(job) => jobs.push(job),
+                Ok(job @ Job::Claim { .. }) if claims > 0 => {
+                    carried = Some(job);
+                    break;
+                }
+                Ok(job) => {
+                    claims += usize::from(matches!(job, Job::Claim { .. }));
+                    jobs.push(job);
+                }
                 Err(_) => break,
             }
         }
@@ -210,35 +228,47 @@ async fn commit(pool: &SqlitePool, jobs: Vec<Job>) -> (Vec<Reply>, Vec<Done>) {
     }
 }
 
-/// Runs every job in one transaction and commits: the whole batch at once (`batch.rs`), or, when that fails
-/// for a reason of one of its jobs, each job in its own savepoint (its failure then is its own). `Err` when the
-/// transaction as a whole failed, and nothing of it was kept. A job that fails because the database cannot take
-/// writes (full disk, I/O error, locked) fails the transaction: SQLite may already have rolled all of it back.
+/// Runs every job in one transaction and commits: the whole batch at once, its `BEGIN` and `COMMIT` included,
+/// in one round trip (`batch.rs`), or, when that fails for a reason of one of its jobs, each job in its own
+/// savepoint (its failure then is its own). `Err` when the transaction as a whole failed, and nothing of it was
+/// kept. A job that fails because the database cannot take writes (full disk, I/O error, locked) fails the
+/// transaction: SQLite may already have rolled all of it back.
 async fn run_jobs(conn: &mut sqlx::SqliteConnection, work: Vec<Work>) -> Result<Vec<Done>> {
     use sqlx::Connection;
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
-    if work.len() > 1 {
-        match all_at_once(&mut tx, &work).await {
-            Ok(Some(done)) => {
-                tx.commit().await.map_err(db)?;
-                return Ok(done);
-            }
-            Err(e @ StoreError::Unavailable(_)) => return Err(e),
-            // Not a savepoint around the batch (two more round trips on every commit): the rare batch that
-            // fails is rolled back whole and run again job by job.
-            Ok(None) | Err(_) => {
-                tx.rollback().await.map_err(db)?;
-                tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
+    match all_at_once(conn, &work).await {
+        Ok(Some(done)) => return Ok(done),
+        Ok(None) => {}
+        Err(e) => {
+            // The text stopped at the failing statement with its transaction open (or SQLite ended it): end it.
+            // An error here says only that there was none left to end.
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            match e {
+                StoreError::Unavailable(_) => return Err(e),
+                // A lone job's failure is its own: nothing to run again.
+                e if work.len() == 1 => return Ok(vec![failed(&work[0], e)]),
+                // Run again job by job, so the failure is the failing job's alone.
+                _ => {}
             }
         }
     }
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(db)?;
     let done = one_by_one(&mut tx, work).await?;
     tx.commit().await.map_err(db)?;
     Ok(done)
 }
 
-/// The batch in a few multi-row statements; `None` when it cannot be done that way (see `batch::attempts`).
-async fn all_at_once(tx: &mut Transaction<'_, Sqlite>, work: &[Work]) -> Result<Option<Vec<Done>>> {
+/// What a job that failed on its own answers.
+fn failed(work: &Work, e: StoreError) -> Done {
+    match work {
+        Work::Ingest(..) => Done::Ingest(Err(e)),
+        Work::Attempt(..) => Done::Attempt(Err(e)),
+        Work::Claim { .. } => Done::Claim(Err(e)),
+    }
+}
+
+/// The batch as one SQL text that begins and commits its transaction; `None` when it cannot be done that way
+/// (see `batch::Batch::run`): nothing was run then.
+async fn all_at_once(conn: &mut sqlx::SqliteConnection, work: &[Work]) -> Result<Option<Vec<Done>>> {
     let ingests: Vec<batch::IngestJob> = work
         .iter()
         .filter_map(|w| match w {
@@ -255,24 +285,28 @@ async fn all_at_once(tx: &mut Transaction<'_, Sqlite>, work: &[Work]) -> Result<
             _ => None,
         })
         .collect();
-    let mut ingested = batch::ingest(tx, &ingests).await?.into_iter();
-    let Some(recorded) = batch::attempts(tx, &attempts).await? else {
+    // At most one claim per batch (`run` carries a second one over to the next).
+    let claim = work.iter().find_map(|w| match w {
+        Work::Claim { owner, now, lease_until, limit } => {
+            Some(batch::ClaimJob { owner, now: *now, lease_until: *lease_until, limit: *limit })
+        }
+        _ => None,
+    });
+    let batch = batch::Batch { ingests: &ingests, attempts: &attempts, claim };
+    let Some(answers) = batch.run(&mut *conn, true).await? else {
         return Ok(None);
     };
-    let mut recorded = recorded.into_iter();
+    let mut ingested = answers.ingested.into_iter();
+    let mut recorded = answers.recorded.into_iter();
+    let mut claimed = Some(answers.claimed);
     let mut done = Vec::with_capacity(work.len());
     for w in work {
         done.push(match w {
             Work::Ingest(..) => Done::Ingest(Ok(ingested.next().expect("one answer per ingest"))),
             Work::Attempt(..) => Done::Attempt(attempt_answer(recorded.next().expect("one answer per attempt"))),
-            // Claims last, in their place: they see the deliveries this batch stored and freed.
-            Work::Claim { .. } => Done::Claim(Ok(queue::ClaimedRows::default())),
+            // Ran last, after every other job of the batch: it sees the deliveries this batch stored and freed.
+            Work::Claim { .. } => Done::Claim(Ok(claimed.take().unwrap_or_default())),
         });
-    }
-    for (w, d) in work.iter().zip(done.iter_mut()) {
-        if let Work::Claim { owner, now, lease_until, limit } = w {
-            *d = Done::Claim(Ok(queue::claim_in(tx, owner, *now, *lease_until, *limit).await?));
-        }
     }
     Ok(Some(done))
 }

@@ -5,28 +5,44 @@ use renkei_core::delivery::Status;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
-use super::rows::{delivery_from_row, event_from_row, DELIVERY_COLUMNS, EVENT_COLUMNS};
+use super::rows::{delivery_from_row, event_from_row};
 use super::{batch, db, ms};
 use crate::*;
 
-/// An event to store, its JSON columns already written out: by the caller's task, so the writer's thread only
-/// binds them.
+/// An event to store, written out as the JSON rows `batch.rs` binds: by the caller's task, so the writer's
+/// thread only joins them.
 pub(super) struct EventRow {
     event: NewEvent,
-    pub headers: String,
-    pub query: String,
-    pub body: String,
+    /// `[id, source, event_type, received_at, request_id, row_no, content_type, headers, query, body, dedupe_key]`,
+    /// the three JSON columns as text.
+    pub row: String,
+    /// `[source, key, event_id, expires_at]`, when the event has a dedupe key.
+    pub dedupe_row: Option<String>,
 }
 
 impl EventRow {
     pub(super) fn new(mut event: NewEvent) -> EventRow {
         let take = |v: &mut serde_json::Value| std::mem::take(v).to_string();
-        EventRow {
-            headers: take(&mut event.headers),
-            query: take(&mut event.query),
-            body: take(&mut event.body),
-            event,
-        }
+        let (headers, query, body) = (take(&mut event.headers), take(&mut event.query), take(&mut event.body));
+        let e = &event;
+        let row = (
+            &e.id,
+            &e.source,
+            &e.event_type,
+            ms(e.received_at),
+            &e.request_id,
+            e.row,
+            &e.content_type,
+            headers,
+            query,
+            body,
+            e.dedupe.as_ref().map(|d| &d.key),
+        );
+        let row = serde_json::to_string(&row).expect("an event row serialises");
+        let dedupe_row = e.dedupe.as_ref().map(|d| {
+            serde_json::to_string(&(&e.source, &d.key, &e.id, ms(d.expires_at))).expect("a dedupe row serialises")
+        });
+        EventRow { event, row, dedupe_row }
     }
 }
 
@@ -108,61 +124,14 @@ pub(super) async fn claim_in(
     lease_until: DateTime<Utc>,
     limit: usize,
 ) -> Result<ClaimedRows> {
-    // Due: pending or retrying whose time has come, or in flight with an expired lease. With an ordering key,
-    // only the oldest open delivery of that key and flow is eligible, so a later event never overtakes.
-    // `INDEXED BY deliveries_queue`: walked in due order, the scan stops after `limit` due rows. Left to
-    // itself (no ANALYZE statistics) SQLite took `deliveries_status` and sorted every open delivery on each
-    // claim, which made a claim cost as much as the backlog was long.
-    let ids: Vec<i64> = sqlx::query_scalar(
-        "UPDATE deliveries SET status = 'in_flight', lease_owner = ?1, lease_until = ?2, updated_at = ?3
-         WHERE id IN (
-             SELECT d.id FROM deliveries d INDEXED BY deliveries_queue
-             WHERE d.status IN ('pending', 'retrying', 'in_flight')
-               AND ((d.status != 'in_flight' AND d.next_at <= ?3) OR (d.status = 'in_flight' AND d.lease_until <= ?3))
-               AND (d.order_key IS NULL OR NOT EXISTS (
-                   SELECT 1 FROM deliveries p
-                   WHERE p.flow = d.flow AND p.order_key = d.order_key AND p.id < d.id
-                     AND p.status IN ('pending', 'retrying', 'in_flight')))
-             ORDER BY d.next_at, d.id
-             LIMIT ?4)
-         RETURNING id",
-    )
-    .bind(owner)
-    .bind(ms(lease_until))
-    .bind(ms(now))
-    .bind(limit as i64)
-    .fetch_all(&mut **tx)
-    .await
-    .map_err(db)?;
-    if ids.is_empty() {
-        return Ok(ClaimedRows::default());
-    }
-    // The ids as one JSON parameter: the statements' text is the same for every claim (sqlx caches them).
-    let list = serde_json::to_string(&ids).expect("ids serialise");
-    let drows = sqlx::query(&format!(
-        "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.id = d.event_id
-         WHERE d.id IN (SELECT value FROM json_each(?1)) ORDER BY d.id"
-    ))
-    .bind(&list)
-    .fetch_all(&mut **tx)
-    .await
-    .map_err(db)?;
-    let erows = sqlx::query(&format!(
-        "SELECT {EVENT_COLUMNS} FROM events
-         WHERE id IN (SELECT event_id FROM deliveries WHERE id IN (SELECT value FROM json_each(?1)))"
-    ))
-    .bind(&list)
-    .fetch_all(&mut **tx)
-    .await
-    .map_err(db)?;
-    Ok(ClaimedRows { deliveries: drows, events: erows })
+    batch::claim(tx, owner, now, lease_until, limit).await
 }
 
 /// Claimed deliveries and their events, as rows.
 #[derive(Default)]
 pub(super) struct ClaimedRows {
-    deliveries: Vec<SqliteRow>,
-    events: Vec<SqliteRow>,
+    pub deliveries: Vec<SqliteRow>,
+    pub events: Vec<SqliteRow>,
 }
 
 impl ClaimedRows {

@@ -336,3 +336,56 @@ async fn the_wal_starts_over_while_writes_go_on() {
         "the WAL grew with the writes: {wal_len} bytes of WAL for {written} bytes of bodies"
     );
 }
+
+/// Rows travel to the writer as JSON (`batch.rs`): what is stored must still have the columns' own types and
+/// bytes: times and numbers as integers, JSON columns as text, bodies as blobs byte for byte (UTF-8, Shift_JIS,
+/// NUL, empty), absent values as NULL.
+#[tokio::test]
+async fn rows_sent_as_json_are_stored_with_their_types_and_bytes() {
+    let t0 = Utc::now();
+    let s = SqliteStore::open("sqlite::memory:", t0).await.unwrap();
+    let mut split = keyed("row-3", Some("K"), t0);
+    split.row = Some(3);
+    split.content_type = None;
+    s.ingest(vec![split, keyed("plain", None, t0)], t0).await.unwrap();
+    s.ingest(vec![keyed("more-1", None, t0), keyed("more-2", None, t0)], t0).await.unwrap();
+    let claimed = s.claim("w1", t0, t0 + Duration::seconds(10), 10).await.unwrap();
+    assert_eq!(claimed[0].event.row, Some(3));
+    assert_eq!(claimed[0].event.body, Some(json!({ "id": "row-3", "名前": "山田" })));
+    let bodies: [&[u8]; 4] = ["山田".as_bytes(), &[0x8e, 0x52, 0x93, 0x63], b"a\0b", b""];
+    for (c, body) in claimed.iter().zip(bodies) {
+        let mut a = tried(c.delivery.id, 200);
+        a.request_body = body.to_vec();
+        a.response = Some(RecordedResponse { status: 200, headers: vec![], body: body.to_vec(), truncated: true });
+        s.record_attempt("w1", a, Transition::Succeeded { outputs: json!([]) }, t0).await.unwrap();
+    }
+    let types: Vec<String> = sqlx::query_scalar(
+        "SELECT json_array(typeof(received_at), typeof(row_no), typeof(content_type), typeof(headers),
+                typeof(body), typeof(dedupe_key), http_status) FROM events WHERE id IN ('row-3', 'plain')
+         ORDER BY id DESC",
+    )
+    .fetch_all(&s.writer)
+    .await
+    .unwrap();
+    assert_eq!(
+        types,
+        [
+            r#"["integer","integer","null","text","text","text",202]"#,
+            r#"["integer","null","text","text","text","null",202]"#
+        ]
+    );
+    let attempts: Vec<(String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+        "SELECT json_array(typeof(delivery_id), typeof(started_at), typeof(duration_ms), typeof(request_body),
+                typeof(response_status), typeof(response_body), response_truncated, typeof(error)),
+                request_body, response_body
+         FROM attempts ORDER BY id",
+    )
+    .fetch_all(&s.writer)
+    .await
+    .unwrap();
+    assert_eq!(attempts.len(), 4);
+    for ((types, request, response), body) in attempts.into_iter().zip(bodies) {
+        assert_eq!(types, r#"["integer","integer","integer","blob","integer","blob",1,"null"]"#);
+        assert_eq!((request.as_slice(), response.as_slice()), (body, body));
+    }
+}
