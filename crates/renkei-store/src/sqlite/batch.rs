@@ -78,9 +78,8 @@ INSERT INTO deliveries (event_id, flow, status, order_key, next_at, last_error, 
     FROM json_each(?) j
     WHERE EXISTS (SELECT 1 FROM events e WHERE e.id = j.value ->> 0)
     ORDER BY j.key;
-SELECT 2 AS kind, x.event_id AS holder FROM json_each(?) j
-    JOIN dedupe x ON x.source = j.value ->> 0 AND x.key = j.value ->> 1
-    ORDER BY j.key;";
+SELECT 2 AS kind, json_group_array(x.event_id ORDER BY j.key) AS answer FROM json_each(?) j
+    JOIN dedupe x ON x.source = j.value ->> 0 AND x.key = j.value ->> 1;";
 
 /// The ingest part's parameters, in the order [`INGEST`] takes them; `None` when no job has an event.
 fn ingest_params(jobs: &[IngestJob<'_>]) -> Option<(String, i64, String, String)> {
@@ -143,6 +142,8 @@ pub(super) struct AttemptJob<'a> {
 /// `deliveries_status` and reads the whole JSON array once for each (a claim holds up to 128 at once), instead
 /// of the array once, finding each row by its id. A body is text when it is UTF-8 without NUL, hex otherwise (JSON carries no bytes).
 const ATTEMPTS: &str = "
+SELECT 3 AS kind, json_group_array(d.id) AS answer FROM json_each(?) j
+    JOIN deliveries d ON d.id = j.value ->> 0 AND +d.status = 'in_flight' AND d.lease_owner = j.value ->> 1;
 UPDATE deliveries SET
     status = COALESCE(t.status, deliveries.status),
     step = COALESCE(t.step, deliveries.step + t.step_inc),
@@ -158,8 +159,7 @@ FROM (SELECT j.value ->> 0 AS id, j.value ->> 1 AS owner, j.value ->> 2 AS statu
              j.value ->> 4 AS step_inc, j.value ->> 5 AS tries, j.value ->> 6 AS outputs, j.value ->> 7 AS next_at,
              j.value ->> 8 AS last_error, j.value ->> 9 AS keep_lease, j.value ->> 10 AS now
       FROM json_each(?) j) AS t
-WHERE deliveries.id = t.id AND +deliveries.status = 'in_flight' AND deliveries.lease_owner = t.owner
-RETURNING 3 AS kind, deliveries.id;
+WHERE deliveries.id = t.id AND +deliveries.status = 'in_flight' AND deliveries.lease_owner = t.owner;
 INSERT INTO attempts (delivery_id, step, try_no, started_at, duration_ms, outcome, method, url,
                       request_headers, request_body, response_status, response_headers, response_body,
                       response_truncated, error)
@@ -308,6 +308,24 @@ impl<'a> TransitionRow<'a> {
 /// (no ANALYZE statistics) SQLite took `deliveries_status` and sorted every open delivery on each claim, which
 /// made a claim cost as much as the backlog was long. `temp.claimed` lives on the writer connection only, in
 /// memory (`temp_store=memory`).
+/// `'name', expr, …` for `json_object` from a column list (`d.id, e.source, …`); blobs as hex (JSON has no
+/// bytes; `rows::JsonRow` reads them back).
+fn json_object_args(columns: &str) -> String {
+    columns
+        .split(',')
+        .map(|c| {
+            let c = c.trim();
+            let name = c.rsplit('.').next().unwrap_or(c);
+            if name == "raw" {
+                format!("'{name}', CASE WHEN {c} IS NOT NULL THEN hex({c}) END")
+            } else {
+                format!("'{name}', {c}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn claim_sql() -> &'static str {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     SQL.get_or_init(|| {
@@ -326,10 +344,13 @@ fn claim_sql() -> &'static str {
                  LIMIT ?;
              UPDATE deliveries SET status = 'in_flight', lease_owner = ?, lease_until = ?, updated_at = ?
                  WHERE id IN (SELECT id FROM temp.claimed);
-             SELECT 0 AS kind, {DELIVERY_COLUMNS} FROM deliveries d JOIN events e ON e.id = d.event_id
-                 WHERE d.id IN (SELECT id FROM temp.claimed) ORDER BY d.id;
-             SELECT 1 AS kind, {EVENT_COLUMNS} FROM events
-                 WHERE id IN (SELECT event_id FROM deliveries WHERE id IN (SELECT id FROM temp.claimed));"
+             SELECT 0 AS kind, json_group_array(json_object({deliveries}) ORDER BY d.id) AS answer
+                 FROM deliveries d JOIN events e ON e.id = d.event_id
+                 WHERE d.id IN (SELECT id FROM temp.claimed);
+             SELECT 1 AS kind, json_group_array(json_object({events})) AS answer FROM events
+                 WHERE id IN (SELECT event_id FROM deliveries WHERE id IN (SELECT id FROM temp.claimed));",
+            deliveries = json_object_args(DELIVERY_COLUMNS),
+            events = json_object_args(EVENT_COLUMNS),
         )
     })
 }
@@ -408,7 +429,8 @@ impl Batch<'_> {
         if has_attempts {
             let transitions: Vec<String> = self.attempts.iter().map(transition_row).collect();
             let attempts: Vec<String> = self.attempts.iter().map(|j| attempt_row(j.attempt)).collect();
-            q = q.bind(array(transitions.iter().map(String::as_str))).bind(array(attempts.iter().map(String::as_str)));
+            let transitions = array(transitions.iter().map(String::as_str));
+            q = q.bind(transitions.clone()).bind(transitions).bind(array(attempts.iter().map(String::as_str)));
         }
         if let Some(c) = &self.claim {
             q = q
@@ -421,17 +443,18 @@ impl Batch<'_> {
         }
         let rows: Vec<SqliteRow> = q.fetch_all(conn).await.map_err(db)?;
 
+        // One row per part: a JSON array each (rows one by one would each be a hand-off between threads).
         let mut holders = Vec::new();
         let mut applied = HashSet::new();
         let mut claimed = ClaimedRows::default();
         for row in rows {
+            let answer: String = row.try_get("answer").map_err(db)?;
+            let bad = |e: serde_json::Error| StoreError::Other(format!("a batch's answer does not read: {e}").into());
             match row.try_get::<i64, _>("kind").map_err(db)? {
-                0 => claimed.deliveries.push(row),
-                1 => claimed.events.push(row),
-                2 => holders.push(row.try_get("holder").map_err(db)?),
-                _ => {
-                    applied.insert(row.try_get::<i64, _>("id").map_err(db)?);
-                }
+                0 => claimed.deliveries = answer,
+                1 => claimed.events = answer,
+                2 => holders = serde_json::from_str(&answer).map_err(bad)?,
+                _ => applied = serde_json::from_str(&answer).map_err(bad)?,
             }
         }
         Ok(Some(Answers {

@@ -2,10 +2,9 @@
 
 use chrono::{DateTime, Utc};
 use renkei_core::delivery::Status;
-use sqlx::sqlite::SqliteRow;
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
-use super::rows::{delivery_from_row, event_from_row};
+use super::rows::{delivery_from_row, event_from_row, JsonRow};
 use super::{batch, db, ms};
 use crate::*;
 
@@ -127,18 +126,27 @@ pub(super) async fn claim_in(
     batch::claim(tx, owner, now, lease_until, limit).await
 }
 
-/// Claimed deliveries and their events, as rows.
+/// Claimed deliveries and their events, as read: each a JSON array of objects, one per row, keyed by column.
 #[derive(Default)]
 pub(super) struct ClaimedRows {
-    pub deliveries: Vec<SqliteRow>,
-    pub events: Vec<SqliteRow>,
+    pub deliveries: String,
+    pub events: String,
 }
 
 impl ClaimedRows {
     pub(super) fn decode(self) -> Result<Vec<Claimed>> {
-        let mut events: std::collections::HashMap<String, EventRecord> =
-            self.events.iter().map(event_from_row).map(|e| e.map(|e| (e.id.clone(), e))).collect::<Result<_>>()?;
-        let deliveries = self.deliveries.iter().map(delivery_from_row).collect::<Result<Vec<_>>>()?;
+        let rows = |text: &str| -> Result<Vec<JsonRow>> {
+            if text.is_empty() {
+                return Ok(Vec::new());
+            }
+            serde_json::from_str(text).map_err(|e| StoreError::Other(format!("claimed rows do not read: {e}").into()))
+        };
+        let mut events: std::collections::HashMap<String, EventRecord> = rows(&self.events)?
+            .iter()
+            .map(event_from_row)
+            .map(|e| e.map(|e| (e.id.clone(), e)))
+            .collect::<Result<_>>()?;
+        let deliveries = rows(&self.deliveries)?.iter().map(delivery_from_row).collect::<Result<Vec<_>>>()?;
         // An event's last delivery takes it; the others get a copy (usually there is one delivery per event).
         let mut left: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         for d in &deliveries {

@@ -47,6 +47,67 @@ impl Columns for SqliteRow {
     }
 }
 
+/// A row as a JSON object keyed by column (what `json_object` gives; `batch.rs` reads claimed rows that way, so
+/// a claim's rows come back as one value, not one hand-off between threads per row). Blobs are hex.
+#[derive(serde::Deserialize)]
+#[serde(transparent)]
+pub(super) struct JsonRow(serde_json::Map<String, serde_json::Value>);
+
+impl JsonRow {
+    fn get(&self, col: &str) -> Result<&serde_json::Value> {
+        self.0.get(col).ok_or_else(|| StoreError::Other(format!("no column `{col}` in the row").into()))
+    }
+
+    fn wrong(col: &str, want: &str) -> StoreError {
+        StoreError::Other(format!("column `{col}` is not {want}").into())
+    }
+}
+
+impl Columns for JsonRow {
+    fn text(&self, col: &str) -> Result<String> {
+        self.opt_text(col)?.ok_or_else(|| JsonRow::wrong(col, "text"))
+    }
+
+    fn opt_text(&self, col: &str) -> Result<Option<String>> {
+        match self.get(col)? {
+            serde_json::Value::Null => Ok(None),
+            serde_json::Value::String(s) => Ok(Some(s.clone())),
+            _ => Err(JsonRow::wrong(col, "text")),
+        }
+    }
+
+    fn int(&self, col: &str) -> Result<i64> {
+        self.opt_int(col)?.ok_or_else(|| JsonRow::wrong(col, "an integer"))
+    }
+
+    fn opt_int(&self, col: &str) -> Result<Option<i64>> {
+        match self.get(col)? {
+            serde_json::Value::Null => Ok(None),
+            v => v.as_i64().map(Some).ok_or_else(|| JsonRow::wrong(col, "an integer")),
+        }
+    }
+
+    fn small(&self, col: &str) -> Result<i64> {
+        self.int(col)
+    }
+
+    fn opt_small(&self, col: &str) -> Result<Option<i64>> {
+        self.opt_int(col)
+    }
+
+    fn flag(&self, col: &str) -> Result<bool> {
+        Ok(self.int(col)? != 0)
+    }
+
+    fn opt_bytes(&self, col: &str) -> Result<Option<Vec<u8>>> {
+        let Some(hex) = self.opt_text(col)? else { return Ok(None) };
+        let digit = |c: u8| (c as char).to_digit(16).ok_or_else(|| JsonRow::wrong(col, "hex"));
+        let bytes =
+            hex.as_bytes().chunks(2).map(|p| Ok((digit(p[0])? * 16 + digit(*p.get(1).unwrap_or(&b'?'))?) as u8));
+        bytes.collect::<Result<Vec<u8>>>().map(Some)
+    }
+}
+
 /// A value bound to a `?` of a query built from a filter.
 pub(super) enum Bind {
     Text(String),

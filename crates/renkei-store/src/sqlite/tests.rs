@@ -389,3 +389,20 @@ async fn rows_sent_as_json_are_stored_with_their_types_and_bytes() {
         assert_eq!((request.as_slice(), response.as_slice()), (body, body));
     }
 }
+
+/// Claimed rows come back as JSON objects (`batch.rs`): a blob column as hex, read back byte for byte; a
+/// missing or mistyped column is an error, not a default.
+#[test]
+fn json_rows_read_blobs_as_hex_and_refuse_what_is_not_there() {
+    use crate::rows::Columns;
+    let row: rows::JsonRow =
+        serde_json::from_value(json!({ "raw": "00ff8e52", "none": null, "n": 7, "t": "x", "flag": 1 })).unwrap();
+    assert_eq!(row.opt_bytes("raw").unwrap(), Some(vec![0x00, 0xff, 0x8e, 0x52]));
+    assert_eq!(row.opt_bytes("none").unwrap(), None);
+    assert_eq!((row.int("n").unwrap(), row.text("t").unwrap(), row.flag("flag").unwrap()), (7, "x".into(), true));
+    assert!(row.text("missing").is_err());
+    assert!(row.int("t").is_err());
+    assert!(row.text("none").is_err());
+    let odd: rows::JsonRow = serde_json::from_value(json!({ "raw": "abc" })).unwrap();
+    assert!(odd.opt_bytes("raw").is_err());
+}
