@@ -37,6 +37,9 @@ struct Cli {
     /// Print JSON instead of a Markdown table.
     #[arg(long, global = true)]
     json: bool,
+    /// Run renkei with this `worker.concurrency` instead of its default.
+    #[arg(long, global = true, value_name = "N")]
+    worker_concurrency: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -206,6 +209,9 @@ fn main() -> ExitCode {
                 _ => hub::Mode::Bare,
             };
             return hub::child_main(mode).await;
+        }
+        if let Some(n) = cli.worker_concurrency {
+            scenarios::WORKER_CONCURRENCY.set(n).expect("set once");
         }
         let machine = Machine::probe();
         if cfg!(debug_assertions) {

@@ -22,10 +22,17 @@ pub struct Ceilings {
     pub sqlite_one: Option<f64>,
 }
 
+/// `--worker-concurrency`: renkei's `worker.concurrency` for this run, when not its default.
+pub static WORKER_CONCURRENCY: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
 /// The bench config, pointing at `sink`, written into `dir`.
 pub fn write_config(dir: &Path, sink: &str) -> anyhow::Result<PathBuf> {
     let path = dir.join("renkei.yaml");
-    std::fs::write(&path, include_str!("../bench.yaml").replace("__SINK_URL__", sink))?;
+    let mut yaml = include_str!("../bench.yaml").replace("__SINK_URL__", sink);
+    if let Some(n) = WORKER_CONCURRENCY.get() {
+        yaml.push_str(&format!("\nworker: {{ concurrency: {n} }}\n"));
+    }
+    std::fs::write(&path, yaml)?;
     Ok(path)
 }
 

@@ -299,15 +299,6 @@ impl<'a> TransitionRow<'a> {
     }
 }
 
-/// The claim part: due deliveries into `temp.claimed` (pending or retrying whose time has come, or in flight with an expired
-/// lease; with an ordering key, only the oldest open delivery of that key and flow, so a later event never
-/// overtakes), claimed by the owner until the lease's end, then read with their events: the deliveries first
-/// (`kind` 0, in id order), then the events (`kind` 1).
-///
-/// `INDEXED BY deliveries_queue`: walked in due order, the scan stops after `limit` due rows. Left to itself
-/// (no ANALYZE statistics) SQLite took `deliveries_status` and sorted every open delivery on each claim, which
-/// made a claim cost as much as the backlog was long. `temp.claimed` lives on the writer connection only, in
-/// memory (`temp_store=memory`).
 /// `'name', expr, …` for `json_object` from a column list (`d.id, e.source, …`); blobs as hex (JSON has no
 /// bytes; `rows::JsonRow` reads them back).
 fn json_object_args(columns: &str) -> String {
@@ -326,6 +317,15 @@ fn json_object_args(columns: &str) -> String {
         .join(", ")
 }
 
+/// The claim part: due deliveries into `temp.claimed` (pending or retrying whose time has come, or in flight
+/// with an expired lease; with an ordering key, only the oldest open delivery of that key and flow, so a later
+/// event never overtakes), claimed by the owner until the lease's end, then read with their events as two rows:
+/// `kind` 0 the deliveries as one JSON array in id order, `kind` 1 their events as another.
+///
+/// `INDEXED BY deliveries_queue`: walked in due order, the scan stops after `limit` due rows. Left to itself
+/// (no ANALYZE statistics) SQLite took `deliveries_status` and sorted every open delivery on each claim, which
+/// made a claim cost as much as the backlog was long. `temp.claimed` lives on the writer connection only, in
+/// memory (`temp_store=memory`).
 fn claim_sql() -> &'static str {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     SQL.get_or_init(|| {
