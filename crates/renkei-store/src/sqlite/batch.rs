@@ -483,8 +483,10 @@ pub(super) async fn attempts(
     Ok(batch.run(&mut **tx, false).await?.map(|a| a.recorded))
 }
 
-/// Claims up to `limit` due deliveries inside the caller's transaction; the rows as read (the caller decodes
-/// them on its own task).
+/// Claims up to `limit` due deliveries inside the caller's transaction (see `group.rs`: a claim shares the
+/// commit of the ingests and attempt records around it). Returns the rows as read: the caller decodes them
+/// ([`ClaimedRows::decode`]) on its own task, not on the writer's thread, where every microsecond is one the
+/// next commit waits for.
 pub(super) async fn claim(
     tx: &mut Transaction<'_, Sqlite>,
     owner: &str,

@@ -330,7 +330,7 @@ async fn one_by_one(tx: &mut Transaction<'_, Sqlite>, work: Vec<Work>) -> Result
                 queue::record_attempt_in(tx, &owner, &attempt, &transition, now).await.and_then(attempt_answer),
             ),
             Work::Claim { owner, now, lease_until, limit } => {
-                Done::Claim(queue::claim_in(tx, &owner, now, lease_until, limit).await)
+                Done::Claim(batch::claim(tx, &owner, now, lease_until, limit).await)
             }
         };
         // Rolled back: a job that failed. An attempt whose lease was lost is kept (the attempt is history).

@@ -112,20 +112,6 @@ pub(super) async fn record_rejected(pool: &SqlitePool, r: Rejected) -> Result<()
     Ok(())
 }
 
-/// Claims up to `limit` due deliveries inside the caller's transaction (see `group.rs`: a claim shares the
-/// commit of the ingests and attempt records around it). Returns the rows as read: the caller decodes them
-/// ([`ClaimedRows::decode`]) on its own task, not on the writer's thread, where every microsecond is one the
-/// next commit waits for.
-pub(super) async fn claim_in(
-    tx: &mut Transaction<'_, Sqlite>,
-    owner: &str,
-    now: DateTime<Utc>,
-    lease_until: DateTime<Utc>,
-    limit: usize,
-) -> Result<ClaimedRows> {
-    batch::claim(tx, owner, now, lease_until, limit).await
-}
-
 /// Claimed deliveries and their events, as read: each a JSON array of objects, one per row, keyed by column.
 #[derive(Default)]
 pub(super) struct ClaimedRows {
