@@ -9,6 +9,11 @@
 //! parameter, and the statements read them with `json_each`. Every text is fixed (one per combination of the
 //! parts a batch has), so each is prepared once and stays in sqlx's statement cache.
 //!
+//! A statement that reads many columns of each row first turns the rows into JSONB in a materialized CTE
+//! (`WITH j AS MATERIALIZED (SELECT key, jsonb(value) …)`): `json_each`'s `value` is text, made anew at each
+//! mention and parsed again by each `->>`, which for an event row of thirteen columns was most of SQLite's work
+//! on it (with the database on tmpfs: ingest 8,300-9,100 → 9,500-10,200/s, hub CPU per event −9%).
+//!
 //! Parameters are plain `?`, bound in the order they appear across a text's statements: sqlx numbers a text's
 //! anonymous parameters on from one statement to the next, while a numbered `?N` that leaves a gap in a
 //! statement (`?3` alone, say) shifts that numbering and can leave a later parameter unbound (NULL). Rows that
@@ -60,22 +65,25 @@ pub(super) struct IngestJob<'a> {
 /// flow, status, order_key, error, now]`), then, per keyed event in order, which event holds its key now: the
 /// event itself when it was stored, the first one when it is a duplicate (the keys are bound a second time).
 const INGEST: &str = "
+WITH j AS MATERIALIZED (SELECT key, jsonb(value) AS value FROM json_each(?))
 INSERT INTO dedupe (source, key, event_id, expires_at)
-    SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3 FROM json_each(?) j WHERE true ORDER BY j.key
+    SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3 FROM j WHERE true ORDER BY j.key
     ON CONFLICT (source, key) DO UPDATE SET event_id = excluded.event_id, expires_at = excluded.expires_at
         WHERE dedupe.expires_at <= ?;
+WITH j AS MATERIALIZED (SELECT key, jsonb(value) AS value FROM json_each(?))
 INSERT INTO events (id, source, event_type, status, http_status, received_at, request_id, row_no,
                     content_type, headers, query, body, dedupe_key)
     SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, 'accepted', 202, j.value ->> 3, j.value ->> 4,
            j.value ->> 5, j.value ->> 6, j.value ->> 7, j.value ->> 8, j.value ->> 9, j.value ->> 10
-    FROM json_each(?) j
+    FROM j
     WHERE j.value ->> 10 IS NULL
        OR (SELECT x.event_id FROM dedupe x WHERE x.source = j.value ->> 1 AND x.key = j.value ->> 10) = j.value ->> 0
     ORDER BY j.key;
+WITH j AS MATERIALIZED (SELECT key, jsonb(value) AS value FROM json_each(?))
 INSERT INTO deliveries (event_id, flow, status, order_key, next_at, last_error, created_at, updated_at)
     SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 5, j.value ->> 4,
            j.value ->> 5, j.value ->> 5
-    FROM json_each(?) j
+    FROM j
     WHERE EXISTS (SELECT 1 FROM events e WHERE e.id = j.value ->> 0)
     ORDER BY j.key;
 SELECT 2 AS kind, json_group_array(x.event_id ORDER BY j.key) AS answer FROM json_each(?) j
@@ -144,6 +152,7 @@ pub(super) struct AttemptJob<'a> {
 const ATTEMPTS: &str = "
 SELECT 3 AS kind, json_group_array(d.id) AS answer FROM json_each(?) j
     JOIN deliveries d ON d.id = j.value ->> 0 AND +d.status = 'in_flight' AND d.lease_owner = j.value ->> 1;
+WITH j AS MATERIALIZED (SELECT key, jsonb(value) AS value FROM json_each(?))
 UPDATE deliveries SET
     status = COALESCE(t.status, deliveries.status),
     step = COALESCE(t.step, deliveries.step + t.step_inc),
@@ -158,8 +167,9 @@ UPDATE deliveries SET
 FROM (SELECT j.value ->> 0 AS id, j.value ->> 1 AS owner, j.value ->> 2 AS status, j.value ->> 3 AS step,
              j.value ->> 4 AS step_inc, j.value ->> 5 AS tries, j.value ->> 6 AS outputs, j.value ->> 7 AS next_at,
              j.value ->> 8 AS last_error, j.value ->> 9 AS keep_lease, j.value ->> 10 AS now
-      FROM json_each(?) j) AS t
+      FROM j) AS t
 WHERE deliveries.id = t.id AND +deliveries.status = 'in_flight' AND deliveries.lease_owner = t.owner;
+WITH j AS MATERIALIZED (SELECT key, jsonb(value) AS value FROM json_each(?))
 INSERT INTO attempts (delivery_id, step, try_no, started_at, duration_ms, outcome, method, url,
                       request_headers, request_body, response_status, response_headers, response_body,
                       response_truncated, error)
@@ -169,7 +179,7 @@ INSERT INTO attempts (delivery_id, step, try_no, started_at, duration_ms, outcom
            j.value ->> 11, j.value ->> 12,
            COALESCE(CAST(j.value ->> 13 AS BLOB), unhex(j.value ->> 14)),
            j.value ->> 15, j.value ->> 16
-    FROM json_each(?) j ORDER BY j.key;";
+    FROM j ORDER BY j.key;";
 
 /// Per job, what `queue::record_attempt_in` would have answered, from the deliveries whose transition
 /// [`ATTEMPTS`] applied.
