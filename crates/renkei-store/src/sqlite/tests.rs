@@ -406,3 +406,46 @@ fn json_rows_read_blobs_as_hex_and_refuse_what_is_not_there() {
     let odd: rows::JsonRow = serde_json::from_value(json!({ "raw": "abc" })).unwrap();
     assert!(odd.opt_bytes("raw").is_err());
 }
+
+/// Values that JSON carries in more than one way (escapes, control characters, characters beyond the BMP,
+/// integers beyond 2^53, numbers with fractions, nested containers, empty strings) come back from a batch
+/// as they went in: the rows are turned into JSONB and read with `->>` (`batch.rs`), and neither may change
+/// a value.
+#[tokio::test]
+async fn awkward_values_come_back_from_a_batch_unchanged() {
+    let t0 = Utc::now();
+    let s = SqliteStore::open("sqlite::memory:", t0).await.unwrap();
+    let awkward = "\"quoted\" back\\slash\nline\ttab \u{1} 😀 \u{fffd} 山田";
+    let mut ev = keyed("awkward", Some(awkward), t0);
+    ev.source = "s\"1".into();
+    ev.event_type = awkward.into();
+    ev.headers = json!({ "x-a": awkward, "": "" });
+    ev.query = json!({ "q": ["1", "", awkward] });
+    ev.body = json!({
+        "big": 12345678901234567890u64, "neg": -9007199254740993i64, "fraction": 0.1, "exp": 1e300,
+        "nested": { "list": [[], {}, [null, true, false]], "empty": "" }, "text": awkward,
+    });
+    ev.deliveries[0].order_key = Some(awkward.into());
+    let sent = ev.clone();
+    s.ingest(vec![ev], t0).await.unwrap();
+    let claimed = s.claim("w1", t0, t0 + Duration::seconds(10), 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let (d, e) = (&claimed[0].delivery, &claimed[0].event);
+    assert_eq!((e.source.as_str(), e.event_type.as_str()), (sent.source.as_str(), sent.event_type.as_str()));
+    assert_eq!((&e.headers, &e.query, e.body.as_ref()), (&sent.headers, &sent.query, Some(&sent.body)));
+    assert_eq!(e.dedupe_key.as_deref(), Some(awkward));
+    assert_eq!(d.order_key.as_deref(), Some(awkward));
+    let outputs = json!([{ "big": 12345678901234567890u64, "text": awkward }]);
+    let retry = Transition::Retry { at: t0, tries: 1, error: awkward.into() };
+    s.record_attempt("w1", tried(d.id, 500), retry, t0).await.unwrap();
+    let again = s.claim("w1", t0, t0 + Duration::seconds(10), 10).await.unwrap();
+    assert_eq!(again[0].delivery.last_error.as_deref(), Some(awkward));
+    let advance = Transition::Advance { step: 1, outputs: outputs.clone() };
+    s.record_attempt("w1", tried(d.id, 200), advance, t0).await.unwrap();
+    let stored: String = sqlx::query_scalar("SELECT outputs FROM deliveries WHERE id = ?")
+        .bind(d.id)
+        .fetch_one(&s.writer)
+        .await
+        .unwrap();
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&stored).unwrap(), outputs);
+}
