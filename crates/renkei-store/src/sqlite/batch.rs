@@ -61,10 +61,21 @@ pub(super) struct IngestJob<'a> {
 
 /// The dedupe keys (rows `[source, key, event_id, expires_at]`; a key that expired before the newest `now` of
 /// the batch is taken over, the jobs' `now`s differing by the milliseconds the batch took to gather), then the
-/// events (rows as [`EventRow::row`]) that won their key or have none, then their deliveries (rows `[event_id,
-/// flow, status, order_key, error, now]`), then, per keyed event in order, which event holds its key now: the
-/// event itself when it was stored, the first one when it is a duplicate (the keys are bound a second time).
+/// events (rows as [`EventRow::row`]) that took their key or have none, then their deliveries (rows `[event_id,
+/// flow, status, order_key, error, now]`), then, per keyed event in order, which event holds its key for it: the
+/// event itself when it took the key, the holder when it is a duplicate (the keys are bound a second time).
+///
+/// Which events took their key is what temp triggers on `dedupe` write down in `temp.took` (the upsert takes the
+/// key row by row): the key's holder after the statement is not enough, since with a window of 0 (or one shorter
+/// than the batch's spread of `now`s) a later event takes the key over from an earlier one that took it too, and
+/// both are stored, as one after the other would be.
 const INGEST: &str = "
+CREATE TEMP TABLE IF NOT EXISTS took (event_id TEXT PRIMARY KEY);
+DELETE FROM temp.took;
+CREATE TEMP TRIGGER IF NOT EXISTS took_key AFTER INSERT ON dedupe
+    BEGIN INSERT OR IGNORE INTO took (event_id) VALUES (NEW.event_id); END;
+CREATE TEMP TRIGGER IF NOT EXISTS took_key_over AFTER UPDATE ON dedupe
+    BEGIN INSERT OR IGNORE INTO took (event_id) VALUES (NEW.event_id); END;
 WITH j AS MATERIALIZED (SELECT key, jsonb(value) AS value FROM json_each(?))
 INSERT INTO dedupe (source, key, event_id, expires_at)
     SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3 FROM j WHERE true ORDER BY j.key
@@ -76,8 +87,7 @@ INSERT INTO events (id, source, event_type, status, http_status, received_at, re
     SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, 'accepted', 202, j.value ->> 3, j.value ->> 4,
            j.value ->> 5, j.value ->> 6, j.value ->> 7, j.value ->> 8, j.value ->> 9, j.value ->> 10
     FROM j
-    WHERE j.value ->> 10 IS NULL
-       OR (SELECT x.event_id FROM dedupe x WHERE x.source = j.value ->> 1 AND x.key = j.value ->> 10) = j.value ->> 0
+    WHERE j.value ->> 10 IS NULL OR j.value ->> 0 IN (SELECT event_id FROM temp.took)
     ORDER BY j.key;
 WITH j AS MATERIALIZED (SELECT key, jsonb(value) AS value FROM json_each(?))
 INSERT INTO deliveries (event_id, flow, status, order_key, next_at, last_error, created_at, updated_at)
@@ -86,8 +96,10 @@ INSERT INTO deliveries (event_id, flow, status, order_key, next_at, last_error, 
     FROM j
     WHERE EXISTS (SELECT 1 FROM events e WHERE e.id = j.value ->> 0)
     ORDER BY j.key;
-SELECT 2 AS kind, json_group_array(x.event_id ORDER BY j.key) AS answer FROM json_each(?) j
-    JOIN dedupe x ON x.source = j.value ->> 0 AND x.key = j.value ->> 1;";
+SELECT 2 AS kind, json_group_array(
+           CASE WHEN j.value ->> 2 IN (SELECT event_id FROM temp.took) THEN j.value ->> 2 ELSE x.event_id END
+           ORDER BY j.key) AS answer
+    FROM json_each(?) j JOIN dedupe x ON x.source = j.value ->> 0 AND x.key = j.value ->> 1;";
 
 /// The ingest part's parameters, in the order [`INGEST`] takes them; `None` when no job has an event.
 fn ingest_params(jobs: &[IngestJob<'_>]) -> Option<(String, i64, String, String)> {
@@ -309,8 +321,9 @@ impl<'a> TransitionRow<'a> {
     }
 }
 
-/// `'name', expr, …` for `json_object` from a column list (`d.id, e.source, …`); blobs as hex (JSON has no
-/// bytes; `rows::JsonRow` reads them back).
+/// `'name', name, …` for `json_object` over the result of `SELECT` of a column list (`d.id, e.source, …`,
+/// whose result columns are `id`, `source`, …); blobs as hex (JSON has no bytes; `rows::JsonRow` reads them
+/// back).
 fn json_object_args(columns: &str) -> String {
     columns
         .split(',')
@@ -318,19 +331,26 @@ fn json_object_args(columns: &str) -> String {
             let c = c.trim();
             let name = c.rsplit('.').next().unwrap_or(c);
             if name == "raw" {
-                format!("'{name}', CASE WHEN {c} IS NOT NULL THEN hex({c}) END")
+                format!("'{name}', CASE WHEN {name} IS NOT NULL THEN hex({name}) END")
             } else {
-                format!("'{name}', {c}")
+                format!("'{name}', {name}")
             }
         })
         .collect::<Vec<_>>()
         .join(", ")
 }
 
+/// How many bytes of claimed rows' large columns go into one answer row at most (a row alone may be larger).
+/// SQLite refuses a text longer than `SQLITE_LIMIT_LENGTH` (10^9 bytes) with "string or blob too big": one
+/// JSON array of every claimed event would pass that with ~100 events of 10 MiB, and the claim would fail
+/// again on every try. In JSON a byte becomes at most six (`\u0001`), so a chunk stays under 100 MB.
+const CLAIM_CHUNK_BYTES: i64 = 16 << 20;
+
 /// The claim part: due deliveries into `temp.claimed` (pending or retrying whose time has come, or in flight
 /// with an expired lease; with an ordering key, only the oldest open delivery of that key and flow, so a later
-/// event never overtakes), claimed by the owner until the lease's end, then read with their events as two rows:
-/// `kind` 0 the deliveries as one JSON array in id order, `kind` 1 their events as another.
+/// event never overtakes), claimed by the owner until the lease's end, then read with their events: `kind` 0
+/// rows the deliveries, `kind` 1 rows their events, each row a JSON array of up to [`CLAIM_CHUNK_BYTES`] of
+/// them (one row for ordinary sizes), the deliveries' rows in id order.
 ///
 /// `INDEXED BY deliveries_queue`: walked in due order, the scan stops after `limit` due rows. Left to itself
 /// (no ANALYZE statistics) SQLite took `deliveries_status` and sorted every open delivery on each claim, which
@@ -354,13 +374,26 @@ fn claim_sql() -> &'static str {
                  LIMIT ?;
              UPDATE deliveries SET status = 'in_flight', lease_owner = ?, lease_until = ?, updated_at = ?
                  WHERE id IN (SELECT id FROM temp.claimed);
-             SELECT 0 AS kind, json_group_array(json_object({deliveries}) ORDER BY d.id) AS answer
+             SELECT 0 AS kind, json_group_array(json_object({delivery_object}) ORDER BY id) AS answer FROM (
+                 SELECT {delivery_columns},
+                        SUM(ifnull(octet_length(d.outputs), 0) + ifnull(octet_length(d.last_error), 0))
+                            OVER (ORDER BY d.id) / {chunk} AS chunk
                  FROM deliveries d JOIN events e ON e.id = d.event_id
-                 WHERE d.id IN (SELECT id FROM temp.claimed);
-             SELECT 1 AS kind, json_group_array(json_object({events})) AS answer FROM events
-                 WHERE id IN (SELECT event_id FROM deliveries WHERE id IN (SELECT id FROM temp.claimed));",
-            deliveries = json_object_args(DELIVERY_COLUMNS),
-            events = json_object_args(EVENT_COLUMNS),
+                 WHERE d.id IN (SELECT id FROM temp.claimed))
+                 GROUP BY chunk ORDER BY chunk;
+             SELECT 1 AS kind, json_group_array(json_object({event_object})) AS answer FROM (
+                 SELECT {event_columns},
+                        SUM(ifnull(octet_length(body), 0) + 2 * ifnull(octet_length(raw), 0)
+                            + ifnull(octet_length(headers), 0) + ifnull(octet_length(query), 0))
+                            OVER (ORDER BY id) / {chunk} AS chunk
+                 FROM events
+                 WHERE id IN (SELECT event_id FROM deliveries WHERE id IN (SELECT id FROM temp.claimed)))
+                 GROUP BY chunk ORDER BY chunk;",
+            delivery_object = json_object_args(DELIVERY_COLUMNS),
+            event_object = json_object_args(EVENT_COLUMNS),
+            delivery_columns = DELIVERY_COLUMNS,
+            event_columns = EVENT_COLUMNS,
+            chunk = CLAIM_CHUNK_BYTES,
         )
     })
 }
@@ -452,8 +485,20 @@ impl Batch<'_> {
                 .bind(ms(c.now));
         }
         let rows: Vec<SqliteRow> = q.fetch_all(conn).await.map_err(db)?;
+        // With `whole`, the batch is committed now: an answer that does not read must not send the caller back
+        // to run the jobs again (they would be stored twice). Unavailable fails them all, as an unknown outcome:
+        // a sender tries again (its dedupe key, if any, catches the repeat), a delivery runs again after its
+        // lease, as after a crash.
+        self.answers(rows).map_err(|e| match e {
+            StoreError::Unavailable(_) => e,
+            e if whole => StoreError::Unavailable(format!("a batch was committed but its answer does not read: {e}")),
+            e => e,
+        })
+    }
 
-        // One row per part: a JSON array each (rows one by one would each be a hand-off between threads).
+    /// What the rows a batch's text returned say: one row per part, a JSON array each (rows one by one would
+    /// each be a hand-off between threads).
+    fn answers(&self, rows: Vec<SqliteRow>) -> Result<Option<Answers>> {
         let mut holders = Vec::new();
         let mut applied = HashSet::new();
         let mut claimed = ClaimedRows::default();
@@ -461,8 +506,8 @@ impl Batch<'_> {
             let answer: String = row.try_get("answer").map_err(db)?;
             let bad = |e: serde_json::Error| StoreError::Other(format!("a batch's answer does not read: {e}").into());
             match row.try_get::<i64, _>("kind").map_err(db)? {
-                0 => claimed.deliveries = answer,
-                1 => claimed.events = answer,
+                0 => claimed.deliveries.push(answer),
+                1 => claimed.events.push(answer),
                 2 => holders = serde_json::from_str(&answer).map_err(bad)?,
                 _ => applied = serde_json::from_str(&answer).map_err(bad)?,
             }

@@ -112,20 +112,24 @@ pub(super) async fn record_rejected(pool: &SqlitePool, r: Rejected) -> Result<()
     Ok(())
 }
 
-/// Claimed deliveries and their events, as read: each a JSON array of objects, one per row, keyed by column.
+/// Claimed deliveries and their events, as read: JSON arrays of objects, one object per row, keyed by column
+/// (several arrays when the rows are large: `batch::CLAIM_CHUNK_BYTES`; the deliveries' in id order).
 #[derive(Default)]
 pub(super) struct ClaimedRows {
-    pub deliveries: String,
-    pub events: String,
+    pub deliveries: Vec<String>,
+    pub events: Vec<String>,
 }
 
 impl ClaimedRows {
     pub(super) fn decode(self) -> Result<Vec<Claimed>> {
-        let rows = |text: &str| -> Result<Vec<JsonRow>> {
-            if text.is_empty() {
-                return Ok(Vec::new());
+        let rows = |chunks: &[String]| -> Result<Vec<JsonRow>> {
+            let mut rows = Vec::new();
+            for text in chunks {
+                let chunk: Vec<JsonRow> = serde_json::from_str(text)
+                    .map_err(|e| StoreError::Other(format!("claimed rows do not read: {e}").into()))?;
+                rows.extend(chunk);
             }
-            serde_json::from_str(text).map_err(|e| StoreError::Other(format!("claimed rows do not read: {e}").into()))
+            Ok(rows)
         };
         let mut events: std::collections::HashMap<String, EventRecord> = rows(&self.events)?
             .iter()

@@ -449,3 +449,32 @@ async fn awkward_values_come_back_from_a_batch_unchanged() {
         .unwrap();
     assert_eq!(serde_json::from_str::<serde_json::Value>(&stored).unwrap(), outputs);
 }
+
+/// A claim's rows come back in chunks of about `CLAIM_CHUNK_BYTES` (SQLite refuses a text over 10^9 bytes,
+/// so one JSON array of every claimed event could make a claim of large events fail on every try), in order.
+#[tokio::test]
+async fn a_claim_of_large_events_comes_back_in_chunks_in_order() {
+    use sqlx::Connection;
+    let t0 = Utc::now();
+    let s = SqliteStore::open("sqlite::memory:", t0).await.unwrap();
+    // About 11 MB each as stored (quotes and backslashes are escaped), so the three need two chunks or more.
+    let big = |i: usize| format!("{i}いう\"\\").repeat(1 << 20);
+    for i in 0..3 {
+        let mut e = keyed(&format!("big-{i}"), None, t0);
+        e.body = json!({ "i": i, "text": big(i) });
+        e.deliveries.truncate(1);
+        s.ingest(vec![e], t0).await.unwrap();
+    }
+    let mut conn = s.writer.acquire().await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    let rows = batch::claim(&mut tx, "w1", t0, t0 + Duration::seconds(10), 10).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(rows.deliveries.len(), 1);
+    assert!(rows.events.len() >= 2, "{} chunk(s) of events", rows.events.len());
+    let claimed = rows.decode().unwrap();
+    assert_eq!(claimed.len(), 3);
+    for (i, c) in claimed.iter().enumerate() {
+        assert_eq!(c.event.id, format!("big-{i}"));
+        assert_eq!(c.event.body, Some(json!({ "i": i, "text": big(i) })));
+    }
+}
