@@ -49,12 +49,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Claims up to `limit` due deliveries for `owner` until `lease_until`: pending or retrying ones whose time
     /// has come, and in-flight ones whose lease ran out; for an ordering key, only the oldest open delivery.
+    /// Deliveries whose next step is in `skip` are left where they are, and the claim goes on past them to
+    /// others (the worker leaves out the steps of a destination that has all the work it can take).
     async fn claim(
         &self,
         owner: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: usize,
+        skip: &[FlowStep],
     ) -> Result<Vec<Claimed>>;
 
     /// Records one try of one step and moves the delivery as `transition` says, if `owner` still holds it.
@@ -68,6 +71,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Gives back every delivery `owner` holds (graceful shutdown), to be claimed again at once.
     async fn release(&self, owner: &str, now: DateTime<Utc>) -> Result<u64>;
+
+    /// Gives back these deliveries, claimed by `owner` and not tried, to be claimed again at once, as
+    /// [`Store::release`] does for all of them; returns how many `owner` still held.
+    async fn give_back(&self, owner: &str, ids: &[i64], now: DateTime<Utc>) -> Result<u64>;
 
     /// Extends to `until` the leases `owner` still holds on these deliveries (a delivery running longer than a
     /// lease is not taken over while its worker lives); returns how many it still held.

@@ -105,6 +105,13 @@ pub struct DeliveryRecord {
     pub event_type: String,
 }
 
+/// A step of a flow. A claim can leave out the deliveries whose next step it is ([`crate::Store::claim`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FlowStep {
+    pub flow: String,
+    pub step: u32,
+}
+
 /// A claimed delivery with its event.
 #[derive(Clone, Debug)]
 pub struct Claimed {

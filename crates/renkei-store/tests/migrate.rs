@@ -67,7 +67,7 @@ fn attempt(delivery_id: i64, step: u32, try_no: u32, status: Option<u16>) -> New
 /// Deliveries claimed by `owner` at `now`, by flow.
 async fn claim(s: &dyn Store, owner: &str, now: DateTime<Utc>) -> Vec<(String, i64)> {
     let mut c: Vec<_> = s
-        .claim(owner, now, now + Duration::minutes(2), 100)
+        .claim(owner, now, now + Duration::minutes(2), 100, &[])
         .await
         .unwrap()
         .into_iter()

@@ -279,8 +279,9 @@ impl Store for PgStore {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: usize,
+        skip: &[FlowStep],
     ) -> Result<Vec<Claimed>> {
-        queue::claim(&self.pool, owner, now, lease_until, limit).await
+        queue::claim(&self.pool, owner, now, lease_until, limit, skip).await
     }
 
     async fn record_attempt(
@@ -294,7 +295,11 @@ impl Store for PgStore {
     }
 
     async fn release(&self, owner: &str, now: DateTime<Utc>) -> Result<u64> {
-        queue::release(&self.pool, owner, now).await
+        queue::release(&self.pool, owner, None, now).await
+    }
+
+    async fn give_back(&self, owner: &str, ids: &[i64], now: DateTime<Utc>) -> Result<u64> {
+        queue::release(&self.pool, owner, Some(ids), now).await
     }
 
     fn shared(&self) -> bool {

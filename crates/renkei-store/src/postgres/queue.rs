@@ -175,7 +175,10 @@ pub(super) async fn claim(
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
     limit: usize,
+    skip: &[FlowStep],
 ) -> Result<Vec<Claimed>> {
+    let skip_flows: Vec<&str> = skip.iter().map(|s| s.flow.as_str()).collect();
+    let skip_steps: Vec<i64> = skip.iter().map(|s| i64::from(s.step)).collect();
     let mut tx = pool.begin().await.map_err(db)?;
     // Due: pending or retrying whose time has come, or in flight with an expired lease. With an ordering key,
     // only the oldest open delivery of that key and flow is eligible, so a later event never overtakes.
@@ -188,6 +191,7 @@ pub(super) async fn claim(
                AND (d.order_key IS NULL OR NOT EXISTS (
                    SELECT 1 FROM deliveries p
                    WHERE p.flow = d.flow AND p.order_key = d.order_key AND p.id < d.id AND p.status IN {OPEN}))
+               AND (d.flow, d.step) NOT IN (SELECT * FROM unnest($5::text[], $6::bigint[]))
              ORDER BY d.next_at, d.id
              LIMIT $4
              FOR UPDATE OF d SKIP LOCKED)
@@ -199,6 +203,8 @@ pub(super) async fn claim(
     .bind(ms(lease_until))
     .bind(ms(now))
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .bind(&skip_flows)
+    .bind(&skip_steps)
     .fetch_all(&mut *tx)
     .await
     .map_err(db)?;
@@ -323,14 +329,16 @@ async fn insert_attempt(tx: &mut Transaction<'_, Postgres>, a: &NewAttempt) -> R
     Ok(())
 }
 
-pub(super) async fn release(pool: &PgPool, owner: &str, now: DateTime<Utc>) -> Result<u64> {
+/// Gives back what `owner` holds: every delivery, or only `ids`.
+pub(super) async fn release(pool: &PgPool, owner: &str, ids: Option<&[i64]>, now: DateTime<Utc>) -> Result<u64> {
     let r = sqlx::query(
         "UPDATE deliveries SET status = CASE WHEN tries > 0 THEN 'retrying' ELSE 'pending' END,
              lease_owner = NULL, lease_until = NULL, next_at = LEAST(next_at, $2), updated_at = $2
-         WHERE status = 'in_flight' AND lease_owner = $1",
+         WHERE status = 'in_flight' AND lease_owner = $1 AND ($3::bigint[] IS NULL OR id = ANY($3))",
     )
     .bind(owner)
     .bind(ms(now))
+    .bind(ids)
     .execute(pool)
     .await
     .map_err(db)?;

@@ -159,7 +159,7 @@ async fn concurrent_claims_never_share_a_delivery_or_overtake_a_key() {
             let owner = format!("node{n}");
             let mut idle = 0;
             while idle < 3 {
-                let claimed = store.claim(&owner, t0(), t0() + Duration::minutes(5), 7).await.unwrap();
+                let claimed = store.claim(&owner, t0(), t0() + Duration::minutes(5), 7, &[]).await.unwrap();
                 idle = if claimed.is_empty() { idle + 1 } else { 0 };
                 for c in claimed {
                     let id = c.delivery.id;
@@ -220,14 +220,14 @@ async fn a_later_ingest_of_a_key_waits_for_the_earlier_one_to_commit() {
     }
     assert_eq!(waiting, 1, "the second ingest waits on the key's lock");
     assert!(!later.is_finished());
-    assert!(second.claim("w", t0(), t0() + Duration::minutes(1), 10).await.unwrap().is_empty());
+    assert!(second.claim("w", t0(), t0() + Duration::minutes(1), 10, &[]).await.unwrap().is_empty());
 
     tx.commit().await.unwrap();
     later.await.unwrap().unwrap();
     let all = second.list_deliveries(&DeliveryFilter::default()).await.unwrap();
     let ids: Vec<(&str, i64)> = all.iter().map(|d| (d.event_id.as_str(), d.id)).collect();
     assert!(ids[0].0 == "e2" && ids[1].0 == "e1" && ids[0].1 > ids[1].1, "ids in commit order: {ids:?}");
-    let c = second.claim("w", t0(), t0() + Duration::minutes(1), 10).await.unwrap();
+    let c = second.claim("w", t0(), t0() + Duration::minutes(1), 10, &[]).await.unwrap();
     assert_eq!(c.iter().map(|c| c.event.id.as_str()).collect::<Vec<_>>(), ["e1"]);
     drop_schema(&first, &schema).await;
 }

@@ -348,7 +348,7 @@ const CLAIM_CHUNK_BYTES: i64 = 16 << 20;
 
 /// The claim part: due deliveries into `temp.claimed` (pending or retrying whose time has come, or in flight
 /// with an expired lease; with an ordering key, only the oldest open delivery of that key and flow, so a later
-/// event never overtakes), claimed by the owner until the lease's end, then read with their events: `kind` 0
+/// event never overtakes; none whose next step is one of those left out), claimed by the owner until the lease's end, then read with their events: `kind` 0
 /// rows the deliveries, `kind` 1 rows their events, each row a JSON array of up to [`CLAIM_CHUNK_BYTES`] of
 /// them (one row for ordinary sizes), the deliveries' rows in id order.
 ///
@@ -370,6 +370,7 @@ fn claim_sql() -> &'static str {
                        SELECT 1 FROM deliveries p
                        WHERE p.flow = d.flow AND p.order_key = d.order_key AND p.id < d.id
                          AND p.status IN ('pending', 'retrying', 'in_flight')))
+                   AND (d.flow, d.step) NOT IN (SELECT value ->> 0, value ->> 1 FROM json_each(?))
                  ORDER BY d.next_at, d.id
                  LIMIT ?;
              UPDATE deliveries SET status = 'in_flight', lease_owner = ?, lease_until = ?, updated_at = ?
@@ -404,6 +405,8 @@ pub(super) struct ClaimJob<'a> {
     pub now: DateTime<Utc>,
     pub lease_until: DateTime<Utc>,
     pub limit: usize,
+    /// The steps left out, as a JSON array of `[flow, step]` pairs.
+    pub skip: &'a str,
 }
 
 /// What a batch stores and claims, all of it optional.
@@ -479,6 +482,7 @@ impl Batch<'_> {
             q = q
                 .bind(ms(c.now))
                 .bind(ms(c.now))
+                .bind(c.skip)
                 .bind(c.limit as i64)
                 .bind(c.owner)
                 .bind(ms(c.lease_until))
@@ -542,14 +546,8 @@ pub(super) async fn attempts(
 /// commit of the ingests and attempt records around it). Returns the rows as read: the caller decodes them
 /// ([`ClaimedRows::decode`]) on its own task, not on the writer's thread, where every microsecond is one the
 /// next commit waits for.
-pub(super) async fn claim(
-    tx: &mut Transaction<'_, Sqlite>,
-    owner: &str,
-    now: DateTime<Utc>,
-    lease_until: DateTime<Utc>,
-    limit: usize,
-) -> Result<ClaimedRows> {
-    let batch = Batch { claim: Some(ClaimJob { owner, now, lease_until, limit }), ..Batch::default() };
+pub(super) async fn claim(tx: &mut Transaction<'_, Sqlite>, job: ClaimJob<'_>) -> Result<ClaimedRows> {
+    let batch = Batch { claim: Some(job), ..Batch::default() };
     Ok(batch.run(&mut **tx, false).await?.map(|a| a.claimed).unwrap_or_default())
 }
 

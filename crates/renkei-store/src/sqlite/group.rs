@@ -38,6 +38,8 @@ pub(super) enum Job {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: usize,
+        /// The steps left out, as a JSON array of `[flow, step]` pairs.
+        skip: String,
         reply: oneshot::Sender<Result<queue::ClaimedRows>>,
     },
 }
@@ -192,9 +194,9 @@ async fn commit(pool: &SqlitePool, jobs: Vec<Job>) -> (Vec<Reply>, Vec<Done>) {
                 replies.push(Reply::Attempt(reply));
                 work.push(Work::Attempt(owner, attempt, transition, now));
             }
-            Job::Claim { owner, now, lease_until, limit, reply } => {
+            Job::Claim { owner, now, lease_until, limit, skip, reply } => {
                 replies.push(Reply::Claim(reply));
-                work.push(Work::Claim { owner, now, lease_until, limit });
+                work.push(Work::Claim { owner, now, lease_until, limit, skip });
             }
         }
     }
@@ -287,8 +289,8 @@ async fn all_at_once(conn: &mut sqlx::SqliteConnection, work: &[Work]) -> Result
         .collect();
     // At most one claim per batch (`run` carries a second one over to the next).
     let claim = work.iter().find_map(|w| match w {
-        Work::Claim { owner, now, lease_until, limit } => {
-            Some(batch::ClaimJob { owner, now: *now, lease_until: *lease_until, limit: *limit })
+        Work::Claim { owner, now, lease_until, limit, skip } => {
+            Some(batch::ClaimJob { owner, now: *now, lease_until: *lease_until, limit: *limit, skip })
         }
         _ => None,
     });
@@ -329,9 +331,9 @@ async fn one_by_one(tx: &mut Transaction<'_, Sqlite>, work: Vec<Work>) -> Result
             Work::Attempt(owner, attempt, transition, now) => Done::Attempt(
                 queue::record_attempt_in(tx, &owner, &attempt, &transition, now).await.and_then(attempt_answer),
             ),
-            Work::Claim { owner, now, lease_until, limit } => {
-                Done::Claim(batch::claim(tx, &owner, now, lease_until, limit).await)
-            }
+            Work::Claim { owner, now, lease_until, limit, skip } => Done::Claim(
+                batch::claim(tx, batch::ClaimJob { owner: &owner, now, lease_until, limit, skip: &skip }).await,
+            ),
         };
         // Rolled back: a job that failed. An attempt whose lease was lost is kept (the attempt is history).
         let failed = match &result {
@@ -357,5 +359,5 @@ async fn one_by_one(tx: &mut Transaction<'_, Sqlite>, work: Vec<Work>) -> Result
 enum Work {
     Ingest(Vec<queue::EventRow>, DateTime<Utc>),
     Attempt(String, Box<NewAttempt>, Transition, DateTime<Utc>),
-    Claim { owner: String, now: DateTime<Utc>, lease_until: DateTime<Utc>, limit: usize },
+    Claim { owner: String, now: DateTime<Utc>, lease_until: DateTime<Utc>, limit: usize, skip: String },
 }

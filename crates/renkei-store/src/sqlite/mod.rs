@@ -243,9 +243,11 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: usize,
+        skip: &[FlowStep],
     ) -> Result<Vec<Claimed>> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let job = group::Job::Claim { owner: owner.to_owned(), now, lease_until, limit, reply };
+        let skip = serde_json::Value::Array(skip.iter().map(|s| serde_json::json!([s.flow, s.step])).collect());
+        let job = group::Job::Claim { owner: owner.to_owned(), now, lease_until, limit, skip: skip.to_string(), reply };
         self.ingest_jobs.send(job).await.map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
         answer.await.map_err(|_| StoreError::Unavailable("the writer has stopped".into()))??.decode()
     }
@@ -264,7 +266,11 @@ impl Store for SqliteStore {
     }
 
     async fn release(&self, owner: &str, now: DateTime<Utc>) -> Result<u64> {
-        queue::release(&self.writer, owner, now).await
+        queue::release(&self.writer, owner, None, now).await
+    }
+
+    async fn give_back(&self, owner: &str, ids: &[i64], now: DateTime<Utc>) -> Result<u64> {
+        queue::release(&self.writer, owner, Some(ids), now).await
     }
 
     async fn renew_leases(&self, owner: &str, ids: &[i64], until: DateTime<Utc>) -> Result<u64> {

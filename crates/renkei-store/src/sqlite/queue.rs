@@ -175,14 +175,17 @@ pub(super) async fn record_attempt_in(
     recorded.and_then(|mut r| r.pop()).ok_or_else(|| StoreError::Other("an attempt recorded no answer".into()))
 }
 
-pub(super) async fn release(pool: &SqlitePool, owner: &str, now: DateTime<Utc>) -> Result<u64> {
+/// Gives back what `owner` holds: every delivery, or only `ids`.
+pub(super) async fn release(pool: &SqlitePool, owner: &str, ids: Option<&[i64]>, now: DateTime<Utc>) -> Result<u64> {
     let r = sqlx::query(
         "UPDATE deliveries SET status = CASE WHEN tries > 0 THEN 'retrying' ELSE 'pending' END,
              lease_owner = NULL, lease_until = NULL, next_at = MIN(next_at, ?2), updated_at = ?2
-         WHERE status = 'in_flight' AND lease_owner = ?1",
+         WHERE status = 'in_flight' AND lease_owner = ?1
+           AND (?3 IS NULL OR id IN (SELECT value FROM json_each(?3)))",
     )
     .bind(owner)
     .bind(ms(now))
+    .bind(ids.map(|ids| serde_json::to_string(ids).expect("ids serialise")))
     .execute(pool)
     .await
     .map_err(db)?;

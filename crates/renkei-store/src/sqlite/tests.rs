@@ -179,11 +179,11 @@ async fn a_batch_stores_what_the_jobs_one_by_one_would() {
         for i in 0..4 {
             s.ingest(vec![keyed(&format!("w{i}"), None, t0)], t0).await.unwrap();
         }
-        let claimed = s.claim("w1", t0, t0 + Duration::seconds(10), 10).await.unwrap();
+        let claimed = s.claim("w1", t0, t0 + Duration::seconds(10), 10, &[]).await.unwrap();
         assert_eq!(claimed.len(), 6);
         let ids: Vec<i64> = claimed.iter().map(|c| c.delivery.id).collect();
         let later = t0 + Duration::seconds(20);
-        let w2 = s.claim("w2", later, later + Duration::seconds(10), 1).await.unwrap();
+        let w2 = s.claim("w2", later, later + Duration::seconds(10), 1, &[]).await.unwrap();
         assert_eq!(w2[0].delivery.id, ids[0]);
 
         let jobs_events: Vec<Vec<queue::EventRow>> = [
@@ -256,7 +256,7 @@ async fn a_batch_with_two_attempts_of_one_delivery_runs_one_by_one() {
     let t0 = Utc::now();
     let s = SqliteStore::open("sqlite::memory:", t0).await.unwrap();
     s.ingest(vec![keyed("x", None, t0)], t0).await.unwrap();
-    let id = s.claim("w1", t0, t0 + Duration::seconds(10), 1).await.unwrap()[0].delivery.id;
+    let id = s.claim("w1", t0, t0 + Duration::seconds(10), 1, &[]).await.unwrap()[0].delivery.id;
     let (a, b) = (tried(id, 500), tried(id, 200));
     let retry = Transition::Retry { at: t0, tries: 1, error: "500".into() };
     let done = Transition::Succeeded { outputs: json!([]) };
@@ -349,7 +349,7 @@ async fn rows_sent_as_json_are_stored_with_their_types_and_bytes() {
     split.content_type = None;
     s.ingest(vec![split, keyed("plain", None, t0)], t0).await.unwrap();
     s.ingest(vec![keyed("more-1", None, t0), keyed("more-2", None, t0)], t0).await.unwrap();
-    let claimed = s.claim("w1", t0, t0 + Duration::seconds(10), 10).await.unwrap();
+    let claimed = s.claim("w1", t0, t0 + Duration::seconds(10), 10, &[]).await.unwrap();
     assert_eq!(claimed[0].event.row, Some(3));
     assert_eq!(claimed[0].event.body, Some(json!({ "id": "row-3", "名前": "山田" })));
     let bodies: [&[u8]; 4] = ["山田".as_bytes(), &[0x8e, 0x52, 0x93, 0x63], b"a\0b", b""];
@@ -428,7 +428,7 @@ async fn awkward_values_come_back_from_a_batch_unchanged() {
     ev.deliveries[0].order_key = Some(awkward.into());
     let sent = ev.clone();
     s.ingest(vec![ev], t0).await.unwrap();
-    let claimed = s.claim("w1", t0, t0 + Duration::seconds(10), 10).await.unwrap();
+    let claimed = s.claim("w1", t0, t0 + Duration::seconds(10), 10, &[]).await.unwrap();
     assert_eq!(claimed.len(), 1);
     let (d, e) = (&claimed[0].delivery, &claimed[0].event);
     assert_eq!((e.source.as_str(), e.event_type.as_str()), (sent.source.as_str(), sent.event_type.as_str()));
@@ -438,7 +438,7 @@ async fn awkward_values_come_back_from_a_batch_unchanged() {
     let outputs = json!([{ "big": 12345678901234567890u64, "text": awkward }]);
     let retry = Transition::Retry { at: t0, tries: 1, error: awkward.into() };
     s.record_attempt("w1", tried(d.id, 500), retry, t0).await.unwrap();
-    let again = s.claim("w1", t0, t0 + Duration::seconds(10), 10).await.unwrap();
+    let again = s.claim("w1", t0, t0 + Duration::seconds(10), 10, &[]).await.unwrap();
     assert_eq!(again[0].delivery.last_error.as_deref(), Some(awkward));
     let advance = Transition::Advance { step: 1, outputs: outputs.clone() };
     s.record_attempt("w1", tried(d.id, 200), advance, t0).await.unwrap();
@@ -467,7 +467,8 @@ async fn a_claim_of_large_events_comes_back_in_chunks_in_order() {
     }
     let mut conn = s.writer.acquire().await.unwrap();
     let mut tx = conn.begin().await.unwrap();
-    let rows = batch::claim(&mut tx, "w1", t0, t0 + Duration::seconds(10), 10).await.unwrap();
+    let job = batch::ClaimJob { owner: "w1", now: t0, lease_until: t0 + Duration::seconds(10), limit: 10, skip: "[]" };
+    let rows = batch::claim(&mut tx, job).await.unwrap();
     tx.commit().await.unwrap();
     assert_eq!(rows.deliveries.len(), 1);
     assert!(rows.events.len() >= 2, "{} chunk(s) of events", rows.events.len());

@@ -60,7 +60,7 @@ fn succeeded() -> Transition {
 }
 
 async fn claim(s: &dyn Store, owner: &str, now: DateTime<Utc>) -> Vec<Claimed> {
-    s.claim(owner, now, now + Duration::minutes(2), 100).await.unwrap()
+    s.claim(owner, now, now + Duration::minutes(2), 100, &[]).await.unwrap()
 }
 
 pub async fn ingest_claim_and_succeed(s: &dyn Store) {
@@ -301,6 +301,37 @@ pub async fn multi_step_progress_is_kept(s: &dyn Store) {
     let c = claim(s, "w", t0()).await;
     assert_eq!((c[0].delivery.step, c[0].delivery.tries), (1, 1));
     assert_eq!(c[0].delivery.outputs, json!([{"status": 200, "body": {"id": 7}}]));
+}
+
+pub async fn a_claim_passes_over_left_out_steps_and_takes_given_back_ones_again(s: &dyn Store) {
+    let events =
+        vec![ev("e1", "src", vec![pending("f", None), pending("g", None)]), ev("e2", "src", vec![pending("h", None)])];
+    s.ingest(events, t0()).await.unwrap();
+    let all = claim(s, "w1", t0()).await;
+    let id = |flow: &str| all.iter().find(|c| c.delivery.flow == flow).unwrap().delivery.id;
+    let ids: Vec<i64> = all.iter().map(|c| c.delivery.id).collect();
+    assert_eq!(ids.len(), 3);
+    // h's first step succeeds; then w1 gives all three back untried (at h's second step).
+    let advance = Transition::Advance { step: 1, outputs: json!([{"status": 200}]) };
+    s.record_attempt("w1", attempt(id("h"), 1), advance, t0()).await.unwrap();
+    assert_eq!(s.give_back("w2", &ids, t0()).await.unwrap(), 0, "only the owner gives back");
+    assert_eq!(s.give_back("w1", &ids, t0()).await.unwrap(), 3);
+    let h = s.get_delivery(id("h")).await.unwrap();
+    assert_eq!((h.status, h.step, h.tries, h.lease_owner), (Status::Pending, 1, 0, None));
+
+    // f (due first) and h's first step are left out: a claim of one goes on past f to g.
+    let skip = [FlowStep { flow: "f".into(), step: 0 }, FlowStep { flow: "h".into(), step: 0 }];
+    let until = t0() + Duration::minutes(2);
+    let one = s.claim("w1", t0(), until, 1, &skip).await.unwrap();
+    assert_eq!(one.iter().map(|c| c.delivery.flow.as_str()).collect::<Vec<_>>(), ["g"]);
+    let rest = s.claim("w1", t0(), until, 100, &skip).await.unwrap();
+    assert_eq!(rest.iter().map(|c| (c.delivery.flow.as_str(), c.delivery.step)).collect::<Vec<_>>(), [("h", 1)]);
+    // Only the ids given are given back; h stays claimed.
+    assert_eq!(s.give_back("w1", &[id("g")], t0()).await.unwrap(), 1);
+    assert_eq!(s.get_delivery(id("h")).await.unwrap().lease_owner.as_deref(), Some("w1"));
+    let left = s.claim("w1", t0(), until, 100, &[FlowStep { flow: "g".into(), step: 0 }]).await.unwrap();
+    assert_eq!(left.iter().map(|c| c.delivery.flow.as_str()).collect::<Vec<_>>(), ["f"]);
+    assert_eq!(claim(s, "w1", t0()).await.iter().map(|c| c.delivery.flow.as_str()).collect::<Vec<_>>(), ["g"]);
 }
 
 pub async fn skipped_and_failed_deliveries_are_history_only(s: &dyn Store) {
@@ -577,6 +608,7 @@ backends::for_each_backend!(
     rejected_requests_are_kept,
     retry_replay_and_release,
     multi_step_progress_is_kept,
+    a_claim_passes_over_left_out_steps_and_takes_given_back_ones_again,
     skipped_and_failed_deliveries_are_history_only,
     listings_filter_search_and_page,
     purge_removes_finished_history_only,

@@ -155,10 +155,18 @@ impl Worker {
     /// `records.json` requests as kintone allows. kintone's bulk writes are all-or-nothing: when records
     /// fail validation, those deliveries fail with kintone's message and the rest are written again without
     /// them. Every delivery then goes on with its own remaining steps.
-    pub(super) async fn deliver_batch(self: &Arc<Self>, name: &Name, action: KintoneAction, group: Vec<Claimed>) {
+    /// `ahead`: the batch's count against its limit (see the worker's notes), given up once it is answered.
+    pub(super) async fn deliver_batch(
+        self: &Arc<Self>,
+        name: &Name,
+        action: KintoneAction,
+        group: Vec<Claimed>,
+        ahead: Option<super::Ahead>,
+    ) {
         let Some(dest) = self.kintone_destination(name.as_str()) else {
+            drop(ahead);
             for c in group {
-                self.deliver(c, None).await;
+                self.deliver(c, None, None).await;
             }
             return;
         };
@@ -168,8 +176,9 @@ impl Worker {
         let fields = match self.fields(name.as_str(), &dest, action).await {
             Ok(f) => f,
             Err(tried) => {
+                drop(ahead);
                 for c in group {
-                    self.deliver(c, Some((*tried).clone())).await;
+                    self.deliver(c, Some((*tried).clone()), None).await;
                 }
                 return;
             }
@@ -230,10 +239,11 @@ impl Worker {
                 chunk = keep;
             }
         }
+        drop(ahead);
         let mut set = tokio::task::JoinSet::new();
         for (c, tried) in done {
             let me = self.clone();
-            set.spawn(async move { me.deliver(c, Some(tried)).await });
+            set.spawn(async move { me.deliver(c, Some(tried), None).await });
         }
         while set.join_next().await.is_some() {}
     }

@@ -8,6 +8,14 @@
 //! Claimed deliveries whose current step writes to the same kintone app with the same batchable action are
 //! written together, up to 100 records per request (`kintone.rs`).
 //!
+//! One slow destination does not hold up the others. Per limit (destination, or kintone domain), the worker
+//! counts the deliveries it holds that wait for that limit's answer (queued for a permit, or sent), and lets
+//! a limit have at most its *room* of them: half the worker's slots (all of them when there is only one
+//! limit), or twice the limit's concurrency (in records for a kintone destination that batches) when that is
+//! more. A limit whose room is full is left out of claims (its deliveries stay queued, in order), and what a
+//! claim brought beyond a limit's room is given back untried at once. Without this, a destination that hangs
+//! would, claim after claim, end up holding every worker slot with deliveries waiting for its permits.
+//!
 //! [`Worker::run`] is the long-running loop; [`Worker::drain`] runs until nothing is due, which is how
 //! tests make progress deterministically (with a manual clock deciding what "due" means).
 
@@ -22,7 +30,7 @@ use std::time::Duration;
 use renkei_connectors::http::{HttpClient, Policy};
 use renkei_core::config::{Destination, KintoneAction};
 use renkei_core::types::Name;
-use renkei_store::{Claimed, StoreError};
+use renkei_store::{Claimed, FlowStep, StoreError};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -38,6 +46,8 @@ pub struct Worker {
     working: std::sync::Mutex<std::collections::HashSet<i64>>,
     /// Times a request waited for a slot another node held (a limit kept across nodes).
     slot_waits: std::sync::atomic::AtomicU64,
+    /// Per limit key, the deliveries held here that wait for that limit's answer (see the module's notes).
+    ahead: Arc<Waiting>,
 }
 
 struct Tools {
@@ -46,6 +56,8 @@ struct Tools {
     /// `http:NAME` per http destination, `kintone:DOMAIN` per kintone domain: this node's semaphore, and the
     /// limit (kept across nodes in the store when it is shared).
     limits: HashMap<String, (Arc<Semaphore>, usize)>,
+    /// Per limit key, how many deliveries may wait for its answers at once (see the module's notes).
+    rooms: HashMap<String, usize>,
     /// Per limit, one taker of shared slots at a time on this node: requests take slots in the order they got
     /// this node's permits (a fair mutex), so a shared store does not shuffle them.
     slot_gates: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
@@ -54,6 +66,7 @@ struct Tools {
 impl Tools {
     fn new(loaded: &renkei_core::config::Loaded, revision: i64) -> Tools {
         let mut limits: HashMap<String, (Arc<Semaphore>, usize)> = HashMap::new();
+        let mut per_request: HashMap<String, usize> = HashMap::new();
         for (name, d) in &loaded.config.destinations {
             let key = limit_key(name, d);
             // Several kintone destinations on one domain share the smallest of their limits.
@@ -61,12 +74,65 @@ impl Tools {
                 Some((_, n)) => (*n).min(d.concurrency()),
                 None => d.concurrency(),
             };
+            let records = match d {
+                Destination::Kintone(k) if k.batch.enabled => k.batch.max.max(1),
+                _ => 1,
+            };
+            let most = per_request.entry(key.clone()).or_default();
+            *most = (*most).max(records);
             limits.insert(key, (Arc::new(Semaphore::new(n)), n));
         }
+        // With one limit there is nobody to keep room for: it may have every slot (and claims stay as large as
+        // the slots free, which a backlog's drain needs: capped at half, it ran 11% slower).
+        let slots = loaded.config.worker.concurrency;
+        let share = if limits.len() > 1 { slots.div_ceil(2) } else { slots };
+        let rooms = limits.iter().map(|(k, (_, n))| (k.clone(), (2 * n.max(&1) * per_request[k]).max(share))).collect();
         let client = HttpClient::new(Policy::from_network(&loaded.config.network));
         let slot_gates = limits.keys().map(|k| (k.clone(), Arc::default())).collect();
-        Tools { revision, client, limits, slot_gates }
+        Tools { revision, client, limits, rooms, slot_gates }
     }
+}
+
+/// Per limit key, how many deliveries held here wait for its answers; `answered` rings as each is answered.
+#[derive(Default)]
+struct Waiting {
+    counts: std::sync::Mutex<HashMap<String, usize>>,
+    answered: tokio::sync::Notify,
+}
+
+impl Waiting {
+    fn get(&self, key: &str) -> usize {
+        self.counts.lock().expect("waiting lock").get(key).copied().unwrap_or(0)
+    }
+}
+
+/// A limit's share of the deliveries waiting for answers: `n` of them, given up when dropped.
+pub(super) struct Ahead {
+    waiting: Arc<Waiting>,
+    key: String,
+    n: usize,
+}
+
+impl Ahead {
+    fn take(waiting: &Arc<Waiting>, key: String, n: usize) -> Ahead {
+        *waiting.counts.lock().expect("waiting lock").entry(key.clone()).or_default() += n;
+        Ahead { waiting: waiting.clone(), key, n }
+    }
+}
+
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        if let Some(c) = self.waiting.counts.lock().expect("waiting lock").get_mut(&self.key) {
+            *c = c.saturating_sub(self.n);
+        }
+        self.waiting.answered.notify_one();
+    }
+}
+
+/// What the next claim may take: how many, and the steps it leaves out.
+struct Plan {
+    limit: usize,
+    skip: Vec<FlowStep>,
 }
 
 /// Deliveries claimed together, as the worker runs them.
@@ -75,11 +141,28 @@ enum Work {
     KintoneBatch { destination: Name, action: KintoneAction, group: Vec<Claimed> },
 }
 
+impl Work {
+    /// How many deliveries.
+    fn len(&self) -> usize {
+        match self {
+            Work::One(_) => 1,
+            Work::KintoneBatch { group, .. } => group.len(),
+        }
+    }
+}
+
 impl Worker {
     pub fn new(app: Arc<App>) -> Worker {
         let owner = format!("{}-{}", hostname(), uuid::Uuid::now_v7().simple());
         let tools = std::sync::Mutex::new(Arc::new(Tools::new(&app.loaded(), app.revision())));
-        Worker { app, owner, tools, working: Default::default(), slot_waits: Default::default() }
+        Worker {
+            app,
+            owner,
+            tools,
+            working: Default::default(),
+            slot_waits: Default::default(),
+            ahead: Default::default(),
+        }
     }
 
     /// The client and limits for the running config. A delivery already holding a permit of the previous
@@ -98,15 +181,17 @@ impl Worker {
         &self.owner
     }
 
-    /// Claims one batch of due deliveries and runs them to the end of this try; returns how many.
+    /// Claims one batch of due deliveries and runs them to the end of this try; returns how many ran (not those
+    /// given back for want of room).
     pub async fn run_once(self: &Arc<Self>) -> Result<usize, StoreError> {
-        let limit = self.app.loaded().config.worker.concurrency;
-        let batch = self.claim(limit).await?;
-        let n = batch.len();
+        let plan = self.plan(self.app.loaded().config.worker.concurrency);
+        let batch = self.claim(&plan).await?;
+        let admitted = self.admit(batch).await;
+        let n = admitted.iter().map(|(work, _)| work.len()).sum();
         let mut set = JoinSet::new();
-        for work in self.group(batch) {
+        for (work, ahead) in admitted {
             let me = self.clone();
-            set.spawn(async move { me.run_work(work).await });
+            set.spawn(async move { me.run_work(work, ahead).await });
         }
         while set.join_next().await.is_some() {}
         Ok(n)
@@ -124,11 +209,94 @@ impl Worker {
         }
     }
 
-    async fn claim(&self, limit: usize) -> Result<Vec<Claimed>, StoreError> {
+    async fn claim(&self, plan: &Plan) -> Result<Vec<Claimed>, StoreError> {
         let now = self.app.clock.now();
         let lease =
             chrono::Duration::from_std(self.app.loaded().config.worker.lease.0).unwrap_or(chrono::Duration::minutes(2));
-        self.app.store.claim(&self.owner, now, now + lease, limit).await
+        self.app.store.claim(&self.owner, now, now + lease, plan.limit, &plan.skip).await
+    }
+
+    /// The next claim, for `free` slots: no more than the limits have room for, and none of the steps whose
+    /// limit is full. (A config without destinations has no limits: its deliveries, of flows removed since, fail at
+    /// once.)
+    fn plan(&self, free: usize) -> Plan {
+        let tools = self.tools();
+        let loaded = self.app.loaded();
+        let counts = self.ahead.counts.lock().expect("waiting lock");
+        let waiting = |key: &str| counts.get(key).copied().unwrap_or(0);
+        let room: usize = tools.rooms.iter().map(|(k, room)| room.saturating_sub(waiting(k))).sum();
+        let mut skip = Vec::new();
+        for (name, flow) in &loaded.config.flows {
+            for (i, step) in flow.steps.iter().enumerate() {
+                let Some(key) = self.step_key(&loaded, step.to.as_str()) else { continue };
+                if tools.rooms.get(&key).is_some_and(|room| waiting(&key) >= *room) {
+                    skip.push(FlowStep { flow: name.to_string(), step: i as u32 });
+                }
+            }
+        }
+        Plan { limit: if tools.rooms.is_empty() { free } else { free.min(room) }, skip }
+    }
+
+    /// The limit key of a destination, by name.
+    fn step_key(&self, loaded: &renkei_core::config::Loaded, destination: &str) -> Option<String> {
+        let (name, d) = loaded.config.destinations.get_key_value(destination)?;
+        Some(limit_key(name, d))
+    }
+
+    /// The limit key of a claimed delivery's current step.
+    fn current_key(&self, loaded: &renkei_core::config::Loaded, c: &Claimed) -> Option<String> {
+        let flow = loaded.config.flows.get(c.delivery.flow.as_str())?;
+        let step = flow.steps.get(c.delivery.step as usize)?;
+        self.step_key(loaded, step.to.as_str())
+    }
+
+    /// Counts the claimed work against its limits' rooms, in claim order; what does not fit is given back to the
+    /// queue untried (it stays due, in order, and its limit is left out of claims until it has room).
+    async fn admit(&self, claimed: Vec<Claimed>) -> Vec<(Work, Option<Ahead>)> {
+        let tools = self.tools();
+        let loaded = self.app.loaded();
+        let mut admitted = Vec::new();
+        let mut back = Vec::new();
+        for work in self.group(claimed) {
+            let key = match &work {
+                Work::One(c) => self.current_key(&loaded, c),
+                Work::KintoneBatch { group, .. } => group.first().and_then(|c| self.current_key(&loaded, c)),
+            };
+            let Some((key, room)) = key.and_then(|k| tools.rooms.get(&k).map(|r| (k, *r))) else {
+                admitted.push((work, None));
+                continue;
+            };
+            let fits = room.saturating_sub(self.ahead.get(&key));
+            let work = match work {
+                Work::One(c) if fits == 0 => {
+                    back.push(c.delivery.id);
+                    continue;
+                }
+                Work::KintoneBatch { destination, action, mut group } if group.len() > fits => {
+                    back.extend(group.drain(fits..).map(|c| c.delivery.id));
+                    match group.len() {
+                        0 => continue,
+                        1 => Work::One(Box::new(group.pop().expect("one"))),
+                        _ => Work::KintoneBatch { destination, action, group },
+                    }
+                }
+                work => work,
+            };
+            let n = work.len();
+            admitted.push((work, Some(Ahead::take(&self.ahead, key, n))));
+        }
+        if !back.is_empty() {
+            if let Err(e) = self.app.store.give_back(&self.owner, &back, self.app.clock.now()).await {
+                tracing::warn!(error = %e, n = back.len(), "giving back deliveries failed; they run after their lease");
+            }
+        }
+        admitted
+    }
+
+    /// Counts a delivery's later step against its limit while it waits for the answer.
+    pub(super) fn ahead_for(&self, destination: &str) -> Option<Ahead> {
+        let key = self.step_key(&self.app.loaded(), destination)?;
+        Some(Ahead::take(&self.ahead, key, 1))
     }
 
     /// Splits a claim into single deliveries and kintone batches.
@@ -161,7 +329,7 @@ impl Worker {
         out
     }
 
-    async fn run_work(self: Arc<Self>, work: Work) {
+    async fn run_work(self: Arc<Self>, work: Work, ahead: Option<Ahead>) {
         let ids: Vec<i64> = match &work {
             Work::One(c) => vec![c.delivery.id],
             Work::KintoneBatch { group, .. } => group.iter().map(|c| c.delivery.id).collect(),
@@ -179,8 +347,10 @@ impl Worker {
         }
         let _done = Done(&self, ids);
         match work {
-            Work::One(c) => self.deliver(*c, None).await,
-            Work::KintoneBatch { destination, action, group } => self.deliver_batch(&destination, action, group).await,
+            Work::One(c) => self.deliver(*c, None, ahead).await,
+            Work::KintoneBatch { destination, action, group } => {
+                self.deliver_batch(&destination, action, group, ahead).await
+            }
         }
     }
 
@@ -226,24 +396,22 @@ impl Worker {
         loop {
             while running.try_join_next().is_some() {}
             let free = slots.available_permits();
+            let plan = self.plan(free);
             let mut claimed = 0;
-            if free > 0 {
-                match self.claim(free).await {
+            if plan.limit > 0 {
+                match self.claim(&plan).await {
                     Ok(batch) => {
                         if failures > 0 {
                             tracing::info!(failures, "claiming works again; the worker resumes");
                             failures = 0;
                         }
                         claimed = batch.len();
-                        for work in self.group(batch) {
-                            let n = match &work {
-                                Work::One(_) => 1,
-                                Work::KintoneBatch { group, .. } => group.len() as u32,
-                            };
+                        for (work, ahead) in self.admit(batch).await {
+                            let n = work.len() as u32;
                             let permit = slots.clone().acquire_many_owned(n).await.expect("semaphore is never closed");
                             let me = self.clone();
                             running.spawn(async move {
-                                me.run_work(work).await;
+                                me.run_work(work, ahead).await;
                                 drop(permit);
                             });
                         }
@@ -255,14 +423,19 @@ impl Worker {
                     }
                 }
             }
-            if free > 0 && claimed == free {
+            if plan.limit > 0 && claimed == plan.limit {
                 continue; // more may be due
             }
             let idle = if failures > 0 {
                 claim_backoff(cfg.poll.0, failures)
-            } else if free == 0 {
-                // Every slot busy: the next thing to do is when one frees (below), not when something is due.
+            } else if plan.limit == 0 {
+                // Every slot busy, or every limit full: the next thing to do is when a delivery finishes or is
+                // answered (below), not when something is due.
                 cfg.poll.0
+            } else if !plan.skip.is_empty() {
+                // What is due may be all of a full limit's: that is not worth looking again at once. A delivery
+                // finishing (below) makes room sooner.
+                self.idle_wait(cfg.poll.0).await.max(FULL_LIMIT_WAIT.min(cfg.poll.0))
             } else {
                 self.idle_wait(cfg.poll.0).await
             };
@@ -278,6 +451,7 @@ impl Worker {
                     }
                 }
                 Some(_) = running.join_next(), if !running.is_empty() => {}
+                _ = self.ahead.answered.notified(), if !plan.skip.is_empty() || plan.limit == 0 => {}
                 _ = tokio::time::sleep(idle) => {}
             }
         }
@@ -373,6 +547,10 @@ impl Drop for AbortOnDrop {
         self.0.abort();
     }
 }
+
+/// The shortest wait before claiming again while some limit is full (unless `poll` is shorter): due deliveries of
+/// that limit would otherwise have the worker claim again at once, and find nothing, until it has room.
+const FULL_LIMIT_WAIT: Duration = Duration::from_millis(100);
 
 /// The longest a worker waits between claims while the store keeps failing (unless `poll` is longer).
 const MAX_CLAIM_BACKOFF: Duration = Duration::from_secs(5);

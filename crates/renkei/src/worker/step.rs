@@ -90,7 +90,8 @@ pub(super) fn step_output(resp: &Response) -> serde_json::Value {
 impl Worker {
     /// Runs a claimed delivery from its current step until it succeeds or a step fails. `first`, when given,
     /// is the current step's try already made (by a kintone batch).
-    pub(super) async fn deliver(&self, c: Claimed, mut first: Option<Tried>) {
+    /// `ahead`: the current step's count against its limit (see the module's notes), given up once answered.
+    pub(super) async fn deliver(&self, c: Claimed, mut first: Option<Tried>, mut ahead: Option<super::Ahead>) {
         let d = &c.delivery;
         let loaded = self.app.loaded();
         let Some(flow) = loaded.config.flows.get(d.flow.as_str()) else {
@@ -104,8 +105,16 @@ impl Worker {
             let tries = if index == d.step as usize { d.tries + 1 } else { 1 };
             let tried = match first.take() {
                 Some(t) => t,
-                None => self.try_step(flow, index, &view, &outputs, d.id).await,
+                None => {
+                    let _ahead = match ahead.take() {
+                        Some(a) => Some(a),
+                        None if index > d.step as usize => self.ahead_for(flow.steps[index].to.as_str()),
+                        None => None,
+                    };
+                    self.try_step(flow, index, &view, &outputs, d.id).await
+                }
             };
+            drop(ahead.take());
             let success = matches!(tried.outcome, Outcome::Success);
             if success {
                 outputs.push(tried.output.clone());

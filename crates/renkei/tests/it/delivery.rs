@@ -374,6 +374,61 @@ async fn graceful_shutdown_releases_what_is_in_flight() {
     assert_eq!(app.deliveries().await[0]["status"], "succeeded");
 }
 
+/// A destination that hangs holds no more of the worker's slots than its room (half of them): the
+/// other destination's deliveries go on meanwhile, what waits for the hung one stays queued untried, and it is
+/// all delivered once that destination answers again.
+#[tokio::test]
+async fn a_hung_destination_does_not_hold_up_the_others() {
+    let (stuck, fine) = (Receiver::start().await, Receiver::start().await);
+    stuck.answer_by_default(Reply::hang());
+    let step = |to: &str| {
+        format!(
+            r#"{{ source: orders, steps: [ {{ to: {to}, method: POST, path: /in, body: {{ id: "{{{{ body.id }}}}" }} }} ] }}"#
+        )
+    };
+    let cfg = format!(
+        "worker: {{ concurrency: 8, shutdown_grace: 100ms }}\n\
+         sources: {{ orders: {{}} }}\n\
+         destinations:\n  \
+           stuck: {{ type: http, base_url: \"{}\", concurrency: 2 }}\n  \
+           fine: {{ type: http, base_url: \"{}\" }}\n\
+         flows:\n  to_stuck: {}\n  to_fine: {}\n",
+        stuck.url,
+        fine.url,
+        step("stuck"),
+        step("fine")
+    );
+    let app = spawn_app(&cfg).await;
+    for i in 0..30 {
+        assert_eq!(app.post_json("/hooks/orders", json!({ "id": i })).await.status(), 202);
+    }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(app.worker.clone().run(async move {
+        let _ = stopped.await;
+    }));
+    // Every event reaches `fine` although `stuck`'s deliveries are older and 8 slots are all there are.
+    fine.wait_for(30).await;
+    assert_eq!(stuck.received().len(), 2, "two requests hang, as its concurrency allows");
+    let to_stuck: Vec<serde_json::Value> =
+        app.deliveries().await.into_iter().filter(|d| d["flow"] == "to_stuck").collect();
+    let held = to_stuck.iter().filter(|d| d["status"] == "in_flight").count();
+    assert!((2..=4).contains(&held), "held {held} of to_stuck's deliveries, room is 4: {to_stuck:?}");
+    assert!(to_stuck.iter().all(|d| d["attempts"] == 0), "nothing waiting was tried: {to_stuck:?}");
+
+    // It answers again: everything is delivered, each event once besides the two interrupted tries.
+    stop.send(()).unwrap();
+    run.await.unwrap();
+    stuck.answer_by_default(Reply::status(200));
+    // On PostgreSQL the two cut-off requests keep their shared slots (`limit_slots`) until the request's timeout
+    // (30 s) and 10 s more have passed, as a dead node's would.
+    app.advance(Duration::from_secs(41));
+    assert_eq!(app.drain().await, 30);
+    let got = stuck.received();
+    let ids: std::collections::BTreeSet<String> = got.iter().map(|r| r.json()["id"].to_string()).collect();
+    assert_eq!((got.len(), ids.len()), (32, 30));
+    assert_eq!(fine.received().len(), 30);
+}
+
 #[tokio::test]
 async fn later_steps_see_earlier_responses() {
     let rx = Receiver::start().await;
