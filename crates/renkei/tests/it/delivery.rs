@@ -429,6 +429,65 @@ async fn a_hung_destination_does_not_hold_up_the_others() {
     assert_eq!(fine.received().len(), 30);
 }
 
+/// A destination that misbehaves below HTTP's status codes: resets connections, answers bytes that are not
+/// HTTP, cuts an answer off, answers after the timeout, answers slowly but in time. Ingress keeps accepting, every
+/// failure is a retry with what happened in the history, and once it heals every event is delivered; the only
+/// repeats are of tries it answered too late (it had the request, renkei had given up on it).
+#[tokio::test]
+async fn a_faulty_destination_is_retried_until_it_heals_and_nothing_is_lost() {
+    let sink = FaultySink::start().await;
+    let cfg = format!(
+        "sources: {{ orders: {{}} }}\n\
+         destinations: {{ sink: {{ type: http, base_url: \"{}\", timeout: 500ms }} }}\n\
+         flows:\n  out: {{ source: orders, retry: {{ max_attempts: 20, initial: 1s, max: 1m }}, \
+         steps: [ {{ to: sink, method: POST, path: /in, body: {{ id: \"{{{{ body.id }}}}\" }} }} ] }}\n",
+        sink.url
+    );
+    let app = spawn_app(&cfg).await;
+    let faults = [
+        (Fault::Reset, "connection reset"),
+        (Fault::Garbage, "invalid HTTP"),
+        (Fault::Truncated, "end of file before message length reached"),
+        (Fault::Slow(Duration::from_secs(2)), "timed out after 500ms"),
+    ];
+    let mut posted = 0;
+    for (round, (fault, says)) in faults.iter().enumerate() {
+        sink.set(*fault);
+        for _ in 0..3 {
+            assert_eq!(app.post_json("/hooks/orders", json!({ "id": posted })).await.status(), 202, "{fault:?}");
+            posted += 1;
+        }
+        let tried = sink.requests();
+        assert_eq!(app.drain().await, posted, "{fault:?}: every open delivery tried");
+        assert!(sink.requests() >= tried + posted, "{fault:?}: every try reached the sink");
+        let ds = app.deliveries().await;
+        // Each round tries every open delivery once more: 3, then 3 + 6, then 3 + 6 + 9... tries in all.
+        let attempts: u64 = ds.iter().map(|d| d["attempts"].as_u64().unwrap()).sum();
+        assert_eq!(attempts, 3 * (round as u64 + 1) * (round as u64 + 2) / 2, "{fault:?}: {ds:?}");
+        for d in &ds {
+            assert_eq!(d["status"], "retrying", "{fault:?}: {d}");
+            let error = d["last_error"].as_str().unwrap();
+            assert!(error.to_ascii_lowercase().contains(&says.to_ascii_lowercase()), "{fault:?}: {error}");
+        }
+        app.advance(Duration::from_secs(120));
+    }
+    // Slow, but within the timeout: delivered.
+    sink.set(Fault::Slow(Duration::from_millis(20)));
+    app.post_json("/hooks/orders", json!({ "id": posted })).await;
+    posted += 1;
+    assert_eq!(app.drain().await, posted);
+    let ds = app.deliveries().await;
+    assert!(ds.iter().all(|d| d["status"] == "succeeded"), "{ds:?}");
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    for body in sink.delivered() {
+        *seen.entry(body["id"].to_string()).or_default() += 1;
+    }
+    assert_eq!(seen.len(), posted, "every event delivered: {seen:?}");
+    // Those open while it answered too late (the first 12) were seen twice: once late, once delivered.
+    let repeats: usize = seen.values().map(|n| n - 1).sum();
+    assert_eq!(repeats, 12, "{seen:?}");
+}
+
 #[tokio::test]
 async fn later_steps_see_earlier_responses() {
     let rx = Receiver::start().await;

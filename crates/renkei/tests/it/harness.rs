@@ -400,3 +400,126 @@ pub async fn deliveries_with(http: &reqwest::Client, url: &str, token: &str, sta
         .unwrap();
     v["items"].as_array().unwrap().len()
 }
+
+/// How a [`FaultySink`] treats each request it reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Answers 200 and keeps the body: the sink is well.
+    None,
+    /// Resets the connection (RST) instead of answering.
+    Reset,
+    /// Answers bytes that are not HTTP, then closes.
+    Garbage,
+    /// Starts a 200 whose body never arrives whole (the connection closes 5 bytes in).
+    Truncated,
+    /// Answers 200 after this long.
+    Slow(Duration),
+}
+
+/// A destination that misbehaves at the TCP and HTTP level, as the test says: resets, garbage, cut-off answers,
+/// slow answers. Speaks just enough HTTP/1.1 (keep-alive, `content-length` bodies) for renkei's client.
+pub struct FaultySink {
+    pub url: String,
+    state: Arc<FaultyState>,
+}
+
+#[derive(Default)]
+struct FaultyState {
+    fault: Mutex<Option<Fault>>,
+    /// Bodies of the requests it acted on (`None` and `Slow`, whether or not the answer was still awaited).
+    delivered: Mutex<Vec<Vec<u8>>>,
+    /// Requests read, whatever was done with them.
+    requests: std::sync::atomic::AtomicUsize,
+}
+
+impl FaultySink {
+    pub async fn start() -> FaultySink {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let state = Arc::new(FaultyState::default());
+        let shared = state.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(faulty_connection(stream, shared.clone()));
+            }
+        });
+        FaultySink { url, state }
+    }
+
+    pub fn set(&self, fault: Fault) {
+        *self.state.fault.lock().unwrap() = Some(fault);
+    }
+
+    /// The JSON bodies of the requests it acted on, in order.
+    pub fn delivered(&self) -> Vec<serde_json::Value> {
+        self.state.delivered.lock().unwrap().iter().map(|b| serde_json::from_slice(b).unwrap()).collect()
+    }
+
+    pub fn requests(&self) -> usize {
+        self.state.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+async fn faulty_connection(mut stream: tokio::net::TcpStream, state: Arc<FaultyState>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = Vec::new();
+    loop {
+        // One request: the head up to the blank line, then `content-length` bytes of body.
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0);
+        while buf.len() < head_end + length {
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body: Vec<u8> = buf.drain(..head_end + length).skip(head_end).collect();
+        state.requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let fault = state.fault.lock().unwrap().unwrap_or(Fault::None);
+        const OK: &[u8] =
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"ok\":true}";
+        match fault {
+            Fault::Reset => {
+                let _ = stream.set_linger(Some(Duration::ZERO));
+                return;
+            }
+            Fault::Garbage => {
+                let _ = stream.write_all(b"\x16\x03\x01\x00 SSH-2.0-not-http \xff\xfe\r\n\r\n").await;
+                return;
+            }
+            Fault::Truncated => {
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"ok\"").await;
+                return;
+            }
+            Fault::Slow(d) => {
+                // It has the request (and acts on it) at once; only its answer is slow.
+                state.delivered.lock().unwrap().push(body);
+                tokio::time::sleep(d).await;
+                if stream.write_all(OK).await.is_err() {
+                    return;
+                }
+            }
+            Fault::None => {
+                state.delivered.lock().unwrap().push(body);
+                if stream.write_all(OK).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
