@@ -495,7 +495,7 @@ async fn faulty_connection(mut stream: tokio::net::TcpStream, state: Arc<FaultyS
             b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"ok\":true}";
         match fault {
             Fault::Reset => {
-                let _ = stream.set_linger(Some(Duration::ZERO));
+                let _ = stream.set_zero_linger();
                 return;
             }
             Fault::Garbage => {
