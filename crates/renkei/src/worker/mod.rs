@@ -9,12 +9,15 @@
 //! written together, up to 100 records per request (`kintone.rs`).
 //!
 //! One slow destination does not hold up the others. Per limit (destination, or kintone domain), the worker
-//! counts the deliveries it holds that wait for that limit's answer (queued for a permit, or sent), and lets
-//! a limit have at most its *room* of them: half the worker's slots (all of them when there is only one
-//! limit), or twice the limit's concurrency (in records for a kintone destination that batches) when that is
-//! more. A limit whose room is full is left out of claims (its deliveries stay queued, in order), and what a
-//! claim brought beyond a limit's room is given back untried at once. Without this, a destination that hangs
-//! would, claim after claim, end up holding every worker slot with deliveries waiting for its permits.
+//! counts the deliveries it holds that wait for that limit's answer (queued for a permit, or sent), and lets a
+//! limit have at most its *room* of them: half the worker's slots when flows write to more than one limit, all
+//! of them when to one. A limit whose room is full is left out of claims until a quarter of it is free again
+//! (its deliveries stay queued, in order, and the claim goes on past them); what a claim brought beyond a
+//! limit's room is given back untried at once, and so is a delivery whose next step goes to a full limit. While
+//! a limit is full, claims are spaced ten times their own duration apart, since each walks past that limit's
+//! due deliveries. Without this, a destination that hangs would, claim after claim, end up holding every
+//! worker slot with deliveries waiting for its permits. Two destinations that hang at once can still hold them
+//! all between them.
 //!
 //! [`Worker::run`] is the long-running loop; [`Worker::drain`] runs until nothing is due, which is how
 //! tests make progress deterministically (with a manual clock deciding what "due" means).
@@ -22,7 +25,7 @@
 mod kintone;
 mod step;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,7 +69,6 @@ struct Tools {
 impl Tools {
     fn new(loaded: &renkei_core::config::Loaded, revision: i64) -> Tools {
         let mut limits: HashMap<String, (Arc<Semaphore>, usize)> = HashMap::new();
-        let mut per_request: HashMap<String, usize> = HashMap::new();
         for (name, d) in &loaded.config.destinations {
             let key = limit_key(name, d);
             // Several kintone destinations on one domain share the smallest of their limits.
@@ -74,19 +76,22 @@ impl Tools {
                 Some((_, n)) => (*n).min(d.concurrency()),
                 None => d.concurrency(),
             };
-            let records = match d {
-                Destination::Kintone(k) if k.batch.enabled => k.batch.max.max(1),
-                _ => 1,
-            };
-            let most = per_request.entry(key.clone()).or_default();
-            *most = (*most).max(records);
             limits.insert(key, (Arc::new(Semaphore::new(n)), n));
         }
-        // With one limit there is nobody to keep room for: it may have every slot (and claims stay as large as
-        // the slots free, which a backlog's drain needs: capped at half, it ran 11% slower).
+        // A limit's room: half the slots when flows write to more than one limit; all of them when they write to
+        // one, since there is nobody to keep room for (and claims stay as large as the slots free, which a
+        // backlog's drain needs: capped at half, it ran 11% slower).
+        let used: HashSet<String> = loaded
+            .config
+            .flows
+            .values()
+            .flat_map(|f| f.steps.iter())
+            .filter_map(|step| loaded.config.destinations.get_key_value(step.to.as_str()))
+            .map(|(name, d)| limit_key(name, d))
+            .collect();
         let slots = loaded.config.worker.concurrency;
-        let share = if limits.len() > 1 { slots.div_ceil(2) } else { slots };
-        let rooms = limits.iter().map(|(k, (_, n))| (k.clone(), (2 * n.max(&1) * per_request[k]).max(share))).collect();
+        let room = if used.len() > 1 { slots.div_ceil(2) } else { slots };
+        let rooms = limits.keys().map(|k| (k.clone(), room)).collect();
         let client = HttpClient::new(Policy::from_network(&loaded.config.network));
         let slot_gates = limits.keys().map(|k| (k.clone(), Arc::default())).collect();
         Tools { revision, client, limits, rooms, slot_gates }
@@ -94,9 +99,12 @@ impl Tools {
 }
 
 /// Per limit key, how many deliveries held here wait for its answers; `answered` rings as each is answered.
+/// `full`: the limits left out of claims, from when their room filled until a quarter of it is free again (so a
+/// slow limit at the head of the queue is not claimed for, and the rest given back, at each single answer).
 #[derive(Default)]
 struct Waiting {
     counts: std::sync::Mutex<HashMap<String, usize>>,
+    full: std::sync::Mutex<HashSet<String>>,
     answered: tokio::sync::Notify,
 }
 
@@ -224,12 +232,25 @@ impl Worker {
         let loaded = self.app.loaded();
         let counts = self.ahead.counts.lock().expect("waiting lock");
         let waiting = |key: &str| counts.get(key).copied().unwrap_or(0);
-        let room: usize = tools.rooms.iter().map(|(k, room)| room.saturating_sub(waiting(k))).sum();
+        let mut full = self.ahead.full.lock().expect("waiting lock");
+        for (key, room) in &tools.rooms {
+            if waiting(key) >= *room {
+                full.insert(key.clone());
+            } else if waiting(key) <= room - room.div_ceil(4) {
+                full.remove(key);
+            }
+        }
+        let room: usize = tools
+            .rooms
+            .iter()
+            .filter(|(k, _)| !full.contains(*k))
+            .map(|(k, room)| room.saturating_sub(waiting(k)))
+            .sum();
         let mut skip = Vec::new();
         for (name, flow) in &loaded.config.flows {
             for (i, step) in flow.steps.iter().enumerate() {
                 let Some(key) = self.step_key(&loaded, step.to.as_str()) else { continue };
-                if tools.rooms.get(&key).is_some_and(|room| waiting(&key) >= *room) {
+                if full.contains(&key) {
                     skip.push(FlowStep { flow: name.to_string(), step: i as u32 });
                 }
             }
@@ -293,10 +314,20 @@ impl Worker {
         admitted
     }
 
-    /// Counts a delivery's later step against its limit while it waits for the answer.
-    pub(super) fn ahead_for(&self, destination: &str) -> Option<Ahead> {
-        let key = self.step_key(&self.app.loaded(), destination)?;
-        Some(Ahead::take(&self.ahead, key, 1))
+    /// Counts a delivery's later step against its limit while it waits for the answer; `Err` when that limit
+    /// has no room: the delivery is then given back to the queue at this step (which claims leave out until the
+    /// limit has room), instead of holding a slot while it waits.
+    pub(super) async fn ahead_for(&self, id: i64, destination: &str) -> Result<Option<Ahead>, ()> {
+        let loaded = self.app.loaded();
+        let Some(key) = self.step_key(&loaded, destination) else { return Ok(None) };
+        let room = self.tools().rooms.get(&key).copied().unwrap_or(usize::MAX);
+        if self.ahead.get(&key) < room {
+            return Ok(Some(Ahead::take(&self.ahead, key, 1)));
+        }
+        if let Err(e) = self.app.store.give_back(&self.owner, &[id], self.app.clock.now()).await {
+            tracing::warn!(delivery = id, error = %e, "giving back a delivery failed; it runs after its lease");
+        }
+        Err(())
     }
 
     /// Splits a claim into single deliveries and kintone batches.
@@ -392,14 +423,22 @@ impl Worker {
         let mut running = JoinSet::new();
         // Claims failed in a row: the store is away (see `claim_backoff`).
         let mut failures = 0u32;
+        // No claim before this while a limit is full (see below).
+        let mut spaced_until: Option<std::time::Instant> = None;
         tokio::pin!(shutdown);
         loop {
             while running.try_join_next().is_some() {}
             let free = slots.available_permits();
             let plan = self.plan(free);
+            // While a limit is full its due deliveries are walked past by each claim, which costs as many rows
+            // as it has due: claims are spaced to take a tenth of the time at most.
+            let spaced = !plan.skip.is_empty() && spaced_until.is_some_and(|t| std::time::Instant::now() < t);
             let mut claimed = 0;
-            if plan.limit > 0 {
-                match self.claim(&plan).await {
+            if plan.limit > 0 && !spaced {
+                let started = std::time::Instant::now();
+                let result = self.claim(&plan).await;
+                spaced_until = Some(std::time::Instant::now() + started.elapsed() * CLAIM_SPACING);
+                match result {
                     Ok(batch) => {
                         if failures > 0 {
                             tracing::info!(failures, "claiming works again; the worker resumes");
@@ -423,7 +462,7 @@ impl Worker {
                     }
                 }
             }
-            if plan.limit > 0 && claimed == plan.limit {
+            if plan.limit > 0 && !spaced && claimed == plan.limit {
                 continue; // more may be due
             }
             let idle = if failures > 0 {
@@ -434,8 +473,9 @@ impl Worker {
                 cfg.poll.0
             } else if !plan.skip.is_empty() {
                 // What is due may be all of a full limit's: that is not worth looking again at once. A delivery
-                // finishing (below) makes room sooner.
-                self.idle_wait(cfg.poll.0).await.max(FULL_LIMIT_WAIT.min(cfg.poll.0))
+                // answered or finishing (below) makes room sooner.
+                let spacing = spaced_until.map(|t| t.saturating_duration_since(std::time::Instant::now()));
+                self.idle_wait(cfg.poll.0).await.max(FULL_LIMIT_WAIT.min(cfg.poll.0)).max(spacing.unwrap_or_default())
             } else {
                 self.idle_wait(cfg.poll.0).await
             };
@@ -547,6 +587,9 @@ impl Drop for AbortOnDrop {
         self.0.abort();
     }
 }
+
+/// While some limit is full, a claim is followed by at least this many times its own duration without one.
+const CLAIM_SPACING: u32 = 10;
 
 /// The shortest wait before claiming again while some limit is full (unless `poll` is shorter): due deliveries of
 /// that limit would otherwise have the worker claim again at once, and find nothing, until it has room.

@@ -108,7 +108,12 @@ impl Worker {
                 None => {
                     let _ahead = match ahead.take() {
                         Some(a) => Some(a),
-                        None if index > d.step as usize => self.ahead_for(flow.steps[index].to.as_str()),
+                        None if index > d.step as usize => {
+                            match self.ahead_for(d.id, flow.steps[index].to.as_str()).await {
+                                Ok(a) => a,
+                                Err(()) => return, // given back at this step: its limit is full
+                            }
+                        }
                         None => None,
                     };
                     self.try_step(flow, index, &view, &outputs, d.id).await
