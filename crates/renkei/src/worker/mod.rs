@@ -10,8 +10,8 @@
 //!
 //! One slow destination does not hold up the others. Per limit (destination, or kintone domain), the worker
 //! counts the deliveries it holds that wait for that limit's answer (queued for a permit, or sent), and lets a
-//! limit have at most its *room* of them: half the worker's slots when flows write to more than one limit, all
-//! of them when to one. A limit whose room is full is left out of claims until a quarter of it is free again
+//! limit have at most its *room* of them: half the worker's slots when flows write to more than one limit (or
+//! a kintone batch's records, if more and the slots allow), all of them when to one. A limit whose room is full is left out of claims until a quarter of it is free again
 //! (its deliveries stay queued, in order, and the claim goes on past them); what a claim brought beyond a
 //! limit's room is given back untried at once, and so is a delivery whose next step goes to a full limit. While
 //! a limit is full, claims are spaced ten times their own duration apart, since each walks past that limit's
@@ -69,6 +69,7 @@ struct Tools {
 impl Tools {
     fn new(loaded: &renkei_core::config::Loaded, revision: i64) -> Tools {
         let mut limits: HashMap<String, (Arc<Semaphore>, usize)> = HashMap::new();
+        let mut batches: HashMap<String, usize> = HashMap::new();
         for (name, d) in &loaded.config.destinations {
             let key = limit_key(name, d);
             // Several kintone destinations on one domain share the smallest of their limits.
@@ -76,11 +77,19 @@ impl Tools {
                 Some((_, n)) => (*n).min(d.concurrency()),
                 None => d.concurrency(),
             };
+            if let Destination::Kintone(k) = d {
+                if k.batch.enabled {
+                    let most = batches.entry(key.clone()).or_default();
+                    *most = (*most).max(k.batch.max);
+                }
+            }
             limits.insert(key, (Arc::new(Semaphore::new(n)), n));
         }
         // A limit's room: half the slots when flows write to more than one limit; all of them when they write to
         // one, since there is nobody to keep room for (and claims stay as large as the slots free, which a
-        // backlog's drain needs: capped at half, it ran 11% slower).
+        // backlog's drain needs: capped at half, it ran 11% slower). A kintone domain that batches has room for
+        // a full batch (up to 100 records a request, which kintone counts against its daily requests) if the
+        // slots allow.
         let used: HashSet<String> = loaded
             .config
             .flows
@@ -91,7 +100,8 @@ impl Tools {
             .collect();
         let slots = loaded.config.worker.concurrency;
         let room = if used.len() > 1 { slots.div_ceil(2) } else { slots };
-        let rooms = limits.keys().map(|k| (k.clone(), room)).collect();
+        let rooms =
+            limits.keys().map(|k| (k.clone(), room.max(batches.get(k).copied().unwrap_or(0)).min(slots))).collect();
         let client = HttpClient::new(Policy::from_network(&loaded.config.network));
         let slot_gates = limits.keys().map(|k| (k.clone(), Arc::default())).collect();
         Tools { revision, client, limits, rooms, slot_gates }
