@@ -10,14 +10,15 @@
 //!
 //! One slow destination does not hold up the others. Per limit (destination, or kintone domain), the worker
 //! counts the deliveries it holds that wait for that limit's answer (queued for a permit, or sent), and lets a
-//! limit have at most its *room* of them: half the worker's slots when flows write to more than one limit (or
-//! a kintone batch's records, if more and the slots allow), all of them when to one. A limit whose room is full is left out of claims until a quarter of it is free again
-//! (its deliveries stay queued, in order, and the claim goes on past them); what a claim brought beyond a
-//! limit's room is given back untried at once, and so is a delivery whose next step goes to a full limit. While
-//! a limit is full, claims are spaced ten times their own duration apart, since each walks past that limit's
-//! due deliveries. Without this, a destination that hangs would, claim after claim, end up holding every
-//! worker slot with deliveries waiting for its permits. Two destinations that hang at once can still hold them
-//! all between them.
+//! limit have at most its *room* of them: half the worker's slots when flows write to more than one limit (a
+//! kintone domain written in batches: a batch's records, if more, up to three quarters of the slots), all of
+//! them when to one. A limit whose room filled is *full* until a quarter of it is free again, and left out of
+//! claims meanwhile (its deliveries stay queued, in order, and the claim goes on past them); what a claim
+//! brought beyond a limit's room is given back untried at once, and so is a delivery whose next step goes to a
+//! full limit. While a limit is full, a claim that came back short (it walked past all that limit's due
+//! deliveries) is followed by ten times its duration without one, at most a second. Without this, a
+//! destination that hangs would, claim after claim, end up holding every worker slot with deliveries waiting
+//! for its permits. Two destinations that hang at once can still hold them all between them.
 //!
 //! [`Worker::run`] is the long-running loop; [`Worker::drain`] runs until nothing is due, which is how
 //! tests make progress deterministically (with a manual clock deciding what "due" means).
@@ -46,7 +47,8 @@ pub struct Worker {
     /// The client and the limits of the config revision they were made for; made again when it changes.
     tools: std::sync::Mutex<Arc<Tools>>,
     /// Deliveries this worker is running now: their leases are renewed while they run.
-    working: std::sync::Mutex<std::collections::HashSet<i64>>,
+    /// (A count each: a delivery given back mid-run can be claimed and running again before its first run ends.)
+    working: std::sync::Mutex<HashMap<i64, usize>>,
     /// Times a request waited for a slot another node held (a limit kept across nodes).
     slot_waits: std::sync::atomic::AtomicU64,
     /// Per limit key, the deliveries held here that wait for that limit's answer (see the module's notes).
@@ -69,7 +71,6 @@ struct Tools {
 impl Tools {
     fn new(loaded: &renkei_core::config::Loaded, revision: i64) -> Tools {
         let mut limits: HashMap<String, (Arc<Semaphore>, usize)> = HashMap::new();
-        let mut batches: HashMap<String, usize> = HashMap::new();
         for (name, d) in &loaded.config.destinations {
             let key = limit_key(name, d);
             // Several kintone destinations on one domain share the smallest of their limits.
@@ -77,31 +78,32 @@ impl Tools {
                 Some((_, n)) => (*n).min(d.concurrency()),
                 None => d.concurrency(),
             };
-            if let Destination::Kintone(k) = d {
-                if k.batch.enabled {
-                    let most = batches.entry(key.clone()).or_default();
-                    *most = (*most).max(k.batch.max);
-                }
-            }
             limits.insert(key, (Arc::new(Semaphore::new(n)), n));
         }
-        // A limit's room: half the slots when flows write to more than one limit; all of them when they write to
-        // one, since there is nobody to keep room for (and claims stay as large as the slots free, which a
-        // backlog's drain needs: capped at half, it ran 11% slower). A kintone domain that batches has room for
-        // a full batch (up to 100 records a request, which kintone counts against its daily requests) if the
-        // slots allow.
-        let used: HashSet<String> = loaded
-            .config
-            .flows
-            .values()
-            .flat_map(|f| f.steps.iter())
-            .filter_map(|step| loaded.config.destinations.get_key_value(step.to.as_str()))
-            .map(|(name, d)| limit_key(name, d))
-            .collect();
+        // A limit's room, for the limits flows write to: half the slots when they write to more than one; all of
+        // them when to one, since there is nobody to keep room for (and claims stay as large as the slots free,
+        // which a backlog's drain needs: capped at half, it ran 11% slower). A kintone domain written in
+        // batches (kintone counts requests per day) has room for a whole batch, up to three quarters of the
+        // slots.
+        let mut used: HashMap<String, usize> = HashMap::new();
+        for step in loaded.config.flows.values().flat_map(|f| f.steps.iter()) {
+            let Some((name, d)) = loaded.config.destinations.get_key_value(step.to.as_str()) else { continue };
+            let batch = match (d, step.action) {
+                (Destination::Kintone(k), Some(action)) if k.batch.enabled && action.batches() => k.batch.max,
+                _ => 0,
+            };
+            let most = used.entry(limit_key(name, d)).or_default();
+            *most = (*most).max(batch);
+        }
         let slots = loaded.config.worker.concurrency;
-        let room = if used.len() > 1 { slots.div_ceil(2) } else { slots };
-        let rooms =
-            limits.keys().map(|k| (k.clone(), room.max(batches.get(k).copied().unwrap_or(0)).min(slots))).collect();
+        let share = if used.len() > 1 { slots.div_ceil(2) } else { slots };
+        let rooms = used
+            .into_iter()
+            .map(|(k, batch)| {
+                let room = if batch > share { batch.min(slots - slots / 4).max(share) } else { share };
+                (k, room)
+            })
+            .collect();
         let client = HttpClient::new(Policy::from_network(&loaded.config.network));
         let slot_gates = limits.keys().map(|k| (k.clone(), Arc::default())).collect();
         Tools { revision, client, limits, rooms, slot_gates }
@@ -331,7 +333,8 @@ impl Worker {
         let loaded = self.app.loaded();
         let Some(key) = self.step_key(&loaded, destination) else { return Ok(None) };
         let room = self.tools().rooms.get(&key).copied().unwrap_or(usize::MAX);
-        if self.ahead.get(&key) < room {
+        let full = self.ahead.full.lock().expect("waiting lock").contains(&key);
+        if !full && self.ahead.get(&key) < room {
             return Ok(Some(Ahead::take(&self.ahead, key, 1)));
         }
         if let Err(e) = self.app.store.give_back(&self.owner, &[id], self.app.clock.now()).await {
@@ -375,14 +378,24 @@ impl Worker {
             Work::One(c) => vec![c.delivery.id],
             Work::KintoneBatch { group, .. } => group.iter().map(|c| c.delivery.id).collect(),
         };
-        self.working.lock().expect("working lock").extend(ids.iter().copied());
+        {
+            let mut working = self.working.lock().expect("working lock");
+            for id in &ids {
+                *working.entry(*id).or_default() += 1;
+            }
+        }
         // Removed however the work ends (an abort at the end of the shutdown grace included).
         struct Done<'a>(&'a Worker, Vec<i64>);
         impl Drop for Done<'_> {
             fn drop(&mut self) {
                 let mut working = self.0.working.lock().expect("working lock");
                 for id in &self.1 {
-                    working.remove(id);
+                    if let Some(n) = working.get_mut(id) {
+                        *n -= 1;
+                        if *n == 0 {
+                            working.remove(id);
+                        }
+                    }
                 }
             }
         }
@@ -403,7 +416,7 @@ impl Worker {
     /// longer than a lease (a slow destination, several steps) is not taken over by another worker while this
     /// one lives. [`Worker::run`] calls it every third of a lease; returns how many leases were renewed.
     pub async fn renew_leases(&self) -> Result<u64, StoreError> {
-        let ids: Vec<i64> = self.working.lock().expect("working lock").iter().copied().collect();
+        let ids: Vec<i64> = self.working.lock().expect("working lock").keys().copied().collect();
         if ids.is_empty() {
             return Ok(0);
         }
@@ -447,7 +460,11 @@ impl Worker {
             if plan.limit > 0 && !spaced {
                 let started = std::time::Instant::now();
                 let result = self.claim(&plan).await;
-                spaced_until = Some(std::time::Instant::now() + started.elapsed() * CLAIM_SPACING);
+                // A claim that came back short with a limit left out walked past all of its due deliveries.
+                if result.as_ref().is_ok_and(|b| b.len() < plan.limit) && !plan.skip.is_empty() {
+                    let spacing = (started.elapsed() * CLAIM_SPACING).min(MAX_CLAIM_SPACING.min(cfg.poll.0));
+                    spaced_until = Some(std::time::Instant::now() + spacing);
+                }
                 match result {
                     Ok(batch) => {
                         if failures > 0 {
@@ -481,13 +498,16 @@ impl Worker {
                 // Every slot busy, or every limit full: the next thing to do is when a delivery finishes or is
                 // answered (below), not when something is due.
                 cfg.poll.0
-            } else if !plan.skip.is_empty() {
-                // What is due may be all of a full limit's: that is not worth looking again at once. A delivery
-                // answered or finishing (below) makes room sooner.
-                let spacing = spaced_until.map(|t| t.saturating_duration_since(std::time::Instant::now()));
-                self.idle_wait(cfg.poll.0).await.max(FULL_LIMIT_WAIT.min(cfg.poll.0)).max(spacing.unwrap_or_default())
+            } else if spaced {
+                spaced_until.map(|t| t.saturating_duration_since(std::time::Instant::now())).unwrap_or_default()
             } else {
-                self.idle_wait(cfg.poll.0).await
+                // Due now but not claimed (a full limit's deliveries, or an ordering key's next while its head is
+                // in flight): not worth looking again at once; a delivery answered or finishing (below) makes
+                // room sooner.
+                match self.idle_wait(cfg.poll.0).await {
+                    wait if wait.is_zero() => UNCLAIMABLE_WAIT.min(cfg.poll.0),
+                    wait => wait,
+                }
             };
             tokio::select! {
                 _ = &mut shutdown => break,
@@ -598,12 +618,15 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// While some limit is full, a claim is followed by at least this many times its own duration without one.
+/// While some limit is full, a claim that came back short is followed by at least this many times its own
+/// duration without one, up to [`MAX_CLAIM_SPACING`] (or `poll`).
 const CLAIM_SPACING: u32 = 10;
+const MAX_CLAIM_SPACING: Duration = Duration::from_secs(1);
 
-/// The shortest wait before claiming again while some limit is full (unless `poll` is shorter): due deliveries of
-/// that limit would otherwise have the worker claim again at once, and find nothing, until it has room.
-const FULL_LIMIT_WAIT: Duration = Duration::from_millis(100);
+/// How long an idle worker waits when something is due that its claim did not take (unless `poll` is shorter):
+/// a full limit's deliveries, or an ordering key's next while its head is in flight. It would otherwise claim
+/// again at once, and find nothing, until then.
+const UNCLAIMABLE_WAIT: Duration = Duration::from_millis(100);
 
 /// The longest a worker waits between claims while the store keeps failing (unless `poll` is longer).
 const MAX_CLAIM_BACKOFF: Duration = Duration::from_secs(5);

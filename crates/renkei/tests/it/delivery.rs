@@ -443,6 +443,8 @@ async fn hung_destination(concurrency: usize, later: bool, hanging: usize) {
     let ids: std::collections::BTreeSet<String> = got.iter().map(|r| r.json()["id"].to_string()).collect();
     assert_eq!((got.len(), ids.len()), (30 + hanging, 30));
     assert_eq!(fine.received().len(), 30);
+    // A delivery given back at its second step is not sent to its first again.
+    assert_eq!(relay.received().len(), if later { 30 } else { 0 });
 }
 
 /// A destination that misbehaves below HTTP's status codes: resets connections, answers bytes that are not
