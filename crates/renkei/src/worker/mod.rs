@@ -51,6 +51,8 @@ pub struct Worker {
     working: std::sync::Mutex<HashMap<i64, usize>>,
     /// Times a request waited for a slot another node held (a limit kept across nodes).
     slot_waits: std::sync::atomic::AtomicU64,
+    /// Claims asked of the store.
+    claims: std::sync::atomic::AtomicU64,
     /// Per limit key, the deliveries held here that wait for that limit's answer (see the module's notes).
     ahead: Arc<Waiting>,
 }
@@ -181,6 +183,7 @@ impl Worker {
             tools,
             working: Default::default(),
             slot_waits: Default::default(),
+            claims: Default::default(),
             ahead: Default::default(),
         }
     }
@@ -233,6 +236,7 @@ impl Worker {
         let now = self.app.clock.now();
         let lease =
             chrono::Duration::from_std(self.app.loaded().config.worker.lease.0).unwrap_or(chrono::Duration::minutes(2));
+        self.claims.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.app.store.claim(&self.owner, now, now + lease, plan.limit, &plan.skip).await
     }
 
@@ -579,6 +583,11 @@ impl Worker {
     /// How many times a request waited for a slot another node held.
     pub fn slot_waits(&self) -> u64 {
         self.slot_waits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many claims this worker has asked the store for.
+    pub fn claims(&self) -> u64 {
+        self.claims.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// On a store several nodes share, one of the `cap` slots of `key`, waited for while other nodes hold them

@@ -506,6 +506,31 @@ async fn a_faulty_destination_is_retried_until_it_heals_and_nothing_is_lost() {
     assert_eq!(repeats, 12, "{seen:?}");
 }
 
+/// While an ordering key's head hangs, its next delivery is due but not claimable: the idle worker must not
+/// claim again and again meanwhile (it did: the store said something was due now, and the worker looked at
+/// once, for as long as the head ran). Observed over half a second: the loop made 286 claims; the
+/// worker waits 100 ms between looks.
+#[tokio::test]
+async fn a_worker_waiting_behind_a_hung_head_of_its_key_does_not_spin() {
+    let (app, rx) = app().await;
+    rx.script([Reply::hang()]);
+    for _ in 0..2 {
+        app.post_json("/hooks/rakuraku", submission("K")).await;
+    }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(app.worker.clone().run(async move {
+        let _ = stopped.await;
+    }));
+    rx.wait_for(1).await;
+    let before = app.worker.claims();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let claims = app.worker.claims() - before;
+    assert!(claims <= 20, "{claims} claims in 500 ms while nothing could be claimed");
+    assert_eq!(rx.received().len(), 1, "the next of the key waits for its head");
+    stop.send(()).unwrap();
+    run.await.unwrap();
+}
+
 #[tokio::test]
 async fn later_steps_see_earlier_responses() {
     let rx = Receiver::start().await;
