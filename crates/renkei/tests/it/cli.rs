@@ -74,6 +74,31 @@ Content-Type: application/json; charset=utf-8
     assert_eq!(text, expected);
 }
 
+/// The config of the SIGKILL tests: source `in`, one flow `forward` to the sink with `body.key` as its ordering
+/// key, quick retries, the database in `dir`.
+fn forward_config(dir: &Path, sink: &str, slots: usize) -> std::path::PathBuf {
+    let db = dir.join("renkei.db");
+    let text = format!(
+        r#"
+storage: "sqlite://{}"
+network: {{ allow_private: ["127.0.0.0/8"], allow_http: true }}
+worker: {{ poll: 50ms, concurrency: {slots} }}
+sources:
+  in: {{}}
+destinations:
+  sink: {{ type: http, base_url: "{sink}" }}
+flows:
+  forward:
+    source: in
+    order_key: "{{{{ body.key }}}}"
+    retry: {{ max_attempts: 100, initial: 50ms, max: 200ms }}
+    steps: [ {{ to: sink, path: /in, body: {{ n: "{{{{ body.n }}}}", key: "{{{{ body.key }}}}" }} }} ]
+"#,
+        db.display()
+    );
+    write(dir, "renkei.yaml", &text)
+}
+
 struct Server {
     child: Child,
     url: String,
@@ -128,29 +153,7 @@ async fn acknowledged_events_survive_sigkill_and_are_delivered_after_restart() {
     let rx = Receiver::start().await;
     rx.answer_by_default(Reply::status(503));
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write(
-        dir.path(),
-        "renkei.yaml",
-        &format!(
-            r#"
-storage: "sqlite://{}"
-network: {{ allow_private: ["127.0.0.0/8"], allow_http: true }}
-worker: {{ poll: 50ms }}
-sources:
-  in: {{}}
-destinations:
-  sink: {{ type: http, base_url: "{}" }}
-flows:
-  forward:
-    source: in
-    order_key: "{{{{ body.key }}}}"
-    retry: {{ max_attempts: 100, initial: 50ms, max: 200ms }}
-    steps: [ {{ to: sink, path: /in, body: {{ n: "{{{{ body.n }}}}" }} }} ]
-"#,
-            dir.path().join("renkei.db").display(),
-            rx.url
-        ),
-    );
+    let cfg = forward_config(dir.path(), &rx.url, 128);
     let http = reqwest::Client::new();
     let server = Server::start(&cfg, dir.path());
     server.ready(&http).await;
@@ -218,29 +221,7 @@ async fn sigkill_at_random_moments_under_load_loses_nothing_acknowledged() {
 
     let rx = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write(
-        dir.path(),
-        "renkei.yaml",
-        &format!(
-            r#"
-storage: "sqlite://{}"
-network: {{ allow_private: ["127.0.0.0/8"], allow_http: true }}
-worker: {{ poll: 50ms, concurrency: {slots} }}
-sources:
-  in: {{}}
-destinations:
-  sink: {{ type: http, base_url: "{}" }}
-flows:
-  forward:
-    source: in
-    order_key: "{{{{ body.key }}}}"
-    retry: {{ max_attempts: 100, initial: 50ms, max: 200ms }}
-    steps: [ {{ to: sink, path: /in, body: {{ n: "{{{{ body.n }}}}", key: "{{{{ body.key }}}}" }} }} ]
-"#,
-            dir.path().join("renkei.db").display(),
-            rx.url
-        ),
-    );
+    let cfg = forward_config(dir.path(), &rx.url, slots);
 
     // The senders: each posts its next event as soon as the last is answered, to whichever process is up.
     let (target, watch) = tokio::sync::watch::channel::<Option<String>>(None);
