@@ -348,14 +348,16 @@ const CLAIM_CHUNK_BYTES: i64 = 16 << 20;
 
 /// The claim part: due deliveries into `temp.claimed` (pending or retrying whose time has come, or in flight
 /// with an expired lease; with an ordering key, only the oldest open delivery of that key and flow, so a later
-/// event never overtakes; none whose next step is one of those left out), claimed by the owner until the lease's end, then read with their events: `kind` 0
-/// rows the deliveries, `kind` 1 rows their events, each row a JSON array of up to [`CLAIM_CHUNK_BYTES`] of
-/// them (one row for ordinary sizes), the deliveries' rows in id order.
+/// event never overtakes; none whose next step is one of those left out), claimed by the owner until the
+/// lease's end, then read with their events: `kind` 0 rows the deliveries, `kind` 1 rows their events, each row
+/// a JSON array of up to [`CLAIM_CHUNK_BYTES`] of them (one row for ordinary sizes), the deliveries' rows in id
+/// order.
 ///
-/// `INDEXED BY deliveries_queue`: walked in due order, the scan stops after `limit` due rows. Left to itself
-/// (no ANALYZE statistics) SQLite took `deliveries_status` and sorted every open delivery on each claim, which
-/// made a claim cost as much as the backlog was long. `temp.claimed` lives on the writer connection only, in
-/// memory (`temp_store=memory`).
+/// `INDEXED BY deliveries_queue`: walked in due order, the scan stops after `limit` due rows (rows of steps left
+/// out are walked past, one by one: the worker spaces its claims while it leaves any out). Left to itself (no
+/// ANALYZE statistics) SQLite took `deliveries_status` and sorted every open delivery on each claim, which made
+/// a claim cost as much as the backlog was long. `temp.claimed` lives on the writer connection only, in memory
+/// (`temp_store=memory`).
 fn claim_sql() -> &'static str {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     SQL.get_or_init(|| {

@@ -65,6 +65,8 @@ struct Tools {
     limits: HashMap<String, (Arc<Semaphore>, usize)>,
     /// Per limit key, how many deliveries may wait for its answers at once (see the module's notes).
     rooms: HashMap<String, usize>,
+    /// Per flow, the limit key of each step (`None`: its destination is not in the config).
+    step_keys: HashMap<String, Vec<Option<String>>>,
     /// Per limit, one taker of shared slots at a time on this node: requests take slots in the order they got
     /// this node's permits (a fair mutex), so a shared store does not shuffle them.
     slot_gates: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
@@ -88,14 +90,17 @@ impl Tools {
         // batches (kintone counts requests per day) has room for a whole batch, up to three quarters of the
         // slots.
         let mut used: HashMap<String, usize> = HashMap::new();
-        for step in loaded.config.flows.values().flat_map(|f| f.steps.iter()) {
-            let Some((name, d)) = loaded.config.destinations.get_key_value(step.to.as_str()) else { continue };
-            let batch = match (d, step.action) {
-                (Destination::Kintone(k), Some(action)) if k.batch.enabled && action.batches() => k.batch.max,
-                _ => 0,
-            };
-            let most = used.entry(limit_key(name, d)).or_default();
-            *most = (*most).max(batch);
+        let mut step_keys: HashMap<String, Vec<Option<String>>> = HashMap::new();
+        for (flow, f) in &loaded.config.flows {
+            let keys = step_keys.entry(flow.to_string()).or_default();
+            for step in &f.steps {
+                let found = loaded.config.destinations.get_key_value(step.to.as_str());
+                keys.push(found.map(|(name, d)| limit_key(name, d)));
+                let Some((name, d)) = found else { continue };
+                let batch = batching(d, step.action).map_or(0, |(_, max)| max);
+                let most = used.entry(limit_key(name, d)).or_default();
+                *most = (*most).max(batch);
+            }
         }
         let slots = loaded.config.worker.concurrency;
         let share = if used.len() > 1 { slots.div_ceil(2) } else { slots };
@@ -108,7 +113,12 @@ impl Tools {
             .collect();
         let client = HttpClient::new(Policy::from_network(&loaded.config.network));
         let slot_gates = limits.keys().map(|k| (k.clone(), Arc::default())).collect();
-        Tools { revision, client, limits, rooms, slot_gates }
+        Tools { revision, client, limits, rooms, step_keys, slot_gates }
+    }
+
+    /// The limit key of step `step` of flow `flow`.
+    fn step_key(&self, flow: &str, step: usize) -> Option<&str> {
+        self.step_keys.get(flow)?.get(step)?.as_deref()
     }
 }
 
@@ -117,14 +127,25 @@ impl Tools {
 /// slow limit at the head of the queue is not claimed for, and the rest given back, at each single answer).
 #[derive(Default)]
 struct Waiting {
-    counts: std::sync::Mutex<HashMap<String, usize>>,
-    full: std::sync::Mutex<HashSet<String>>,
+    held: std::sync::Mutex<Held>,
     answered: tokio::sync::Notify,
 }
 
+#[derive(Default)]
+struct Held {
+    counts: HashMap<String, usize>,
+    full: HashSet<String>,
+}
+
+impl Held {
+    fn count(&self, key: &str) -> usize {
+        self.counts.get(key).copied().unwrap_or(0)
+    }
+}
+
 impl Waiting {
-    fn get(&self, key: &str) -> usize {
-        self.counts.lock().expect("waiting lock").get(key).copied().unwrap_or(0)
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().expect("waiting lock")
     }
 }
 
@@ -136,15 +157,15 @@ pub(super) struct Ahead {
 }
 
 impl Ahead {
-    fn take(waiting: &Arc<Waiting>, key: String, n: usize) -> Ahead {
-        *waiting.counts.lock().expect("waiting lock").entry(key.clone()).or_default() += n;
-        Ahead { waiting: waiting.clone(), key, n }
+    fn take(waiting: &Arc<Waiting>, held: &mut Held, key: &str, n: usize) -> Ahead {
+        *held.counts.entry(key.to_owned()).or_default() += n;
+        Ahead { waiting: waiting.clone(), key: key.to_owned(), n }
     }
 }
 
 impl Drop for Ahead {
     fn drop(&mut self) {
-        if let Some(c) = self.waiting.counts.lock().expect("waiting lock").get_mut(&self.key) {
+        if let Some(c) = self.waiting.held().counts.get_mut(&self.key) {
             *c = c.saturating_sub(self.n);
         }
         self.waiting.answered.notify_one();
@@ -245,65 +266,49 @@ impl Worker {
     /// once.)
     fn plan(&self, free: usize) -> Plan {
         let tools = self.tools();
-        let loaded = self.app.loaded();
-        let counts = self.ahead.counts.lock().expect("waiting lock");
-        let waiting = |key: &str| counts.get(key).copied().unwrap_or(0);
-        let mut full = self.ahead.full.lock().expect("waiting lock");
+        let mut held = self.ahead.held();
+        let Held { counts, full } = &mut *held;
+        let count = |key: &str| counts.get(key).copied().unwrap_or(0);
         for (key, room) in &tools.rooms {
-            if waiting(key) >= *room {
+            if count(key) >= *room {
                 full.insert(key.clone());
-            } else if waiting(key) <= room - room.div_ceil(4) {
+            } else if count(key) <= room - room.div_ceil(4) {
                 full.remove(key);
             }
         }
-        let room: usize = tools
-            .rooms
-            .iter()
-            .filter(|(k, _)| !full.contains(*k))
-            .map(|(k, room)| room.saturating_sub(waiting(k)))
-            .sum();
+        let room: usize =
+            tools.rooms.iter().filter(|(k, _)| !full.contains(*k)).map(|(k, room)| room.saturating_sub(count(k))).sum();
         let mut skip = Vec::new();
-        for (name, flow) in &loaded.config.flows {
-            for (i, step) in flow.steps.iter().enumerate() {
-                let Some(key) = self.step_key(&loaded, step.to.as_str()) else { continue };
-                if full.contains(&key) {
-                    skip.push(FlowStep { flow: name.to_string(), step: i as u32 });
+        if !full.is_empty() {
+            for (flow, keys) in &tools.step_keys {
+                for (step, key) in keys.iter().enumerate() {
+                    if key.as_ref().is_some_and(|k| full.contains(k)) {
+                        skip.push(FlowStep { flow: flow.clone(), step: step as u32 });
+                    }
                 }
             }
         }
         Plan { limit: if tools.rooms.is_empty() { free } else { free.min(room) }, skip }
     }
 
-    /// The limit key of a destination, by name.
-    fn step_key(&self, loaded: &renkei_core::config::Loaded, destination: &str) -> Option<String> {
-        let (name, d) = loaded.config.destinations.get_key_value(destination)?;
-        Some(limit_key(name, d))
-    }
-
-    /// The limit key of a claimed delivery's current step.
-    fn current_key(&self, loaded: &renkei_core::config::Loaded, c: &Claimed) -> Option<String> {
-        let flow = loaded.config.flows.get(c.delivery.flow.as_str())?;
-        let step = flow.steps.get(c.delivery.step as usize)?;
-        self.step_key(loaded, step.to.as_str())
-    }
-
     /// Counts the claimed work against its limits' rooms, in claim order; what does not fit is given back to the
     /// queue untried (it stays due, in order, and its limit is left out of claims until it has room).
     async fn admit(&self, claimed: Vec<Claimed>) -> Vec<(Work, Option<Ahead>)> {
         let tools = self.tools();
-        let loaded = self.app.loaded();
         let mut admitted = Vec::new();
         let mut back = Vec::new();
         for work in self.group(claimed) {
-            let key = match &work {
-                Work::One(c) => self.current_key(&loaded, c),
-                Work::KintoneBatch { group, .. } => group.first().and_then(|c| self.current_key(&loaded, c)),
+            let first = match &work {
+                Work::One(c) => Some(&c.delivery),
+                Work::KintoneBatch { group, .. } => group.first().map(|c| &c.delivery),
             };
-            let Some((key, room)) = key.and_then(|k| tools.rooms.get(&k).map(|r| (k, *r))) else {
+            let key = first.and_then(|d| tools.step_key(&d.flow, d.step as usize));
+            let Some((key, room)) = key.and_then(|k| tools.rooms.get(k).map(|r| (k, *r))) else {
                 admitted.push((work, None));
                 continue;
             };
-            let fits = room.saturating_sub(self.ahead.get(&key));
+            let mut held = self.ahead.held();
+            let fits = room.saturating_sub(held.count(key));
             let work = match work {
                 Work::One(c) if fits == 0 => {
                     back.push(c.delivery.id);
@@ -320,7 +325,8 @@ impl Worker {
                 work => work,
             };
             let n = work.len();
-            admitted.push((work, Some(Ahead::take(&self.ahead, key, n))));
+            let ahead = Ahead::take(&self.ahead, &mut held, key, n);
+            admitted.push((work, Some(ahead)));
         }
         if !back.is_empty() {
             if let Err(e) = self.app.store.give_back(&self.owner, &back, self.app.clock.now()).await {
@@ -333,13 +339,15 @@ impl Worker {
     /// Counts a delivery's later step against its limit while it waits for the answer; `Err` when that limit
     /// has no room: the delivery is then given back to the queue at this step (which claims leave out until the
     /// limit has room), instead of holding a slot while it waits.
-    pub(super) async fn ahead_for(&self, id: i64, destination: &str) -> Result<Option<Ahead>, ()> {
-        let loaded = self.app.loaded();
-        let Some(key) = self.step_key(&loaded, destination) else { return Ok(None) };
-        let room = self.tools().rooms.get(&key).copied().unwrap_or(usize::MAX);
-        let full = self.ahead.full.lock().expect("waiting lock").contains(&key);
-        if !full && self.ahead.get(&key) < room {
-            return Ok(Some(Ahead::take(&self.ahead, key, 1)));
+    pub(super) async fn ahead_for(&self, id: i64, flow: &str, step: usize) -> Result<Option<Ahead>, ()> {
+        let tools = self.tools();
+        let Some(key) = tools.step_key(flow, step) else { return Ok(None) };
+        let room = tools.rooms.get(key).copied().unwrap_or(usize::MAX);
+        {
+            let mut held = self.ahead.held();
+            if !held.full.contains(key) && held.count(key) < room {
+                return Ok(Some(Ahead::take(&self.ahead, &mut held, key, 1)));
+            }
         }
         if let Err(e) = self.app.store.give_back(&self.owner, &[id], self.app.clock.now()).await {
             tracing::warn!(delivery = id, error = %e, "giving back a delivery failed; it runs after its lease");
@@ -355,11 +363,9 @@ impl Worker {
         for c in claimed {
             let batchable =
                 cfg.flows.get(c.delivery.flow.as_str()).and_then(|f| f.steps.get(c.delivery.step as usize)).and_then(
-                    |step| match (cfg.destinations.get(step.to.as_str()), step.action) {
-                        (Some(Destination::Kintone(k)), Some(action)) if k.batch.enabled && action.batches() => {
-                            Some((step.to.clone(), action))
-                        }
-                        _ => None,
+                    |step| {
+                        let (action, _) = batching(cfg.destinations.get(step.to.as_str())?, step.action)?;
+                        Some((step.to.clone(), action))
                     },
                 );
             match batchable {
@@ -647,6 +653,14 @@ const MAX_CLAIM_BACKOFF: Duration = Duration::from_secs(5);
 fn claim_backoff(poll: Duration, failures: u32) -> Duration {
     let first = poll.max(Duration::from_millis(100));
     first.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(MAX_CLAIM_BACKOFF.max(poll))
+}
+
+/// Whether a step's writes to `d` go out in kintone batches: the action, and the batch's records at most.
+fn batching(d: &Destination, action: Option<KintoneAction>) -> Option<(KintoneAction, usize)> {
+    match (d, action) {
+        (Destination::Kintone(k), Some(action)) if k.batch.enabled && action.batches() => Some((action, k.batch.max)),
+        _ => None,
+    }
 }
 
 fn limit_key(name: &Name, d: &Destination) -> String {

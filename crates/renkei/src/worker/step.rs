@@ -108,18 +108,15 @@ impl Worker {
                 None => {
                     let _ahead = match ahead.take() {
                         Some(a) => Some(a),
-                        None if index > d.step as usize => {
-                            match self.ahead_for(d.id, flow.steps[index].to.as_str()).await {
-                                Ok(a) => a,
-                                Err(()) => return, // given back at this step: its limit is full
-                            }
-                        }
+                        None if index > d.step as usize => match self.ahead_for(d.id, &d.flow, index).await {
+                            Ok(a) => a,
+                            Err(()) => return, // given back at this step: its limit is full
+                        },
                         None => None,
                     };
                     self.try_step(flow, index, &view, &outputs, d.id).await
                 }
             };
-            drop(ahead.take());
             let success = matches!(tried.outcome, Outcome::Success);
             if success {
                 outputs.push(tried.output.clone());

@@ -359,14 +359,9 @@ async fn graceful_shutdown_releases_what_is_in_flight() {
     let (app, rx) = app().await;
     rx.script([Reply::hang()]);
     app.post_json("/hooks/rakuraku", submission("1")).await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = app.worker.clone();
-    let run = tokio::spawn(worker.run(async move {
-        let _ = stopped.await;
-    }));
+    let worker = app.run_worker();
     rx.wait_for(1).await;
-    stop.send(()).unwrap();
-    run.await.unwrap(); // gives up on the hung request after the grace period, then releases it
+    worker.stop().await; // gives up on the hung request after the grace period, then releases it
     let d = &app.deliveries().await[0];
     assert_eq!(d["status"], "pending");
     assert!(d["lease_owner"].is_null());
@@ -420,18 +415,14 @@ async fn hung_destination(concurrency: usize, later: bool, hanging: usize) {
     for i in 0..30 {
         assert_eq!(app.post_json("/hooks/orders", json!({ "id": i })).await.status(), 202);
     }
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(app.worker.clone().run(async move {
-        let _ = stopped.await;
-    }));
+    let worker = app.run_worker();
     // Every event reaches `fine` although `to_stuck`'s deliveries are as old and 8 slots are all there are.
     fine.wait_for(30).await;
     stuck.wait_for(hanging).await;
     assert_eq!(stuck.received().len(), hanging, "requests hanging at once");
 
     // It answers again: everything is delivered, each event once besides the interrupted tries.
-    stop.send(()).unwrap();
-    run.await.unwrap();
+    worker.stop().await;
     stuck.answer_by_default(Reply::status(200));
     // On PostgreSQL the cut-off requests keep their shared slots (`limit_slots`) until the request's timeout
     // (30 s) and 10 s more have passed, as a dead node's would.
@@ -517,18 +508,14 @@ async fn a_worker_waiting_behind_a_hung_head_of_its_key_does_not_spin() {
     for _ in 0..2 {
         app.post_json("/hooks/rakuraku", submission("K")).await;
     }
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(app.worker.clone().run(async move {
-        let _ = stopped.await;
-    }));
+    let worker = app.run_worker();
     rx.wait_for(1).await;
     let before = app.worker.claims();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let claims = app.worker.claims() - before;
     assert!(claims <= 20, "{claims} claims in 500 ms while nothing could be claimed");
     assert_eq!(rx.received().len(), 1, "the next of the key waits for its head");
-    stop.send(()).unwrap();
-    run.await.unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test]

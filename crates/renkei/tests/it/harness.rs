@@ -146,6 +146,16 @@ impl TestApp {
         self.worker.drain().await.expect("worker drain")
     }
 
+    /// Starts the worker's long-running loop ([`Worker::run`]), as `renkei serve` does, until
+    /// [`RunningWorker::stop`].
+    pub fn run_worker(&self) -> RunningWorker {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let run = tokio::spawn(self.worker.clone().run(async move {
+            let _ = stopped.await;
+        }));
+        RunningWorker { stop, run }
+    }
+
     pub fn advance(&self, by: Duration) {
         self.clock.advance(by);
     }
@@ -401,11 +411,27 @@ pub async fn deliveries_with(http: &reqwest::Client, url: &str, token: &str, sta
     v["items"].as_array().unwrap().len()
 }
 
+/// The worker's loop, running until stopped.
+pub struct RunningWorker {
+    stop: tokio::sync::oneshot::Sender<()>,
+    run: tokio::task::JoinHandle<()>,
+}
+
+impl RunningWorker {
+    /// Shuts the loop down as `renkei serve` does (running deliveries get `worker.shutdown_grace`, the rest are
+    /// released) and waits for it to end.
+    pub async fn stop(self) {
+        self.stop.send(()).unwrap();
+        self.run.await.unwrap();
+    }
+}
+
 /// How a [`FaultySink`] treats each request it reads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Fault {
     /// Answers 200 and keeps the body: the sink is well.
-    None,
+    #[default]
+    Healthy,
     /// Resets the connection (RST) instead of answering.
     Reset,
     /// Answers bytes that are not HTTP, then closes.
@@ -425,8 +451,8 @@ pub struct FaultySink {
 
 #[derive(Default)]
 struct FaultyState {
-    fault: Mutex<Option<Fault>>,
-    /// Bodies of the requests it acted on (`None` and `Slow`, whether or not the answer was still awaited).
+    fault: Mutex<Fault>,
+    /// Bodies of the requests it acted on (`Healthy` and `Slow`, whether or not the answer was still awaited).
     delivered: Mutex<Vec<Vec<u8>>>,
     /// Requests read, whatever was done with them.
     requests: std::sync::atomic::AtomicUsize,
@@ -447,7 +473,7 @@ impl FaultySink {
     }
 
     pub fn set(&self, fault: Fault) {
-        *self.state.fault.lock().unwrap() = Some(fault);
+        *self.state.fault.lock().unwrap() = fault;
     }
 
     /// The JSON bodies of the requests it acted on, in order.
@@ -460,8 +486,21 @@ impl FaultySink {
     }
 }
 
+/// Reads what the connection has next into `buf`; false when it is closed.
+async fn read_more(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 4096];
+    match stream.read(&mut chunk).await {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            true
+        }
+    }
+}
+
 async fn faulty_connection(mut stream: tokio::net::TcpStream, state: Arc<FaultyState>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let mut buf = Vec::new();
     loop {
         // One request: the head up to the blank line, then `content-length` bytes of body.
@@ -469,10 +508,8 @@ async fn faulty_connection(mut stream: tokio::net::TcpStream, state: Arc<FaultyS
             if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break i + 4;
             }
-            let mut chunk = [0u8; 4096];
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            if !read_more(&mut stream, &mut buf).await {
+                return;
             }
         };
         let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
@@ -482,15 +519,13 @@ async fn faulty_connection(mut stream: tokio::net::TcpStream, state: Arc<FaultyS
             .map(|v| v.trim().parse().unwrap())
             .unwrap_or(0);
         while buf.len() < head_end + length {
-            let mut chunk = [0u8; 4096];
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            if !read_more(&mut stream, &mut buf).await {
+                return;
             }
         }
         let body: Vec<u8> = buf.drain(..head_end + length).skip(head_end).collect();
         state.requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let fault = state.fault.lock().unwrap().unwrap_or(Fault::None);
+        let fault = *state.fault.lock().unwrap();
         const OK: &[u8] =
             b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"ok\":true}";
         match fault {
@@ -506,16 +541,12 @@ async fn faulty_connection(mut stream: tokio::net::TcpStream, state: Arc<FaultyS
                 let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"ok\"").await;
                 return;
             }
-            Fault::Slow(d) => {
-                // It has the request (and acts on it) at once; only its answer is slow.
+            Fault::Healthy | Fault::Slow(_) => {
+                // It has the request (and acts on it) at once; when slow, only its answer is.
                 state.delivered.lock().unwrap().push(body);
-                tokio::time::sleep(d).await;
-                if stream.write_all(OK).await.is_err() {
-                    return;
+                if let Fault::Slow(d) = fault {
+                    tokio::time::sleep(d).await;
                 }
-            }
-            Fault::None => {
-                state.delivered.lock().unwrap().push(body);
                 if stream.write_all(OK).await.is_err() {
                     return;
                 }
