@@ -94,23 +94,20 @@ impl Tools {
         for (flow, f) in &loaded.config.flows {
             let keys = step_keys.entry(flow.to_string()).or_default();
             for step in &f.steps {
-                let found = loaded.config.destinations.get_key_value(step.to.as_str());
-                keys.push(found.map(|(name, d)| limit_key(name, d)));
-                let Some((name, d)) = found else { continue };
+                let Some((name, d)) = loaded.config.destinations.get_key_value(step.to.as_str()) else {
+                    keys.push(None);
+                    continue;
+                };
+                let key = limit_key(name, d);
                 let batch = batching(d, step.action).map_or(0, |(_, max)| max);
-                let most = used.entry(limit_key(name, d)).or_default();
+                let most = used.entry(key.clone()).or_default();
                 *most = (*most).max(batch);
+                keys.push(Some(key));
             }
         }
         let slots = loaded.config.worker.concurrency;
         let share = if used.len() > 1 { slots.div_ceil(2) } else { slots };
-        let rooms = used
-            .into_iter()
-            .map(|(k, batch)| {
-                let room = if batch > share { batch.min(slots - slots / 4).max(share) } else { share };
-                (k, room)
-            })
-            .collect();
+        let rooms = used.into_iter().map(|(k, batch)| (k, share.max(batch.min(slots - slots / 4)))).collect();
         let client = HttpClient::new(Policy::from_network(&loaded.config.network));
         let slot_gates = limits.keys().map(|k| (k.clone(), Arc::default())).collect();
         Tools { revision, client, limits, rooms, step_keys, slot_gates }
@@ -161,6 +158,16 @@ impl Ahead {
         *held.counts.entry(key.to_owned()).or_default() += n;
         Ahead { waiting: waiting.clone(), key: key.to_owned(), n }
     }
+}
+
+/// What [`Worker::ahead_for`] did with a delivery's later step.
+pub(super) enum LaterStep {
+    /// Counted against its limit until dropped.
+    Counted(Ahead),
+    /// Its destination is not in the config: no limit to count against (the step fails on its own).
+    Uncounted,
+    /// Its limit is full: the delivery went back to the queue at this step.
+    GivenBack,
 }
 
 impl Drop for Ahead {
@@ -336,23 +343,23 @@ impl Worker {
         admitted
     }
 
-    /// Counts a delivery's later step against its limit while it waits for the answer; `Err` when that limit
-    /// has no room: the delivery is then given back to the queue at this step (which claims leave out until the
-    /// limit has room), instead of holding a slot while it waits.
-    pub(super) async fn ahead_for(&self, id: i64, flow: &str, step: usize) -> Result<Option<Ahead>, ()> {
+    /// Counts a delivery's later step against its limit while it waits for the answer. When that limit has no
+    /// room the delivery is given back to the queue at this step (which claims leave out until the limit has
+    /// room), instead of holding a slot while it waits.
+    pub(super) async fn ahead_for(&self, id: i64, flow: &str, step: usize) -> LaterStep {
         let tools = self.tools();
-        let Some(key) = tools.step_key(flow, step) else { return Ok(None) };
+        let Some(key) = tools.step_key(flow, step) else { return LaterStep::Uncounted };
         let room = tools.rooms.get(key).copied().unwrap_or(usize::MAX);
         {
             let mut held = self.ahead.held();
             if !held.full.contains(key) && held.count(key) < room {
-                return Ok(Some(Ahead::take(&self.ahead, &mut held, key, 1)));
+                return LaterStep::Counted(Ahead::take(&self.ahead, &mut held, key, 1));
             }
         }
         if let Err(e) = self.app.store.give_back(&self.owner, &[id], self.app.clock.now()).await {
             tracing::warn!(delivery = id, error = %e, "giving back a delivery failed; it runs after its lease");
         }
-        Err(())
+        LaterStep::GivenBack
     }
 
     /// Splits a claim into single deliveries and kintone batches.

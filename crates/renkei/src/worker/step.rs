@@ -11,7 +11,7 @@ use renkei_core::flow::{render_step, Rendered, Request};
 use renkei_core::template::Steps;
 use renkei_store::{Claimed, EventRecord, NewAttempt, RecordedResponse, StoreError, Transition};
 
-use super::Worker;
+use super::{LaterStep, Worker};
 
 /// What one try of one step did.
 #[derive(Clone, Debug)]
@@ -109,8 +109,9 @@ impl Worker {
                     let _ahead = match ahead.take() {
                         Some(a) => Some(a),
                         None if index > d.step as usize => match self.ahead_for(d.id, &d.flow, index).await {
-                            Ok(a) => a,
-                            Err(()) => return, // given back at this step: its limit is full
+                            LaterStep::Counted(a) => Some(a),
+                            LaterStep::Uncounted => None,
+                            LaterStep::GivenBack => return, // its limit is full
                         },
                         None => None,
                     };
