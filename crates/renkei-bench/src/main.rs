@@ -5,6 +5,7 @@
 //! and in time (`--max-secs`), and children stop when this process ends. See BENCHMARKS.md.
 
 mod backlog;
+mod blocked;
 mod hub;
 mod kintone;
 mod load;
@@ -60,6 +61,9 @@ enum Command {
     Idle(IdleArgs),
     /// Events per second written into a kintone fake, with and without batching, and requests per 1,000 events.
     Kintone(KintoneArgs),
+    /// What a claim costs with --behind deliveries waiting behind one ordering-key head that is retrying: the
+    /// store alone, on SQLite and (with --postgres-url) PostgreSQL.
+    Blocked(BlockedArgs),
     /// Everything above, in one run, with their default sizes (a few minutes).
     All(AllArgs),
     /// (internal) The process under test.
@@ -72,6 +76,19 @@ pub struct KintoneArgs {
     /// Events written (each an upsert of one record).
     #[arg(long, default_value_t = 2_000)]
     pub events: usize,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct BlockedArgs {
+    /// Deliveries of the key queued behind its retrying head.
+    #[arg(long, default_value_t = 100_000)]
+    pub behind: u64,
+    /// Claims timed in each of the two cases.
+    #[arg(long, default_value_t = 200)]
+    pub claims: usize,
+    /// Measure PostgreSQL too, in a fresh schema of this database (dropped after).
+    #[arg(long, value_name = "URL")]
+    pub postgres_url: Option<String>,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -238,6 +255,7 @@ async fn run(command: Command) -> anyhow::Result<Vec<Row>> {
         Command::Backlog(a) => backlog::backlog(&a).await?,
         Command::Idle(a) => backlog::idle(&a).await?,
         Command::Kintone(a) => kintone::kintone(&a).await?,
+        Command::Blocked(a) => blocked::blocked(&a).await?,
         Command::All(all) => {
             let mut rows = Vec::new();
             eprintln!("# idle");

@@ -1,0 +1,112 @@
+//! What a claim costs while many deliveries wait behind one ordering key whose head is retrying: the store
+//! alone (no HTTP), on a SQLite file and, with --postgres-url, in a fresh PostgreSQL schema.
+
+use std::time::Instant;
+
+use chrono::{Duration, Utc};
+use renkei_core::delivery::Status;
+use renkei_store::postgres::PgStore;
+use renkei_store::sqlite::SqliteStore;
+use renkei_store::{NewAttempt, NewDelivery, NewEvent, Store, Transition};
+use serde_json::json;
+
+use crate::report::Row;
+use crate::BlockedArgs;
+
+fn event(id: String, flow: &str, key: Option<&str>) -> NewEvent {
+    NewEvent {
+        id,
+        source: "bench".into(),
+        event_type: "t".into(),
+        received_at: Utc::now(),
+        request_id: "r".into(),
+        row: None,
+        content_type: None,
+        headers: json!({}),
+        query: json!({}),
+        body: json!({ "n": 1 }),
+        dedupe: None,
+        deliveries: vec![NewDelivery {
+            flow: flow.into(),
+            status: Status::Pending,
+            order_key: key.map(Into::into),
+            error: None,
+        }],
+    }
+}
+
+pub async fn blocked(args: &BlockedArgs) -> anyhow::Result<Vec<Row>> {
+    let dir = tempfile::tempdir()?;
+    let now = Utc::now();
+    let url = format!("sqlite://{}", dir.path().join("renkei.db").display());
+    let mut rows = measure("SQLite", &SqliteStore::open(&url, now).await?, args).await?;
+    if let Some(url) = &args.postgres_url {
+        let schema = format!("bench_{}", uuid::Uuid::now_v7().simple());
+        let store = PgStore::open_in_schema(url, &schema, now).await?;
+        let measured = measure("PostgreSQL", &store, args).await;
+        drop(store);
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url).await?;
+        sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE")).execute(&mut conn).await?;
+        rows.extend(measured?);
+    }
+    Ok(rows)
+}
+
+async fn measure(backend: &str, store: &dyn Store, args: &BlockedArgs) -> anyhow::Result<Vec<Row>> {
+    let now = Utc::now();
+    let lease = now + Duration::minutes(10);
+    // The head of key "k", then --behind more of it; claimed and sent to retry in a day.
+    let mut n = 0;
+    while n <= args.behind {
+        let take = (args.behind + 1 - n).min(1000);
+        let events = (n..n + take).map(|i| event(format!("k{i:08}"), "f", Some("k"))).collect();
+        store.ingest(events, now).await?;
+        n += take;
+    }
+    let head = store.claim("bench", now, lease, 1, &[]).await?;
+    anyhow::ensure!(head.len() == 1, "the head of the key was not claimed");
+    let attempt = NewAttempt {
+        delivery_id: head[0].delivery.id,
+        step: 0,
+        try_no: 1,
+        started_at: now,
+        duration_ms: 1,
+        outcome: "transient",
+        method: "POST".into(),
+        url: "http://127.0.0.1/".into(),
+        request_headers: Vec::new(),
+        request_body: Vec::new(),
+        response: None,
+        error: Some("bench".into()),
+    };
+    let retry = Transition::Retry { at: now + Duration::days(1), tries: 1, error: "bench".into() };
+    store.record_attempt("bench", attempt, retry, now).await?;
+
+    let timed = |samples: &mut Vec<f64>, t: Instant| samples.push(t.elapsed().as_secs_f64() * 1e3);
+    // Nothing else due: what an idle worker's look costs.
+    let mut empty = Vec::new();
+    for _ in 0..args.claims {
+        let t = Instant::now();
+        let got = store.claim("bench", now, lease, 10, &[]).await?;
+        timed(&mut empty, t);
+        anyhow::ensure!(got.is_empty(), "a delivery behind the retrying head was claimed");
+    }
+    // 100 unkeyed deliveries of another flow due: claim ten, give them back, again.
+    let events = (0..100).map(|i| event(format!("u{i:08}"), "g", None)).collect();
+    store.ingest(events, now).await?;
+    let mut ten = Vec::new();
+    for _ in 0..args.claims {
+        let t = Instant::now();
+        let got = store.claim("bench", now, lease, 10, &[]).await?;
+        timed(&mut ten, t);
+        anyhow::ensure!(got.len() == 10, "claimed {} of 10", got.len());
+        let ids: Vec<i64> = got.iter().map(|c| c.delivery.id).collect();
+        store.give_back("bench", &ids, now).await?;
+    }
+    let note = format!("{} deliveries behind one retrying ordering-key head; mean of {} claims", args.behind, args.claims);
+    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len().max(1) as f64;
+    Ok(vec![
+        Row::new(format!("blocked key, {backend}: a claim finding nothing due"), mean(&empty), "ms").note(&note),
+        Row::new(format!("blocked key, {backend}: a claim of 10 other deliveries"), mean(&ten), "ms").note(note),
+    ])
+}
