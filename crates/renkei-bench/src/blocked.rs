@@ -103,7 +103,8 @@ async fn measure(backend: &str, store: &dyn Store, args: &BlockedArgs) -> anyhow
         let ids: Vec<i64> = got.iter().map(|c| c.delivery.id).collect();
         store.give_back("bench", &ids, now).await?;
     }
-    let note = format!("{} deliveries behind one retrying ordering-key head; mean of {} claims", args.behind, args.claims);
+    let note =
+        format!("{} deliveries behind one retrying ordering-key head; mean of {} claims", args.behind, args.claims);
     let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len().max(1) as f64;
     Ok(vec![
         Row::new(format!("blocked key, {backend}: a claim finding nothing due"), mean(&empty), "ms").note(&note),

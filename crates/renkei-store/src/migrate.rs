@@ -93,6 +93,7 @@ const TABLES: &[Table] = {
                 ("last_error", Text),
                 ("created_at", Int),
                 ("updated_at", Int),
+                ("held", Bool),
             ],
             serial_id: true,
         },

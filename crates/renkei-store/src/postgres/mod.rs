@@ -67,6 +67,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../migrations/postgres/0004_config_origin.sql")),
     (5, include_str!("../../migrations/postgres/0005_console_sessions.sql")),
     (6, include_str!("../../migrations/postgres/0006_limit_slots.sql")),
+    (7, include_str!("../../migrations/postgres/0007_held.sql")),
 ];
 
 pub struct PgStore {

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use renkei_core::delivery::Status;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use super::rows::{delivery_from_row, event_from_row, DELIVERY_COLUMNS, EVENT_COLUMNS};
 use super::{db, is_retryable, ms, opt_text, text};
@@ -121,6 +121,22 @@ async fn lock_order_keys<'a>(
     Ok(())
 }
 
+/// Takes the ordering-key locks of these deliveries (see lock_order_keys), in the same order. A change that
+/// opens or closes a keyed delivery takes its key's lock in the `held` trigger, after the row's lock; taking it
+/// here first, before the rows', keeps two such changes from waiting for each other in a cycle.
+async fn lock_keys_of(tx: &mut Transaction<'_, Postgres>, ids: &[i64]) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtext('renkei:order_key:' || COALESCE(current_schema(), '')), h)
+         FROM (SELECT DISTINCT hashtext(flow || chr(31) || order_key) AS h
+               FROM deliveries WHERE id = ANY($1) AND order_key IS NOT NULL) keys
+         ORDER BY h",
+    )
+    .bind(ids)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Inserts deliveries one by one, so their ids follow the order given. The caller holds their key locks.
 async fn insert_deliveries(
     tx: &mut Transaction<'_, Postgres>,
@@ -181,16 +197,14 @@ pub(super) async fn claim(
     let skip_steps: Vec<i64> = skip.iter().map(|s| i64::from(s.step)).collect();
     let mut tx = pool.begin().await.map_err(db)?;
     // Due: pending or retrying whose time has come, or in flight with an expired lease. With an ordering key,
-    // only the oldest open delivery of that key and flow is eligible, so a later event never overtakes.
+    // only the oldest open delivery of that key and flow is eligible, so a later event never overtakes: the
+    // others are `held`, kept so by a trigger (0007_held.sql), and not in `deliveries_queue` at all.
     // SKIP LOCKED: rows another node is claiming are left to it; its LIMIT counts only the rows locked here.
     let ids: Vec<i64> = sqlx::query_scalar(&format!(
         "WITH picked AS MATERIALIZED (
              SELECT d.id FROM deliveries d
-             WHERE d.status IN {OPEN}
+             WHERE d.status IN {OPEN} AND NOT d.held
                AND ((d.status <> 'in_flight' AND d.next_at <= $3) OR (d.status = 'in_flight' AND d.lease_until <= $3))
-               AND (d.order_key IS NULL OR NOT EXISTS (
-                   SELECT 1 FROM deliveries p
-                   WHERE p.flow = d.flow AND p.order_key = d.order_key AND p.id < d.id AND p.status IN {OPEN}))
                AND (d.flow, d.step) NOT IN (SELECT * FROM unnest($5::text[], $6::bigint[]))
              ORDER BY d.next_at, d.id
              LIMIT $4
@@ -247,6 +261,10 @@ pub(super) async fn record_attempt(
     now: DateTime<Utc>,
 ) -> Result<()> {
     let mut tx = pool.begin().await.map_err(db)?;
+    if matches!(t, Transition::Succeeded { .. } | Transition::Dead { .. }) {
+        // Closing the delivery moves its key's head: the key's lock before the row's (see lock_keys_of).
+        lock_keys_of(&mut tx, &[a.delivery_id]).await.map_err(db)?;
+    }
     // FOR UPDATE: waits for a takeover in progress and reads the owner as committed, and keeps the row ours
     // until the transition below is written.
     let holder: Option<Option<String>> =
@@ -360,7 +378,7 @@ pub(super) async fn renew_leases(pool: &PgPool, owner: &str, ids: &[i64], until:
 
 pub(super) async fn next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>> {
     let at: Option<i64> = sqlx::query_scalar(&format!(
-        "SELECT MIN(CASE WHEN status = 'in_flight' THEN lease_until ELSE next_at END) FROM deliveries WHERE status IN {OPEN}"
+        "SELECT MIN(CASE WHEN status = 'in_flight' THEN lease_until ELSE next_at END) FROM deliveries WHERE status IN {OPEN} AND NOT held"
     ))
     .fetch_one(pool)
     .await
@@ -382,6 +400,7 @@ pub(super) async fn retry_delivery(pool: &PgPool, id: i64, now: DateTime<Utc>) -
     if found.is_none() {
         return Err(StoreError::NotFound);
     }
+    lock_keys_of(&mut tx, &[id]).await.map_err(db)?;
     // Check and change in one statement: a claim between the two cannot slip in.
     let changed = sqlx::query(
         "UPDATE deliveries SET status = 'pending', tries = 0, next_at = $2, updated_at = $2
@@ -411,16 +430,26 @@ pub(super) async fn retry_delivery(pool: &PgPool, id: i64, now: DateTime<Utc>) -
 pub(super) async fn retry_dead(pool: &PgPool, f: &DeliveryFilter, now: DateTime<Utc>) -> Result<u64> {
     let mut f = f.clone();
     f.status = Some(Status::Dead);
-    let (clause, args) = super::history::delivery_where(&f, 1);
-    // FOR SHARE OF e: see retry_delivery. `status = 'dead'` again outside: a delivery another admin retried
-    // meanwhile is re-checked on its new version and left alone.
-    let sql = format!(
+    let (clause, args) = super::history::delivery_where(&f, 0);
+    // FOR SHARE OF e: see retry_delivery. Then the keys' locks, in order, before any delivery row's, so two
+    // retries (or a retry and a closing attempt) never wait for each other in a cycle. `status = 'dead'` again
+    // in the update: a delivery another admin retried meanwhile is left alone.
+    let mut tx = pool.begin().await.map_err(db)?;
+    let sql = format!("SELECT d.id FROM deliveries d JOIN events e ON e.id = d.event_id WHERE {clause} FOR SHARE OF e");
+    let rows = args.bind_all(sqlx::query(&sql)).fetch_all(&mut *tx).await.map_err(db)?;
+    let ids: Vec<i64> = rows.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>().map_err(db)?;
+    lock_keys_of(&mut tx, &ids).await.map_err(db)?;
+    let r = sqlx::query(
         "UPDATE deliveries SET status = 'pending', tries = 0, next_at = $1, updated_at = $1
-         WHERE status = 'dead'
-           AND id IN (SELECT d.id FROM deliveries d JOIN events e ON e.id = d.event_id WHERE {clause} FOR SHARE OF e)"
-    );
-    let q = args.bind_all(sqlx::query(&sql).bind(ms(now)));
-    Ok(q.execute(pool).await.map_err(db)?.rows_affected())
+         WHERE status = 'dead' AND id = ANY($2)",
+    )
+    .bind(ms(now))
+    .bind(&ids)
+    .execute(&mut *tx)
+    .await
+    .map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    Ok(r.rows_affected())
 }
 
 pub(super) async fn add_deliveries(

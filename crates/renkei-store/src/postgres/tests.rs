@@ -189,6 +189,73 @@ async fn concurrent_claims_never_share_a_delivery_or_overtake_a_key() {
     drop_schema(&stores[0], &schema).await;
 }
 
+/// One node ingests deliveries of two keys while two others claim and close them (succeeded, or dead and
+/// retried): each key's head moves on every close, in a race with the ingests behind it. A head lost there
+/// would leave the key's later deliveries held with nothing to free them; a second head would let one overtake.
+#[tokio::test]
+async fn a_key_s_head_moves_on_while_its_next_deliveries_arrive() {
+    let Some(url) = test_url("a_key_s_head_moves_on_while_its_next_deliveries_arrive") else { return };
+    let (stores, schema) = nodes(&url, 3).await;
+    let stores: Vec<Arc<PgStore>> = stores.into_iter().map(Arc::new).collect();
+    const EVENTS: usize = 240;
+    let delivered = Arc::new(Mutex::new(Vec::new()));
+    let ingesting = {
+        let store = stores[0].clone();
+        tokio::spawn(async move {
+            for i in 0..EVENTS / 2 {
+                let batch = vec![
+                    ev(&format!("a{i:03}"), vec![pending(Some(["K", "L"][i % 2]))]),
+                    ev(&format!("b{i:03}"), vec![pending(Some(["L", "K"][i % 2]))]),
+                ];
+                store.ingest(batch, t0()).await.unwrap();
+            }
+        })
+    };
+    let workers = stores[1..].iter().enumerate().map(|(n, store)| {
+        let (store, delivered) = (store.clone(), delivered.clone());
+        async move {
+            let owner = format!("node{n}");
+            for turn in 0.. {
+                assert!(turn < 100_000, "not all delivered: {} of {EVENTS}", delivered.lock().unwrap().len());
+                if delivered.lock().unwrap().len() == EVENTS {
+                    break;
+                }
+                let claimed = store.claim(&owner, t0(), t0() + Duration::minutes(5), 4, &[]).await.unwrap();
+                for c in claimed {
+                    let id = c.delivery.id;
+                    if id % 5 == 0 && c.delivery.attempts == 0 {
+                        // Dead first, then retried: the key's head leaves and comes back.
+                        let dead = Transition::Dead { tries: 1, error: "x".into() };
+                        store.record_attempt(&owner, attempt(id), dead, t0()).await.unwrap();
+                        store.retry_delivery(id, t0()).await.unwrap();
+                        continue;
+                    }
+                    let key = c.delivery.order_key.clone().unwrap();
+                    delivered.lock().unwrap().push((key, id));
+                    let done = Transition::Succeeded { outputs: json!([]) };
+                    store.record_attempt(&owner, attempt(id), done, t0()).await.unwrap();
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    let workers = futures_join_all(workers);
+    let (_, ingested) = tokio::join!(workers, ingesting);
+    ingested.unwrap();
+
+    let delivered = delivered.lock().unwrap().clone();
+    for key in ["K", "L"] {
+        let ids: Vec<i64> = delivered.iter().filter(|(k, _)| k == key).map(|(_, id)| *id).collect();
+        assert_eq!(ids.len(), EVENTS / 2);
+        // A dead delivery lets the next go; retried, it goes when it is the oldest again: the others in order.
+        let kept: Vec<i64> = ids.iter().copied().filter(|id| id % 5 != 0).collect();
+        assert!(kept.windows(2).all(|w| w[0] < w[1]), "key {key} out of order: {ids:?}");
+    }
+    let stats = stores[1].queue_stats(t0()).await.unwrap();
+    assert_eq!((stats.pending, stats.in_flight), (0, 0));
+    drop_schema(&stores[0], &schema).await;
+}
+
 #[tokio::test]
 async fn a_later_ingest_of_a_key_waits_for_the_earlier_one_to_commit() {
     let Some(url) = test_url("a_later_ingest_of_a_key_waits_for_the_earlier_one_to_commit") else { return };

@@ -348,7 +348,8 @@ const CLAIM_CHUNK_BYTES: i64 = 16 << 20;
 
 /// The claim part: due deliveries into `temp.claimed` (pending or retrying whose time has come, or in flight
 /// with an expired lease; with an ordering key, only the oldest open delivery of that key and flow, so a later
-/// event never overtakes; none whose next step is one of those left out), claimed by the owner until the
+/// event never overtakes: the others are `held`, kept so by triggers, see `0006_held.sql`, and not in
+/// `deliveries_queue` at all; none whose next step is one of those left out), claimed by the owner until the
 /// lease's end, then read with their events: `kind` 0 rows the deliveries, `kind` 1 rows their events, each row
 /// a JSON array of up to [`CLAIM_CHUNK_BYTES`] of them (one row for ordinary sizes), the deliveries' rows in id
 /// order.
@@ -366,12 +367,8 @@ fn claim_sql() -> &'static str {
              DELETE FROM temp.claimed;
              INSERT INTO temp.claimed (id)
                  SELECT d.id FROM deliveries d INDEXED BY deliveries_queue
-                 WHERE d.status IN ('pending', 'retrying', 'in_flight')
+                 WHERE d.status IN ('pending', 'retrying', 'in_flight') AND d.held = 0
                    AND ((d.status != 'in_flight' AND d.next_at <= ?) OR (d.status = 'in_flight' AND d.lease_until <= ?))
-                   AND (d.order_key IS NULL OR NOT EXISTS (
-                       SELECT 1 FROM deliveries p
-                       WHERE p.flow = d.flow AND p.order_key = d.order_key AND p.id < d.id
-                         AND p.status IN ('pending', 'retrying', 'in_flight')))
                    AND (d.flow, d.step) NOT IN (SELECT value ->> 0, value ->> 1 FROM json_each(?))
                  ORDER BY d.next_at, d.id
                  LIMIT ?;

@@ -32,6 +32,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../migrations/sqlite/0003_access.sql")),
     (4, include_str!("../../migrations/sqlite/0004_config_origin.sql")),
     (5, include_str!("../../migrations/sqlite/0005_console_sessions.sql")),
+    (6, include_str!("../../migrations/sqlite/0006_held.sql")),
 ];
 
 pub struct SqliteStore {

@@ -213,10 +213,10 @@ pub(super) async fn next_due(pool: &SqlitePool) -> Result<Option<DateTime<Utc>>>
     let at: Option<i64> = sqlx::query_scalar(
         "SELECT MIN(at) FROM (
              SELECT (SELECT next_at FROM deliveries INDEXED BY deliveries_queue
-                     WHERE status IN ('pending', 'retrying', 'in_flight') AND status != 'in_flight'
+                     WHERE status IN ('pending', 'retrying', 'in_flight') AND held = 0 AND status != 'in_flight'
                      ORDER BY next_at LIMIT 1) AS at
              UNION ALL
-             SELECT (SELECT MIN(lease_until) FROM deliveries WHERE status = 'in_flight'))",
+             SELECT (SELECT MIN(lease_until) FROM deliveries WHERE status = 'in_flight' AND held = 0))",
     )
     .fetch_one(pool)
     .await

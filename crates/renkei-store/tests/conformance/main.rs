@@ -598,11 +598,170 @@ pub async fn config_revisions_are_rewritten_all_or_none(s: &dyn Store) {
     assert_eq!(log.len(), 1, "the failed rewrite left no line");
 }
 
+/// Random operations on keyed and unkeyed deliveries (ingest, claim, every kind of outcome, retries, replays,
+/// give-backs, time passing), each followed by a look at what the store would hand out: every claim takes
+/// exactly what a model of the rules says is due (the oldest open delivery of each flow and ordering key, and
+/// every unkeyed one, whose time has come), and `next_due` is the model's next time.
+pub async fn random_operations_keep_keys_in_order(s: &dyn Store) {
+    use rand::{Rng, SeedableRng};
+    use std::collections::BTreeMap;
+
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum M {
+        Waiting { at: i64, tries: u32 },
+        InFlight { until: i64, at: i64, tries: u32, owner: usize },
+        Closed { dead: bool },
+    }
+    struct D {
+        flow: String,
+        key: Option<String>,
+        m: M,
+    }
+    let at = |secs: i64| t0() + Duration::seconds(secs);
+    let lease = 60;
+
+    // One store and one model for all seeds: each seed's run starts where the last one left off.
+    let mut model: BTreeMap<i64, D> = BTreeMap::new();
+    let mut events: Vec<String> = Vec::new();
+    let mut now = 0i64;
+    let src = "src".to_owned();
+    for seed in 0..3u64 {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let delivery = |rng: &mut rand::rngs::StdRng| {
+            let flow = ["f", "g"][rng.random_range(0..2)];
+            let key = [None, Some("a"), Some("b"), Some("c")][rng.random_range(0..4)];
+            pending(flow, key)
+        };
+        for step in 0..250 {
+            let ctx = format!("seed {seed}, step {step}");
+            let in_flight: Vec<i64> =
+                model.iter().filter(|(_, d)| matches!(d.m, M::InFlight { .. })).map(|(id, _)| *id).collect();
+            match rng.random_range(0..10) {
+                0 | 1 => {
+                    let batch: Vec<NewEvent> = (0..rng.random_range(1..4))
+                        .map(|_| {
+                            let id = format!("e{}", events.len());
+                            events.push(id.clone());
+                            ev(&id, &src, (0..rng.random_range(1..3)).map(|_| delivery(&mut rng)).collect())
+                        })
+                        .collect();
+                    s.ingest(batch, at(now)).await.unwrap();
+                    let f = DeliveryFilter { source: Some(src.clone()), limit: 10_000, ..Default::default() };
+                    for d in s.list_deliveries(&f).await.unwrap() {
+                        model.entry(d.id).or_insert(D {
+                            flow: d.flow,
+                            key: d.order_key,
+                            m: M::Waiting { at: now, tries: 0 },
+                        });
+                    }
+                }
+                2 if !events.is_empty() => {
+                    let event = &events[rng.random_range(0..events.len())];
+                    let d = delivery(&mut rng);
+                    let (flow, key) = (d.flow.clone(), d.order_key.clone());
+                    let ids = s.add_deliveries(event, vec![d], at(now)).await.unwrap();
+                    model.insert(ids[0], D { flow, key, m: M::Waiting { at: now, tries: 0 } });
+                }
+                3 | 4 if !in_flight.is_empty() => {
+                    let id = in_flight[rng.random_range(0..in_flight.len())];
+                    let M::InFlight { tries, owner, .. } = model[&id].m else { unreachable!() };
+                    let (t, m) = match rng.random_range(0..3) {
+                        0 => (succeeded(), M::Closed { dead: false }),
+                        1 => {
+                            let next = now + rng.random_range(0..30);
+                            let t = Transition::Retry { at: at(next), tries: tries + 1, error: "x".into() };
+                            (t, M::Waiting { at: next, tries: tries + 1 })
+                        }
+                        _ => (Transition::Dead { tries: tries + 1, error: "x".into() }, M::Closed { dead: true }),
+                    };
+                    s.record_attempt(&format!("w{owner}"), attempt(id, tries + 1), t, at(now)).await.unwrap();
+                    model.get_mut(&id).unwrap().m = m;
+                }
+                5 if !in_flight.is_empty() => {
+                    let id = in_flight[rng.random_range(0..in_flight.len())];
+                    let M::InFlight { at: due, tries, owner, .. } = model[&id].m else { unreachable!() };
+                    assert_eq!(s.give_back(&format!("w{owner}"), &[id], at(now)).await.unwrap(), 1, "{ctx}");
+                    model.get_mut(&id).unwrap().m = M::Waiting { at: due.min(now), tries };
+                }
+                6 => {
+                    let retryable: Vec<i64> = model
+                        .iter()
+                        .filter(|(_, d)| matches!(d.m, M::Closed { dead: true } | M::Waiting { tries: 1.., .. }))
+                        .map(|(id, _)| *id)
+                        .collect();
+                    if rng.random_bool(0.5) && !retryable.is_empty() {
+                        let id = retryable[rng.random_range(0..retryable.len())];
+                        s.retry_delivery(id, at(now)).await.unwrap();
+                        model.get_mut(&id).unwrap().m = M::Waiting { at: now, tries: 0 };
+                    } else {
+                        let f = DeliveryFilter { source: Some(src.clone()), ..Default::default() };
+                        let n = s.retry_dead(&f, at(now)).await.unwrap();
+                        let mut dead = 0;
+                        for d in model.values_mut().filter(|d| d.m == M::Closed { dead: true }) {
+                            d.m = M::Waiting { at: now, tries: 0 };
+                            dead += 1;
+                        }
+                        assert_eq!(n, dead, "{ctx}");
+                    }
+                }
+                7 => now += rng.random_range(1..40),
+                _ => {
+                    // What the rules say is due now: not held (the oldest open of its key, or unkeyed), and
+                    // its time come or its lease run out.
+                    let mut heads: BTreeMap<(String, String), i64> = BTreeMap::new();
+                    for (id, d) in &model {
+                        if let (Some(k), false) = (&d.key, matches!(d.m, M::Closed { .. })) {
+                            heads.entry((d.flow.clone(), k.clone())).or_insert(*id);
+                        }
+                    }
+                    let free =
+                        |id: &i64, d: &D| d.key.as_ref().is_none_or(|k| heads[&(d.flow.clone(), k.clone())] == *id);
+                    let due: Vec<i64> = model
+                        .iter()
+                        .filter(|(id, d)| free(id, d))
+                        .filter(|(_, d)| match d.m {
+                            M::Waiting { at, .. } => at <= now,
+                            M::InFlight { until, .. } => until <= now,
+                            M::Closed { .. } => false,
+                        })
+                        .map(|(id, _)| *id)
+                        .collect();
+                    let owner = rng.random_range(0..2);
+                    let claimed = s.claim(&format!("w{owner}"), at(now), at(now + lease), 1000, &[]).await.unwrap();
+                    let mut got: Vec<i64> = claimed.iter().map(|c| c.delivery.id).collect();
+                    got.sort();
+                    assert_eq!(got, due, "{ctx}: claimed");
+                    for id in got {
+                        let d = model.get_mut(&id).unwrap();
+                        d.m = match d.m {
+                            M::Waiting { at, tries } | M::InFlight { at, tries, .. } => {
+                                M::InFlight { until: now + lease, at, tries, owner }
+                            }
+                            M::Closed { .. } => unreachable!(),
+                        };
+                    }
+                    let next = model
+                        .iter()
+                        .filter(|(id, d)| free(id, d))
+                        .filter_map(|(_, d)| match d.m {
+                            M::Waiting { at, .. } => Some(at),
+                            M::InFlight { until, .. } => Some(until),
+                            M::Closed { .. } => None,
+                        })
+                        .min();
+                    assert_eq!(s.next_due().await.unwrap(), next.map(at), "{ctx}: next due");
+                }
+            }
+        }
+    }
+}
+
 backends::for_each_backend!(
     state_and_counters,
     ingest_claim_and_succeed,
     retries_wait_for_their_time_and_leases_expire,
     an_ordering_key_lets_one_delivery_through_at_a_time,
+    random_operations_keep_keys_in_order,
     dedupe_keys_hold_until_they_expire,
     a_key_whose_window_is_zero_dedupes_nothing,
     rejected_requests_are_kept,
