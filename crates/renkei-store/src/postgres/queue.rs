@@ -96,6 +96,10 @@ pub(super) async fn ingest_in(
     Ok(out)
 }
 
+/// The advisory lock of the ordering key hashed as `h`: the schema, then `hashtext(flow || chr(31) || key)`.
+/// The `held` trigger (0007_held.sql) takes the same lock.
+const KEY_LOCK: &str = "pg_advisory_xact_lock(hashtext('renkei:order_key:' || COALESCE(current_schema(), '')), h)";
+
 /// Takes the advisory lock of every (flow, order key) among `deliveries`, held to commit, so that deliveries of
 /// one key get their ids in commit order. One statement, in lock order: PostgreSQL evaluates a volatile function
 /// of the select list after the ORDER BY, so two batches never wait for each other in a cycle. The first half
@@ -109,11 +113,11 @@ async fn lock_order_keys<'a>(
     if flows.is_empty() {
         return Ok(());
     }
-    sqlx::query(
-        "SELECT pg_advisory_xact_lock(hashtext('renkei:order_key:' || COALESCE(current_schema(), '')), h)
-         FROM (SELECT DISTINCT hashtext(f || chr(31) || k) AS h FROM unnest($1::text[], $2::text[]) AS t (f, k)) keys
-         ORDER BY h",
-    )
+    sqlx::query(&format!(
+        "SELECT {KEY_LOCK} FROM (SELECT DISTINCT hashtext(f || chr(31) || k) AS h
+                                 FROM unnest($1::text[], $2::text[]) AS t (f, k)) keys
+         ORDER BY h"
+    ))
     .bind(flows)
     .bind(keys)
     .execute(&mut **tx)
@@ -125,12 +129,11 @@ async fn lock_order_keys<'a>(
 /// opens or closes a keyed delivery takes its key's lock in the `held` trigger, after the row's lock; taking it
 /// here first, before the rows', keeps two such changes from waiting for each other in a cycle.
 async fn lock_keys_of(tx: &mut Transaction<'_, Postgres>, ids: &[i64]) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "SELECT pg_advisory_xact_lock(hashtext('renkei:order_key:' || COALESCE(current_schema(), '')), h)
-         FROM (SELECT DISTINCT hashtext(flow || chr(31) || order_key) AS h
-               FROM deliveries WHERE id = ANY($1) AND order_key IS NOT NULL) keys
-         ORDER BY h",
-    )
+    sqlx::query(&format!(
+        "SELECT {KEY_LOCK} FROM (SELECT DISTINCT hashtext(flow || chr(31) || order_key) AS h
+                                 FROM deliveries WHERE id = ANY($1) AND order_key IS NOT NULL) keys
+         ORDER BY h"
+    ))
     .bind(ids)
     .execute(&mut **tx)
     .await?;
