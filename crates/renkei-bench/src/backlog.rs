@@ -92,9 +92,10 @@ pub async fn backlog(args: &BacklogArgs) -> anyhow::Result<Vec<Row>> {
     let drain = hub.stop().await?;
     let got = tl.received.load(Ordering::Relaxed);
     rows.push(Row::new("backlog drain: delivered/s", got as f64 / elapsed.as_secs_f64(), "events/s").note(format!(
-        "{got} of {filled} delivered in {:.0} s, including renkei's start{}; duplicates {}",
+        "{got} of {filled} delivered in {:.0} s, including renkei's start{}{}; duplicates {}",
         elapsed.as_secs_f64(),
         if all { "" } else { " (STOPPED at --max-secs)" },
+        crate::load::keys_note(),
         tl.duplicates.load(Ordering::Relaxed)
     )));
     let first = drain_rss.first().copied().unwrap_or(0);

@@ -17,11 +17,22 @@ use tokio::task::JoinSet;
 
 pub const TOKEN: &str = "bench-token";
 
-/// A webhook body of about `size` bytes: an order with a few fields and a padding note.
+/// `--order-keys`: how many ordering keys (customer codes) the webhooks are spread over, when the bench flow
+/// has one.
+pub static ORDER_KEYS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// `; ordering key over N customers` when `--order-keys` is given, for a row's note.
+pub fn keys_note() -> String {
+    ORDER_KEYS.get().map(|n| format!("; ordering key over {n} customers")).unwrap_or_default()
+}
+
+/// A webhook body of about `size` bytes: an order with a few fields and a padding note. Its customer code is
+/// the ordering key under `--order-keys`.
 pub fn body(run: &str, id: u64, size: usize) -> Vec<u8> {
+    let customers = ORDER_KEYS.get().copied().unwrap_or(100_000);
     let head = format!(
         r#"{{"id":{id},"run":"{run}","type":"order.created","customer":{{"code":"C{:05}","name":"株式会社サンプル"}},"total":{},"items":[{{"sku":"A-1","qty":2}},{{"sku":"B-7","qty":1}}],"note":""#,
-        id % 100_000,
+        id % customers,
         1000 + id % 9000
     );
     let pad = size.saturating_sub(head.len() + 2);

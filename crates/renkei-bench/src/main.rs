@@ -41,6 +41,11 @@ struct Cli {
     /// Run renkei with this `worker.concurrency` instead of its default.
     #[arg(long, global = true, value_name = "N")]
     worker_concurrency: Option<usize>,
+    /// Give the bench flow an ordering key (`order_key: "{{ body.customer.code }}"`) and spread the webhooks
+    /// over this many keys: deliveries of one key go one at a time, in order, and every one behind an open
+    /// delivery of its key waits held. Unkeyed unless given.
+    #[arg(long, global = true, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    order_keys: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -229,6 +234,9 @@ fn main() -> ExitCode {
         }
         if let Some(n) = cli.worker_concurrency {
             scenarios::WORKER_CONCURRENCY.set(n).expect("set once");
+        }
+        if let Some(n) = cli.order_keys {
+            load::ORDER_KEYS.set(n).expect("set once");
         }
         let machine = Machine::probe();
         if cfg!(debug_assertions) {

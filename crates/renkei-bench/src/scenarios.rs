@@ -29,6 +29,11 @@ pub static WORKER_CONCURRENCY: std::sync::OnceLock<usize> = std::sync::OnceLock:
 pub fn write_config(dir: &Path, sink: &str) -> anyhow::Result<PathBuf> {
     let path = dir.join("renkei.yaml");
     let mut yaml = include_str!("../bench.yaml").replace("__SINK_URL__", sink);
+    if crate::load::ORDER_KEYS.get().is_some() {
+        let retry = "    retry: {";
+        assert!(yaml.contains(retry), "bench.yaml's flow has a retry line");
+        yaml = yaml.replacen(retry, &format!("    order_key: \"{{{{ body.customer.code }}}}\"\n{retry}"), 1);
+    }
     if let Some(n) = WORKER_CONCURRENCY.get() {
         yaml.push_str(&format!("\nworker: {{ concurrency: {n} }}\n"));
     }
@@ -210,9 +215,10 @@ pub async fn ingest(args: &IngestArgs, ceilings: Ceilings) -> anyhow::Result<(Ve
     let after = usage(&hub);
     let worker = if args.worker { "worker on, delivering to a loopback sink" } else { "worker off: ingest alone" };
     rows.push(Row::new("ingest: 202/s", run.rate(), "req/s").ratio(run.rate(), ceilings.http).note(format!(
-        "ratio to bare HTTP (target ≥ 40%); {worker}; {} connections, {} events {}",
+        "ratio to bare HTTP (target ≥ 40%); {worker}; {} connections, {} events{} {}",
         args.load.connections,
         run.ok,
+        crate::load::keys_note(),
         failures(&run)
     )));
     rows.push(
@@ -257,10 +263,11 @@ pub async fn e2e(args: &E2eArgs) -> anyhow::Result<Vec<Row>> {
     let what = format!("e2e at {}/s", args.rate);
     rows.push(Row::new(format!("{what}: delivered"), tl.received.load(Ordering::Relaxed) as f64, "events").note(
         format!(
-            "of {} accepted, {n} offered over {} s (open loop){}; duplicates {} {}",
+            "of {} accepted, {n} offered over {} s (open loop){}{}; duplicates {} {}",
             run.ok,
             args.secs,
             if all { "" } else { "; NOT ALL DELIVERED within 30 s" },
+            crate::load::keys_note(),
             tl.duplicates.load(Ordering::Relaxed),
             failures(&run)
         ),
@@ -287,10 +294,11 @@ pub async fn e2e(args: &E2eArgs) -> anyhow::Result<Vec<Row>> {
     let span = Duration::from_nanos(tl.last_recv.load(Ordering::Relaxed).saturating_sub(start));
     let rate = got as f64 / span.as_secs_f64().max(1e-9);
     rows.push(Row::new("e2e at saturation: delivered/s", rate, "events/s").note(format!(
-        "target ≥ 10,000/s; {got} of {} accepted delivered{}, first send to last receipt; {} connections; duplicates {} {}",
+        "target ≥ 10,000/s; {got} of {} accepted delivered{}, first send to last receipt; {} connections{}; duplicates {} {}",
         run.ok,
         if all { "" } else { " (NOT ALL within the limit)" },
         args.load.connections,
+        crate::load::keys_note(),
         tl.duplicates.load(Ordering::Relaxed),
         failures(&run)
     )));
