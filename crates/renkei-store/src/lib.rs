@@ -9,6 +9,8 @@
 //! The store never reads the clock: every method that needs "now" takes it, so tests move time by hand.
 //! It never renders templates or talks HTTP; callers hand it finished values.
 
+#[cfg(test)]
+mod fixtures;
 pub mod migrate;
 pub mod postgres;
 mod rows;

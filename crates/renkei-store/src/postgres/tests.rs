@@ -368,3 +368,68 @@ async fn tls_is_required_when_the_url_says_so() {
     let e = verified.expect_err("a self-signed certificate does not verify").to_string();
     assert!(e.to_lowercase().contains("certificate") || e.contains("UnknownIssuer"), "{e}");
 }
+
+/// A schema of version 6 (before `held`) with deliveries queued behind ordering-key heads: opening it applies
+/// migration 7, which holds every open delivery of a key but the oldest, and a claim then takes only the heads.
+#[tokio::test]
+async fn a_version_6_schema_opens_with_its_queued_deliveries_held_behind_their_heads() {
+    use sqlx::Connection;
+    let Some(url) = test_url("a_version_6_schema_opens_with_its_queued_deliveries_held_behind_their_heads") else {
+        return;
+    };
+    let schema = format!("t_{}", uuid::Uuid::now_v7().simple());
+    {
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        let mut tx = conn.begin().await.unwrap();
+        let setup = format!(
+            "CREATE SCHEMA {0}; SET LOCAL search_path TO {0};
+             CREATE TABLE renkei_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL);",
+            quote_ident(&schema)
+        );
+        sqlx::Executor::execute(&mut *tx, setup.as_str()).await.unwrap();
+        for (version, sql) in &MIGRATIONS[..6] {
+            sqlx::Executor::execute(&mut *tx, *sql).await.unwrap();
+            sqlx::query("INSERT INTO renkei_migrations (version, applied_at) VALUES ($1, 0)")
+                .bind(version)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        sqlx::query(
+            "INSERT INTO events (id, source, event_type, status, http_status, received_at, request_id, headers, query, body)
+             VALUES ('e1', 's', 't', 'accepted', 202, $1, 'r', '{}', '{}', '{}')",
+        )
+        .bind(ms(t0()))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        let later = ms(t0() + Duration::days(1));
+        for (id, flow, status, key, due) in crate::fixtures::QUEUED_BEFORE_HELD {
+            sqlx::query(
+                "INSERT INTO deliveries (id, event_id, flow, status, order_key, next_at, created_at, updated_at)
+                 VALUES ($1, 'e1', $2, $3, $4, $5, $5, $5)",
+            )
+            .bind(id)
+            .bind(flow)
+            .bind(status)
+            .bind(key)
+            .bind(if due { ms(t0()) } else { later })
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    let s = PgStore::open_in_schema(&url, &schema, t0()).await.unwrap();
+    let version: i64 =
+        sqlx::query_scalar("SELECT max(version) FROM renkei_migrations").fetch_one(&s.pool).await.unwrap();
+    assert_eq!(version, MIGRATIONS.last().unwrap().0);
+    let held: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM deliveries WHERE held ORDER BY id").fetch_all(&s.pool).await.unwrap();
+    assert_eq!(held, crate::fixtures::HELD_AFTER_MIGRATION);
+    let claimed = s.claim("w1", t0(), t0() + Duration::seconds(10), 10, &[]).await.unwrap();
+    let mut ids: Vec<i64> = claimed.iter().map(|c| c.delivery.id).collect();
+    ids.sort();
+    assert_eq!(ids, crate::fixtures::CLAIMED_AFTER_MIGRATION);
+    drop_schema(&s, &schema).await;
+}

@@ -479,3 +479,65 @@ async fn a_claim_of_large_events_comes_back_in_chunks_in_order() {
         assert_eq!(c.event.body, Some(json!({ "i": i, "text": big(i) })));
     }
 }
+
+/// A database of schema version 5 (before `held`) with deliveries queued behind ordering-key heads: opening it
+/// applies migration 6, which holds every open delivery of a key but the oldest, and a claim then takes only
+/// the heads.
+#[tokio::test]
+async fn a_version_5_database_opens_with_its_queued_deliveries_held_behind_their_heads() {
+    use std::str::FromStr;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("v5.db").display());
+    let t0 = Utc::now();
+    {
+        let opts = sqlx::sqlite::SqliteConnectOptions::from_str(&url).unwrap().create_if_missing(true);
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await.unwrap();
+        sqlx::raw_sql("CREATE TABLE renkei_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        for (version, sql) in &MIGRATIONS[..5] {
+            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+            sqlx::query("INSERT INTO renkei_migrations (version, applied_at) VALUES (?1, 0)")
+                .bind(version)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        sqlx::query(
+            "INSERT INTO events (id, source, event_type, status, http_status, received_at, request_id, headers, query, body)
+             VALUES ('e1', 's', 't', 'accepted', 202, ?1, 'r', '{}', '{}', '{}')",
+        )
+        .bind(ms(t0))
+        .execute(&pool)
+        .await
+        .unwrap();
+        let later = ms(t0 + Duration::days(1));
+        for (id, flow, status, key, due) in crate::fixtures::QUEUED_BEFORE_HELD {
+            sqlx::query(
+                "INSERT INTO deliveries (id, event_id, flow, status, order_key, next_at, created_at, updated_at)
+                 VALUES (?1, 'e1', ?2, ?3, ?4, ?5, ?5, ?5)",
+            )
+            .bind(id)
+            .bind(flow)
+            .bind(status)
+            .bind(key)
+            .bind(if due { ms(t0) } else { later })
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        pool.close().await;
+    }
+    let s = SqliteStore::open(&url, t0).await.unwrap();
+    let version: i64 =
+        sqlx::query_scalar("SELECT max(version) FROM renkei_migrations").fetch_one(&s.writer).await.unwrap();
+    assert_eq!(version, MIGRATIONS.last().unwrap().0);
+    let held: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM deliveries WHERE held = 1 ORDER BY id").fetch_all(&s.writer).await.unwrap();
+    assert_eq!(held, crate::fixtures::HELD_AFTER_MIGRATION);
+    let claimed = s.claim("w1", t0, t0 + Duration::seconds(10), 10, &[]).await.unwrap();
+    let mut ids: Vec<i64> = claimed.iter().map(|c| c.delivery.id).collect();
+    ids.sort();
+    assert_eq!(ids, crate::fixtures::CLAIMED_AFTER_MIGRATION);
+}
