@@ -380,8 +380,16 @@ pub(super) async fn renew_leases(pool: &PgPool, owner: &str, ids: &[i64], until:
 }
 
 pub(super) async fn next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>> {
+    // The earliest waiting delivery (first in `deliveries_queue` that is not in flight) and the earliest lease
+    // to run out (among the few in flight, by `deliveries_status`): two short index walks, not a pass over every
+    // open delivery (20 ms with 100,000 waiting, BENCHMARKS.md "Seventh session"). `held` of the in-flight rows
+    // is looked at after the walk: written in the WHERE, it let the planner (before statistics) AND the walk
+    // with all of `deliveries_queue`. LEAST ignores a NULL.
     let at: Option<i64> = sqlx::query_scalar(&format!(
-        "SELECT MIN(CASE WHEN status = 'in_flight' THEN lease_until ELSE next_at END) FROM deliveries WHERE status IN {OPEN} AND NOT held"
+        "SELECT LEAST(
+             (SELECT next_at FROM deliveries WHERE status IN {OPEN} AND NOT held AND status <> 'in_flight'
+              ORDER BY next_at LIMIT 1),
+             (SELECT MIN(CASE WHEN NOT held THEN lease_until END) FROM deliveries WHERE status = 'in_flight'))"
     ))
     .fetch_one(pool)
     .await
