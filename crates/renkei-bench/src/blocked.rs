@@ -1,5 +1,7 @@
-//! What a claim costs while many deliveries wait behind one ordering key whose head is retrying: the store
-//! alone (no HTTP), on a SQLite file and, with --postgres-url, in a fresh PostgreSQL schema.
+//! What a claim costs while many deliveries wait behind one ordering key whose head is retrying, what the
+//! idle worker's look for the next due time costs with as many waiting, and what a claim costs that walks past
+//! as many due at a step it leaves out: the store alone (no HTTP), on a SQLite file and, with --postgres-url,
+//! in a fresh PostgreSQL schema.
 
 use std::time::Instant;
 
@@ -7,7 +9,7 @@ use chrono::{Duration, Utc};
 use renkei_core::delivery::Status;
 use renkei_store::postgres::PgStore;
 use renkei_store::sqlite::SqliteStore;
-use renkei_store::{NewAttempt, NewDelivery, NewEvent, Store, Transition};
+use renkei_store::{FlowStep, NewAttempt, NewDelivery, NewEvent, Store, Transition};
 use serde_json::json;
 
 use crate::report::Row;
@@ -120,6 +122,25 @@ async fn measure(backend: &str, store: &dyn Store, args: &BlockedArgs) -> anyhow
         let due = due.map(|d| d.timestamp_millis());
         anyhow::ensure!(due == Some(now.timestamp_millis()), "next due {due:?}, not the 100 of the other flow");
     }
+    // As many due a day ago at a step the claim leaves out (a destination whose limit is full: it hangs), older
+    // than the 100 others: each claim of 10 walks past them.
+    let mut n = 0;
+    while n < args.behind {
+        let take = (args.behind - n).min(1000);
+        let events = (n..n + take).map(|i| event(format!("x{i:08}"), "x", None)).collect();
+        store.ingest(events, now - Duration::days(1)).await?;
+        n += take;
+    }
+    let skip = [FlowStep { flow: "x".into(), step: 0 }];
+    let mut past = Vec::new();
+    for _ in 0..args.claims {
+        let t = Instant::now();
+        let got = store.claim("bench", now, lease, 10, &skip).await?;
+        timed(&mut past, t);
+        anyhow::ensure!(got.len() == 10 && got.iter().all(|c| c.delivery.flow == "g"), "claimed {} of 10", got.len());
+        let ids: Vec<i64> = got.iter().map(|c| c.delivery.id).collect();
+        store.give_back("bench", &ids, now).await?;
+    }
     let note =
         format!("{} deliveries behind one retrying ordering-key head; mean of {} claims", args.behind, args.claims);
     let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len().max(1) as f64;
@@ -128,6 +149,10 @@ async fn measure(backend: &str, store: &dyn Store, args: &BlockedArgs) -> anyhow
         Row::new(format!("blocked key, {backend}: a claim of 10 other deliveries"), mean(&ten), "ms").note(note),
         Row::new(format!("blocked key, {backend}: the next due time"), mean(&looks), "ms").note(format!(
             "the same, and {} unkeyed deliveries due in a day; mean of {} looks",
+            args.behind, args.claims
+        )),
+        Row::new(format!("blocked key, {backend}: a claim of 10 past a left-out step"), mean(&past), "ms").note(format!(
+            "the same, and {} deliveries due a day ago at a step the claim leaves out (a full limit's); mean of {} claims",
             args.behind, args.claims
         )),
     ])

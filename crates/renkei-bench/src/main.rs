@@ -66,8 +66,9 @@ enum Command {
     Idle(IdleArgs),
     /// Events per second written into a kintone fake, with and without batching, and requests per 1,000 events.
     Kintone(KintoneArgs),
-    /// What a claim costs with --behind deliveries waiting behind one ordering-key head that is retrying: the
-    /// store alone, on SQLite and (with --postgres-url) PostgreSQL.
+    /// What a claim and the next due time cost with --behind deliveries waiting behind one ordering-key head
+    /// that is retrying, as many due later, and as many due at a step the claim leaves out: the store alone, on
+    /// SQLite and (with --postgres-url) PostgreSQL.
     Blocked(BlockedArgs),
     /// Everything above, in one run, with their default sizes (a few minutes).
     All(AllArgs),
