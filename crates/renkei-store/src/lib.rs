@@ -71,7 +71,8 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<()>;
 
-    /// Gives back every delivery `owner` holds (graceful shutdown), to be claimed again at once.
+    /// Gives back every delivery `owner` holds (graceful shutdown), to be claimed again at once, and on a
+    /// shared store every concurrency slot it holds ([`Store::take_slot`]), to be taken again at once.
     async fn release(&self, owner: &str, now: DateTime<Utc>) -> Result<u64>;
 
     /// Gives back these deliveries, claimed by `owner` and not tried, to be claimed again at once, as

@@ -296,7 +296,9 @@ impl Store for PgStore {
     }
 
     async fn release(&self, owner: &str, now: DateTime<Utc>) -> Result<u64> {
-        queue::release(&self.pool, owner, None, now).await
+        let released = queue::release(&self.pool, owner, None, now).await?;
+        queue::free_slots_of(&self.pool, owner).await?;
+        Ok(released)
     }
 
     async fn give_back(&self, owner: &str, ids: &[i64], now: DateTime<Utc>) -> Result<u64> {

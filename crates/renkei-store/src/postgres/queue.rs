@@ -613,3 +613,14 @@ pub(super) async fn free_slot(pool: &PgPool, key: &str, slot: u32, owner: &str) 
         .map_err(db)?;
     Ok(())
 }
+
+/// Gives back every slot `owner` holds: those of requests cut off at shutdown, which never reached their own
+/// `free_slot` (without this they stay taken until their `until`, the request's timeout plus 10 s).
+pub(super) async fn free_slots_of(pool: &PgPool, owner: &str) -> Result<()> {
+    sqlx::query("UPDATE limit_slots SET owner = '', until = 0 WHERE owner = $1")
+        .bind(super::text(owner))
+        .execute(pool)
+        .await
+        .map_err(db)?;
+    Ok(())
+}

@@ -161,6 +161,14 @@ pub async fn shared_limit_slots_hold_across_owners(s: &dyn Store) {
         s.take_slot("kintone:x.cybozu.com", 2, "node-e", until, until + Duration::seconds(30)).await.unwrap(),
         Some(1)
     );
+    // node-d shuts down with requests cut off (their slots never given back one by one): releasing it frees
+    // them all at once, and only its own.
+    assert_eq!(s.take_slot("http:other", 1, "node-d", until, until + Duration::seconds(30)).await.unwrap(), Some(0));
+    s.release("node-d", until).await.unwrap();
+    let after = until + Duration::seconds(30);
+    assert_eq!(s.take_slot("kintone:x.cybozu.com", 2, "node-f", until, after).await.unwrap(), Some(0));
+    assert_eq!(s.take_slot("http:other", 1, "node-f", until, after).await.unwrap(), Some(0));
+    assert_eq!(s.take_slot("kintone:x.cybozu.com", 2, "node-g", until, after).await.unwrap(), None, "node-e's kept");
 }
 
 pub async fn an_ordering_key_lets_one_delivery_through_at_a_time(s: &dyn Store) {
