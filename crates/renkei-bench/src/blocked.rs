@@ -59,12 +59,14 @@ async fn measure(backend: &str, store: &dyn Store, args: &BlockedArgs) -> anyhow
     let lease = now + Duration::minutes(10);
     // The head of key "k", then --behind more of it; claimed and sent to retry in a day.
     let mut n = 0;
+    let keyed = Instant::now();
     while n <= args.behind {
         let take = (args.behind + 1 - n).min(1000);
         let events = (n..n + take).map(|i| event(format!("k{i:08}"), "f", Some("k"))).collect();
         store.ingest(events, now).await?;
         n += take;
     }
+    let keyed = keyed.elapsed().as_secs_f64() * 1e6 / (args.behind + 1) as f64;
     let head = store.claim("bench", now, lease, 1, &[]).await?;
     anyhow::ensure!(head.len() == 1, "the head of the key was not claimed");
     let attempt = NewAttempt {
@@ -108,12 +110,14 @@ async fn measure(backend: &str, store: &dyn Store, args: &BlockedArgs) -> anyhow
     // As many unkeyed deliveries waiting a day (a backlog behind a destination that is down): what an idle
     // worker's look for the next due time costs.
     let mut n = 0;
+    let unkeyed = Instant::now();
     while n < args.behind {
         let take = (args.behind - n).min(1000);
         let events = (n..n + take).map(|i| event(format!("w{i:08}"), "h", None)).collect();
         store.ingest(events, now + Duration::days(1)).await?;
         n += take;
     }
+    let unkeyed = unkeyed.elapsed().as_secs_f64() * 1e6 / args.behind.max(1) as f64;
     let mut looks = Vec::new();
     for _ in 0..args.claims {
         let t = Instant::now();
@@ -145,6 +149,10 @@ async fn measure(backend: &str, store: &dyn Store, args: &BlockedArgs) -> anyhow
         format!("{} deliveries behind one retrying ordering-key head; mean of {} claims", args.behind, args.claims);
     let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len().max(1) as f64;
     Ok(vec![
+        Row::new(format!("blocked key, {backend}: ingest of a delivery behind an open one of its key"), keyed, "µs")
+            .note(format!("{} events of one key, 1,000 per ingest; the held trigger's work included", args.behind + 1)),
+        Row::new(format!("blocked key, {backend}: ingest of an unkeyed delivery"), unkeyed, "µs")
+            .note(format!("{} events, 1,000 per ingest, into the same table", args.behind)),
         Row::new(format!("blocked key, {backend}: a claim finding nothing due"), mean(&empty), "ms").note(&note),
         Row::new(format!("blocked key, {backend}: a claim of 10 other deliveries"), mean(&ten), "ms").note(note),
         Row::new(format!("blocked key, {backend}: the next due time"), mean(&looks), "ms").note(format!(

@@ -140,6 +140,17 @@ async fn lock_keys_of(tx: &mut Transaction<'_, Postgres>, ids: &[i64]) -> Result
     Ok(())
 }
 
+/// One delivery, `held` when it is open, keyed, and behind an open delivery of its key (which the caller's key
+/// lock keeps still). The `held` trigger settles the key all the same; with `held` set here it finds nothing to
+/// change, where it would otherwise write the new row again (a new version of it in every index).
+const INSERT_DELIVERY: &str =
+    "INSERT INTO deliveries (event_id, flow, status, order_key, next_at, last_error, created_at, updated_at, held)
+     VALUES ($1, $2, $3, $4, $5, $6, $5, $5,
+             $4::text IS NOT NULL AND $3::text IN ('pending', 'retrying', 'in_flight')
+             AND EXISTS (SELECT 1 FROM deliveries p
+                         WHERE p.flow = $2 AND p.order_key = $4 AND p.status IN ('pending', 'retrying', 'in_flight')))
+     RETURNING id";
+
 /// Inserts deliveries one by one, so their ids follow the order given. The caller holds their key locks.
 async fn insert_deliveries(
     tx: &mut Transaction<'_, Postgres>,
@@ -149,18 +160,15 @@ async fn insert_deliveries(
 ) -> Result<Vec<i64>, sqlx::Error> {
     let mut ids = Vec::with_capacity(deliveries.len());
     for d in deliveries {
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO deliveries (event_id, flow, status, order_key, next_at, last_error, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $5, $5) RETURNING id",
-        )
-        .bind(event_id)
-        .bind(&d.flow)
-        .bind(d.status.as_str())
-        .bind(opt_text(&d.order_key))
-        .bind(ms(now))
-        .bind(opt_text(&d.error))
-        .fetch_one(&mut **tx)
-        .await?;
+        let id: i64 = sqlx::query_scalar(INSERT_DELIVERY)
+            .bind(event_id)
+            .bind(&d.flow)
+            .bind(d.status.as_str())
+            .bind(opt_text(&d.order_key))
+            .bind(ms(now))
+            .bind(opt_text(&d.error))
+            .fetch_one(&mut **tx)
+            .await?;
         ids.push(id);
     }
     Ok(ids)

@@ -73,8 +73,14 @@ async fn insert_deliveries(
     let mut ids = Vec::with_capacity(deliveries.len());
     for d in deliveries {
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO deliveries (event_id, flow, status, order_key, next_at, last_error, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5, ?5) RETURNING id",
+            "INSERT INTO deliveries (event_id, flow, status, order_key, next_at, last_error, created_at, updated_at,
+                                     held)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5, ?5,
+                     ?4 IS NOT NULL AND ?3 IN ('pending', 'retrying', 'in_flight')
+                     AND EXISTS (SELECT 1 FROM deliveries p
+                                 WHERE p.flow = ?2 AND p.order_key = ?4
+                                   AND p.status IN ('pending', 'retrying', 'in_flight')))
+             RETURNING id",
         )
         .bind(event_id)
         .bind(&d.flow)
