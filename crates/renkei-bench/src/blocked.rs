@@ -37,6 +37,26 @@ fn event(id: String, flow: &str, key: Option<&str>) -> NewEvent {
     }
 }
 
+/// Ingests `count` events of one delivery each to `flow` (ids named after it), 1,000 per ingest, at `at`;
+/// the mean time per event, µs.
+async fn fill(
+    store: &dyn Store,
+    flow: &str,
+    key: Option<&str>,
+    count: u64,
+    at: chrono::DateTime<Utc>,
+) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let mut n = 0;
+    while n < count {
+        let take = (count - n).min(1000);
+        let events = (n..n + take).map(|i| event(format!("{flow}{i:08}"), flow, key)).collect();
+        store.ingest(events, at).await?;
+        n += take;
+    }
+    Ok(started.elapsed().as_secs_f64() * 1e6 / count.max(1) as f64)
+}
+
 pub async fn blocked(args: &BlockedArgs) -> anyhow::Result<Vec<Row>> {
     let dir = tempfile::tempdir()?;
     let now = Utc::now();
@@ -58,15 +78,7 @@ async fn measure(backend: &str, store: &dyn Store, args: &BlockedArgs) -> anyhow
     let now = Utc::now();
     let lease = now + Duration::minutes(10);
     // The head of key "k", then --behind more of it; claimed and sent to retry in a day.
-    let mut n = 0;
-    let keyed = Instant::now();
-    while n <= args.behind {
-        let take = (args.behind + 1 - n).min(1000);
-        let events = (n..n + take).map(|i| event(format!("k{i:08}"), "f", Some("k"))).collect();
-        store.ingest(events, now).await?;
-        n += take;
-    }
-    let keyed = keyed.elapsed().as_secs_f64() * 1e6 / (args.behind + 1) as f64;
+    let keyed = fill(store, "f", Some("k"), args.behind + 1, now).await?;
     let head = store.claim("bench", now, lease, 1, &[]).await?;
     anyhow::ensure!(head.len() == 1, "the head of the key was not claimed");
     let attempt = NewAttempt {
@@ -96,8 +108,7 @@ async fn measure(backend: &str, store: &dyn Store, args: &BlockedArgs) -> anyhow
         anyhow::ensure!(got.is_empty(), "a delivery behind the retrying head was claimed");
     }
     // 100 unkeyed deliveries of another flow due: claim ten, give them back, again.
-    let events = (0..100).map(|i| event(format!("u{i:08}"), "g", None)).collect();
-    store.ingest(events, now).await?;
+    fill(store, "g", None, 100, now).await?;
     let mut ten = Vec::new();
     for _ in 0..args.claims {
         let t = Instant::now();
@@ -109,15 +120,7 @@ async fn measure(backend: &str, store: &dyn Store, args: &BlockedArgs) -> anyhow
     }
     // As many unkeyed deliveries waiting a day (a backlog behind a destination that is down): what an idle
     // worker's look for the next due time costs.
-    let mut n = 0;
-    let unkeyed = Instant::now();
-    while n < args.behind {
-        let take = (args.behind - n).min(1000);
-        let events = (n..n + take).map(|i| event(format!("w{i:08}"), "h", None)).collect();
-        store.ingest(events, now + Duration::days(1)).await?;
-        n += take;
-    }
-    let unkeyed = unkeyed.elapsed().as_secs_f64() * 1e6 / args.behind.max(1) as f64;
+    let unkeyed = fill(store, "h", None, args.behind, now + Duration::days(1)).await?;
     let mut looks = Vec::new();
     for _ in 0..args.claims {
         let t = Instant::now();
@@ -128,13 +131,7 @@ async fn measure(backend: &str, store: &dyn Store, args: &BlockedArgs) -> anyhow
     }
     // As many due a day ago at a step the claim leaves out (a destination whose limit is full: it hangs), older
     // than the 100 others: each claim of 10 walks past them.
-    let mut n = 0;
-    while n < args.behind {
-        let take = (args.behind - n).min(1000);
-        let events = (n..n + take).map(|i| event(format!("x{i:08}"), "x", None)).collect();
-        store.ingest(events, now - Duration::days(1)).await?;
-        n += take;
-    }
+    fill(store, "x", None, args.behind, now - Duration::days(1)).await?;
     let skip = [FlowStep { flow: "x".into(), step: 0 }];
     let mut past = Vec::new();
     for _ in 0..args.claims {

@@ -90,7 +90,7 @@ impl PgStore {
     /// the migrations applied: unlike SQLite, nothing is released on open (other nodes may hold the claims).
     pub async fn open(url: &str, now: DateTime<Utc>) -> Result<PgStore> {
         let (url, settings) = settings(url)?;
-        PgStore::connect(&url, settings, now).await
+        PgStore::connect(&url, settings, now, MIGRATIONS).await
     }
 
     /// [`PgStore::open`] in `schema` (whatever the URL says), created if missing: several hubs (or tests) in
@@ -98,10 +98,24 @@ impl PgStore {
     pub async fn open_in_schema(url: &str, schema: &str, now: DateTime<Utc>) -> Result<PgStore> {
         let (url, mut settings) = settings(url)?;
         settings.schema = Some(schema.to_owned());
-        PgStore::connect(&url, settings, now).await
+        PgStore::connect(&url, settings, now, MIGRATIONS).await
     }
 
-    async fn connect(url: &str, settings: PgSettings, now: DateTime<Utc>) -> Result<PgStore> {
+    /// [`PgStore::open_in_schema`] with the schema migrated up to `version` only: tests of an older schema.
+    #[cfg(test)]
+    async fn open_in_schema_at(url: &str, schema: &str, now: DateTime<Utc>, version: i64) -> Result<PgStore> {
+        let (url, mut settings) = settings(url)?;
+        settings.schema = Some(schema.to_owned());
+        let migrations = &MIGRATIONS[..MIGRATIONS.partition_point(|(v, _)| *v <= version)];
+        PgStore::connect(&url, settings, now, migrations).await
+    }
+
+    async fn connect(
+        url: &str,
+        settings: PgSettings,
+        now: DateTime<Utc>,
+        migrations: &[(i64, &str)],
+    ) -> Result<PgStore> {
         let schema = settings.schema.as_deref();
         // The parse error names the problem, not the URL, which may hold a password.
         let mut opts = PgConnectOptions::from_str(url)
@@ -136,7 +150,7 @@ impl PgStore {
             .connect_with(opts)
             .await
             .map_err(unavailable)?;
-        migrate(&pool, schema, now).await?;
+        migrate(&pool, schema, now, migrations).await?;
         Ok(PgStore { pool, target, schema: settings.schema })
     }
 
@@ -165,10 +179,11 @@ fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Applies what is missing, in one transaction under an advisory lock named after the schema: a second node
-/// starting at the same time waits, then finds everything applied. `CREATE SCHEMA IF NOT EXISTS` is inside
-/// the lock too, since two of them at once can fail on a duplicate key.
-async fn migrate(pool: &PgPool, schema: Option<&str>, now: DateTime<Utc>) -> Result<()> {
+/// Applies those of `migrations` (all of [`MIGRATIONS`], but for tests of an older schema) that are missing, in
+/// one transaction under an advisory lock named after the schema: a second node starting at the same time waits,
+/// then finds everything applied. `CREATE SCHEMA IF NOT EXISTS` is inside the lock too, since two of them at once
+/// can fail on a duplicate key.
+async fn migrate(pool: &PgPool, schema: Option<&str>, now: DateTime<Utc>, migrations: &[(i64, &str)]) -> Result<()> {
     let mut tx = pool.begin().await.map_err(db)?;
     sqlx::query(
         "SELECT pg_advisory_xact_lock(hashtext('renkei:migrate'), hashtext(COALESCE($1, current_schema(), '')))",
@@ -191,7 +206,7 @@ async fn migrate(pool: &PgPool, schema: Option<&str>, now: DateTime<Utc>) -> Res
     .map_err(db)?;
     let applied: Vec<i64> =
         sqlx::query_scalar("SELECT version FROM renkei_migrations").fetch_all(&mut *tx).await.map_err(db)?;
-    for (version, sql) in MIGRATIONS {
+    for (version, sql) in migrations {
         if applied.contains(version) {
             continue;
         }

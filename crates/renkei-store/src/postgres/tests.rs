@@ -373,28 +373,13 @@ async fn tls_is_required_when_the_url_says_so() {
 /// migration 7, which holds every open delivery of a key but the oldest, and a claim then takes only the heads.
 #[tokio::test]
 async fn a_version_6_schema_opens_with_its_queued_deliveries_held_behind_their_heads() {
-    use sqlx::Connection;
     let Some(url) = test_url("a_version_6_schema_opens_with_its_queued_deliveries_held_behind_their_heads") else {
         return;
     };
     let schema = format!("t_{}", uuid::Uuid::now_v7().simple());
     {
-        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
-        let mut tx = conn.begin().await.unwrap();
-        let setup = format!(
-            "CREATE SCHEMA {0}; SET LOCAL search_path TO {0};
-             CREATE TABLE renkei_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL);",
-            quote_ident(&schema)
-        );
-        sqlx::Executor::execute(&mut *tx, setup.as_str()).await.unwrap();
-        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v <= 6) {
-            sqlx::Executor::execute(&mut *tx, *sql).await.unwrap();
-            sqlx::query("INSERT INTO renkei_migrations (version, applied_at) VALUES ($1, 0)")
-                .bind(version)
-                .execute(&mut *tx)
-                .await
-                .unwrap();
-        }
+        let old = PgStore::open_in_schema_at(&url, &schema, t0(), 6).await.unwrap();
+        let mut tx = old.pool.begin().await.unwrap();
         sqlx::query(
             "INSERT INTO events (id, source, event_type, status, http_status, received_at, request_id, headers, query, body)
              VALUES ('e1', 's', 't', 'accepted', 202, $1, 'r', '{}', '{}', '{}')",

@@ -113,7 +113,7 @@ impl SqliteStore {
             .connect_with(writer_opts)
             .await
             .map_err(unavailable)?;
-        migrate(&writer).await?;
+        migrate(&writer, MIGRATIONS).await?;
         // An in-memory database exists per connection: readers must share the writer.
         let reader = if memory {
             writer.clone()
@@ -163,7 +163,8 @@ fn take_lock(path: &str) -> Result<std::fs::File> {
     Ok(file)
 }
 
-async fn migrate(pool: &SqlitePool) -> Result<()> {
+/// Applies those of `migrations` not applied yet (all of [`MIGRATIONS`], but for tests of an older schema).
+async fn migrate(pool: &SqlitePool, migrations: &[(i64, &str)]) -> Result<()> {
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS renkei_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
     )
@@ -172,7 +173,7 @@ async fn migrate(pool: &SqlitePool) -> Result<()> {
     .map_err(db)?;
     let applied: Vec<i64> =
         sqlx::query_scalar("SELECT version FROM renkei_migrations").fetch_all(pool).await.map_err(db)?;
-    for (version, sql) in MIGRATIONS {
+    for (version, sql) in migrations {
         if applied.contains(version) {
             continue;
         }

@@ -492,18 +492,7 @@ async fn a_version_5_database_opens_with_its_queued_deliveries_held_behind_their
     {
         let opts = sqlx::sqlite::SqliteConnectOptions::from_str(&url).unwrap().create_if_missing(true);
         let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await.unwrap();
-        sqlx::raw_sql("CREATE TABLE renkei_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
-            .execute(&pool)
-            .await
-            .unwrap();
-        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v <= 5) {
-            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
-            sqlx::query("INSERT INTO renkei_migrations (version, applied_at) VALUES (?1, 0)")
-                .bind(version)
-                .execute(&pool)
-                .await
-                .unwrap();
-        }
+        migrate(&pool, &MIGRATIONS[..MIGRATIONS.partition_point(|(v, _)| *v <= 5)]).await.unwrap();
         sqlx::query(
             "INSERT INTO events (id, source, event_type, status, http_status, received_at, request_id, headers, query, body)
              VALUES ('e1', 's', 't', 'accepted', 202, ?1, 'r', '{}', '{}', '{}')",
