@@ -85,7 +85,18 @@ pub struct Hub {
 
 impl Hub {
     pub async fn start(mode: &Mode) -> anyhow::Result<Hub> {
-        let mut cmd = Command::new(std::env::current_exe()?);
+        // RENKEI_BENCH_HUB_WRAP runs the child under another program, as in
+        // `RENKEI_BENCH_HUB_WRAP="valgrind --tool=callgrind"` (BENCHMARKS.md, "Profiling").
+        let wrap = std::env::var("RENKEI_BENCH_HUB_WRAP").unwrap_or_default();
+        let mut wrap = wrap.split_whitespace();
+        let mut cmd = match wrap.next() {
+            Some(program) => {
+                let mut cmd = Command::new(program);
+                cmd.args(wrap).arg(std::env::current_exe()?);
+                cmd
+            }
+            None => Command::new(std::env::current_exe()?),
+        };
         cmd.arg("hub");
         match mode {
             Mode::Bare => {

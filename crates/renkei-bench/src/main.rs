@@ -11,6 +11,7 @@ mod kintone;
 mod load;
 mod report;
 mod scenarios;
+mod store;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -70,6 +71,9 @@ enum Command {
     /// that is retrying, as many due later, and as many due at a step the claim leaves out: the store alone, on
     /// SQLite and (with --postgres-url) PostgreSQL.
     Blocked(BlockedArgs),
+    /// The store alone, per event: ingest, claim and an attempt recorded, on SQLite, one call at a time (its
+    /// instruction counts repeat under callgrind).
+    Store(StoreArgs),
     /// Everything above, in one run, with their default sizes (a few minutes).
     All(AllArgs),
     /// (internal) The process under test.
@@ -82,6 +86,19 @@ pub struct KintoneArgs {
     /// Events written (each an upsert of one record).
     #[arg(long, default_value_t = 2_000)]
     pub events: usize,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct StoreArgs {
+    /// Events stored, claimed and recorded.
+    #[arg(long, default_value_t = 20_000)]
+    pub events: u64,
+    /// Events per ingest, and per claim.
+    #[arg(long, default_value_t = 32)]
+    pub batch: u64,
+    /// Size of each event's body (JSON), and of each attempt's response body, bytes.
+    #[arg(long, default_value_t = 1024)]
+    pub body_bytes: usize,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -265,6 +282,7 @@ async fn run(command: Command) -> anyhow::Result<Vec<Row>> {
         Command::Idle(a) => backlog::idle(&a).await?,
         Command::Kintone(a) => kintone::kintone(&a).await?,
         Command::Blocked(a) => blocked::blocked(&a).await?,
+        Command::Store(a) => store::store(&a).await?,
         Command::All(all) => {
             let mut rows = Vec::new();
             eprintln!("# idle");

@@ -19,6 +19,12 @@
 //! statement (`?3` alone, say) shifts that numbering and can leave a later parameter unbound (NULL). Rows that
 //! come back carry a `kind` column saying which statement they are from.
 //!
+//! The large texts of an event (headers, query, body) do not travel in its JSON row: they go one after the other
+//! into one BLOB parameter, which the row points into (`CAST(substr(?, at, len) AS TEXT)`: a copy). Inside the
+//! row, a ~1 KB body was escaped into a JSON string by serde, parsed by `json_each`, written out again as the
+//! array element's text, parsed again into JSONB and unescaped by `->>`: four passes over it, half of what
+//! SQLite did for an ingest (callgrind: BENCHMARKS.md, "Eighth session").
+//!
 //! Each event row is written out as JSON by the caller's task, not by the writer's thread ([`EventRow::new`]):
 //! the writer only joins them.
 //!
@@ -61,7 +67,7 @@ pub(super) struct IngestJob<'a> {
 
 /// The dedupe keys (rows `[source, key, event_id, expires_at]`; a key that expired before the newest `now` of
 /// the batch is taken over, the jobs' `now`s differing by the milliseconds the batch took to gather), then the
-/// events (rows as [`EventRow::row`]) that took their key or have none, then their deliveries (rows `[event_id,
+/// events (rows as [`IngestParams::events`], their headers, query and body cut out of one BLOB of them all) that took their key or have none, then their deliveries (rows `[event_id,
 /// flow, status, order_key, error, now]`), then, per keyed event in order, which event holds its key for it: the
 /// event itself when it took the key, the holder when it is a duplicate (the keys are bound a second time).
 ///
@@ -90,9 +96,13 @@ WITH j AS MATERIALIZED (SELECT key, jsonb(value) AS value FROM json_each(?))
 INSERT INTO events (id, source, event_type, status, http_status, received_at, request_id, row_no,
                     content_type, headers, query, body, dedupe_key)
     SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, 'accepted', 202, j.value ->> 3, j.value ->> 4,
-           j.value ->> 5, j.value ->> 6, j.value ->> 7, j.value ->> 8, j.value ->> 9, j.value ->> 10
+           j.value ->> 5, j.value ->> 6,
+           CAST(substr(?, j.value ->> 8, j.value ->> 9) AS TEXT),
+           CAST(substr(?, j.value ->> 10, j.value ->> 11) AS TEXT),
+           CAST(substr(?, j.value ->> 12, j.value ->> 13) AS TEXT),
+           j.value ->> 7
     FROM j
-    WHERE j.value ->> 10 IS NULL OR j.value ->> 0 IN (SELECT event_id FROM temp.took)
+    WHERE j.value ->> 7 IS NULL OR j.value ->> 0 IN (SELECT event_id FROM temp.took)
     ORDER BY j.key;
 WITH j AS MATERIALIZED (SELECT key, jsonb(value) AS value FROM json_each(?))
 INSERT INTO deliveries (event_id, flow, status, order_key, next_at, last_error, created_at, updated_at, held)
@@ -111,12 +121,25 @@ SELECT 2 AS kind, json_group_array(
     FROM json_each(?) j JOIN dedupe x ON x.source = j.value ->> 0 AND x.key = j.value ->> 1;";
 
 /// The ingest part's parameters, in the order [`INGEST`] takes them; `None` when no job has an event.
-fn ingest_params(jobs: &[IngestJob<'_>]) -> Option<(String, i64, String, String)> {
+fn ingest_params(jobs: &[IngestJob<'_>]) -> Option<IngestParams> {
+    use std::fmt::Write;
     let latest = jobs.iter().map(|j| j.now).max().unwrap_or_default();
     let all = || jobs.iter().flat_map(|j| j.events.iter());
     all().next()?;
     let keys = array(all().filter_map(|e| e.dedupe_row.as_deref()));
-    let events = array(all().map(|e| e.row.as_str()));
+    let mut events = String::from("[");
+    let mut texts = Vec::with_capacity(all().map(|e| e.texts.len()).sum());
+    for e in all() {
+        if events.len() > 1 {
+            events.push(',');
+        }
+        // Where each of the three texts starts in `texts` (1-based, as `substr` counts) and its length.
+        let (at, (headers, query)) = (texts.len() + 1, e.lens);
+        let body = e.texts.len() - headers - query;
+        let _ = write!(events, "{},{at},{headers},{},{query},{},{body}]", e.head, at + headers, at + headers + query);
+        texts.extend_from_slice(e.texts.as_bytes());
+    }
+    events.push(']');
     let mut deliveries = String::from("[");
     for job in jobs {
         let now = ms(job.now);
@@ -131,7 +154,20 @@ fn ingest_params(jobs: &[IngestJob<'_>]) -> Option<(String, i64, String, String)
         }
     }
     deliveries.push(']');
-    Some((keys, ms(latest), events, deliveries))
+    Some(IngestParams { keys, latest: ms(latest), events, texts, deliveries })
+}
+
+/// [`INGEST`]'s parameters.
+struct IngestParams {
+    keys: String,
+    latest: i64,
+    /// Rows `[id, source, event_type, received_at, request_id, row_no, content_type, dedupe_key, headers_at,
+    /// headers_len, query_at, query_len, body_at, body_len]`.
+    events: String,
+    /// Every event's headers, query and body, one after the other, as UTF-8 bytes: bound as a BLOB, where
+    /// `substr` counts bytes, and cast back to text.
+    texts: Vec<u8>,
+    deliveries: String,
 }
 
 /// Per job, what `queue::ingest_in` would have answered, from the key holders [`INGEST`] read.
@@ -169,7 +205,8 @@ pub(super) struct AttemptJob<'a> {
 /// attempt, applied or not: an attempt is history either way. NULL keeps a column as it is; `step_inc`
 /// moves to the next step. `+deliveries.status`: without it SQLite walks every in-flight delivery through
 /// `deliveries_status` and reads the whole JSON array once for each (a claim holds up to 128 at once), instead
-/// of the array once, finding each row by its id. A body is text when it is UTF-8 without NUL, hex otherwise (JSON carries no bytes).
+/// of the array once, finding each row by its id. The attempts' headers and bodies are cut out of one BLOB of them
+/// all, as an ingest's texts are ([`attempt_rows`]): bodies are bytes, kept as they are.
 const ATTEMPTS: &str = "
 SELECT 3 AS kind, json_group_array(d.id) AS answer FROM json_each(?) j
     JOIN deliveries d ON d.id = j.value ->> 0 AND +d.status = 'in_flight' AND d.lease_owner = j.value ->> 1;
@@ -195,11 +232,11 @@ INSERT INTO attempts (delivery_id, step, try_no, started_at, duration_ms, outcom
                       request_headers, request_body, response_status, response_headers, response_body,
                       response_truncated, error)
     SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, j.value ->> 5,
-           j.value ->> 6, j.value ->> 7, j.value ->> 8,
-           COALESCE(CAST(j.value ->> 9 AS BLOB), unhex(j.value ->> 10)),
-           j.value ->> 11, j.value ->> 12,
-           COALESCE(CAST(j.value ->> 13 AS BLOB), unhex(j.value ->> 14)),
-           j.value ->> 15, j.value ->> 16
+           j.value ->> 6, j.value ->> 7,
+           CAST(substr(?, j.value ->> 11, j.value ->> 12) AS TEXT), substr(?, j.value ->> 13, j.value ->> 14),
+           j.value ->> 8,
+           CAST(substr(?, j.value ->> 15, j.value ->> 16) AS TEXT), substr(?, j.value ->> 17, j.value ->> 18),
+           j.value ->> 9, j.value ->> 10
     FROM j ORDER BY j.key;";
 
 /// Per job, what `queue::record_attempt_in` would have answered, from the deliveries whose transition
@@ -219,49 +256,67 @@ fn attempt_answers(jobs: &[AttemptJob<'_>], applied: &HashSet<i64>) -> Vec<Recor
         .collect()
 }
 
-/// A body as two JSON values: the text when it is UTF-8 without NUL, else hex.
-fn body_columns(bytes: &[u8]) -> (Option<&str>, Option<String>) {
-    match std::str::from_utf8(bytes) {
-        Ok(text) if !text.contains('\0') => (Some(text), None),
-        _ => {
-            let mut hex = String::with_capacity(bytes.len() * 2);
-            for b in bytes {
-                hex.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-                hex.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
-            }
-            (None, Some(hex))
+/// The attempts' rows (`[delivery_id, step, try_no, started_at, duration_ms, outcome, method, url,
+/// response_status, response_truncated, error, then where in the texts each of request_headers, request_body,
+/// response_headers, response_body starts (1-based) and its length]`, the response's NULL when there is none) and
+/// their texts: the four of each attempt one after the other.
+fn attempt_rows(jobs: &[AttemptJob<'_>]) -> (String, Vec<u8>) {
+    let headers = |h: &[(String, String)]| serde_json::to_string(h).unwrap_or_else(|_| "[]".into());
+    let mut rows = String::from("[");
+    let mut texts = Vec::new();
+    let mut cut = |bytes: &[u8]| {
+        let at = texts.len() + 1;
+        texts.extend_from_slice(bytes);
+        (Some(at), Some(bytes.len()))
+    };
+    for (i, job) in jobs.iter().enumerate() {
+        let a = job.attempt;
+        let response = a.response.as_ref();
+        let request_headers = cut(headers(&a.request_headers).as_bytes());
+        let request_body = cut(&a.request_body);
+        let (response_headers, response_body) = match response {
+            Some(r) => (cut(headers(&r.headers).as_bytes()), cut(&r.body)),
+            None => ((None, None), (None, None)),
+        };
+        if i > 0 {
+            rows.push(',');
         }
+        let mut row = JsonArray::new(&mut rows);
+        row.push(&a.delivery_id).push(&a.step).push(&a.try_no).push(&ms(a.started_at)).push(&a.duration_ms);
+        row.push(&a.outcome).push(&a.method).push(&a.url);
+        row.push(&response.map(|r| r.status)).push(&response.is_some_and(|r| r.truncated)).push(&a.error);
+        for (at, len) in [request_headers, request_body, response_headers, response_body] {
+            row.push(&at).push(&len);
+        }
+        row.end();
     }
+    rows.push(']');
+    (rows, texts)
 }
 
-fn attempt_row(a: &NewAttempt) -> String {
-    let headers = |h: &[(String, String)]| serde_json::to_string(h).unwrap_or_else(|_| "[]".into());
-    let (request_text, request_hex) = body_columns(&a.request_body);
-    let (response_text, response_hex) = match &a.response {
-        Some(r) => body_columns(&r.body),
-        None => (None, None),
-    };
-    let response = a.response.as_ref();
-    serde_json::json!([
-        a.delivery_id,
-        a.step,
-        a.try_no,
-        ms(a.started_at),
-        a.duration_ms,
-        a.outcome,
-        a.method,
-        a.url,
-        headers(&a.request_headers),
-        request_text,
-        request_hex,
-        response.map(|r| r.status),
-        response.map(|r| headers(&r.headers)),
-        response_text,
-        response_hex,
-        response.is_some_and(|r| r.truncated),
-        a.error,
-    ])
-    .to_string()
+/// A JSON array written element by element, of values of any types (serde's tuples stop at 16).
+struct JsonArray<'a> {
+    out: &'a mut String,
+    first: bool,
+}
+
+impl<'a> JsonArray<'a> {
+    fn new(out: &'a mut String) -> JsonArray<'a> {
+        out.push('[');
+        JsonArray { out, first: true }
+    }
+
+    fn push(&mut self, value: &impl serde::Serialize) -> &mut Self {
+        if !std::mem::take(&mut self.first) {
+            self.out.push(',');
+        }
+        self.out.push_str(&serde_json::to_string(value).expect("a row's value serialises"));
+        self
+    }
+
+    fn end(self) {
+        self.out.push(']');
+    }
 }
 
 fn transition_row(j: &AttemptJob<'_>) -> String {
@@ -390,7 +445,12 @@ fn claim_sql() -> &'static str {
                  FROM deliveries d JOIN events e ON e.id = d.event_id
                  WHERE d.id IN (SELECT id FROM temp.claimed))
                  GROUP BY chunk ORDER BY chunk;
-             SELECT 1 AS kind, json_group_array(json_object({event_object})) AS answer FROM (
+             SELECT 1 AS kind,
+                    json_group_array(json_object({event_object}, 'texts',
+                                                 json_array(octet_length(headers), octet_length(query),
+                                                            octet_length(body)))
+                                     ORDER BY id) AS answer,
+                    group_concat(headers || query || ifnull(body, ''), '' ORDER BY id) AS texts FROM (
                  SELECT {event_columns},
                         SUM(ifnull(octet_length(body), 0) + 2 * ifnull(octet_length(raw), 0)
                             + ifnull(octet_length(headers), 0) + ifnull(octet_length(query), 0))
@@ -399,7 +459,7 @@ fn claim_sql() -> &'static str {
                  WHERE id IN (SELECT event_id FROM deliveries WHERE id IN (SELECT id FROM temp.claimed)))
                  GROUP BY chunk ORDER BY chunk;",
             delivery_object = json_object_args(DELIVERY_COLUMNS),
-            event_object = json_object_args(EVENT_COLUMNS),
+            event_object = json_object_args(&EVENT_COLUMNS.replace("headers, query, body, ", "")),
             delivery_columns = DELIVERY_COLUMNS,
             event_columns = EVENT_COLUMNS,
             chunk = CLAIM_CHUNK_BYTES,
@@ -477,14 +537,16 @@ impl Batch<'_> {
             }));
         }
         let mut q = sqlx::query(sql);
-        if let Some((keys, latest, events, deliveries)) = ingest {
-            q = q.bind(keys.clone()).bind(latest).bind(events).bind(deliveries).bind(keys);
+        if let Some(p) = ingest {
+            q = q.bind(p.keys.clone()).bind(p.latest).bind(p.events).bind(p.texts.clone()).bind(p.texts.clone());
+            q = q.bind(p.texts).bind(p.deliveries).bind(p.keys);
         }
         if has_attempts {
             let transitions: Vec<String> = self.attempts.iter().map(transition_row).collect();
-            let attempts: Vec<String> = self.attempts.iter().map(|j| attempt_row(j.attempt)).collect();
+            let (attempts, texts) = attempt_rows(self.attempts);
             let transitions = array(transitions.iter().map(String::as_str));
-            q = q.bind(transitions.clone()).bind(transitions).bind(array(attempts.iter().map(String::as_str)));
+            q = q.bind(transitions.clone()).bind(transitions).bind(attempts);
+            q = q.bind(texts.clone()).bind(texts.clone()).bind(texts.clone()).bind(texts);
         }
         if let Some(c) = &self.claim {
             q = q
@@ -519,7 +581,7 @@ impl Batch<'_> {
             let bad = |e: serde_json::Error| StoreError::Other(format!("a batch's answer does not read: {e}").into());
             match row.try_get::<i64, _>("kind").map_err(db)? {
                 0 => claimed.deliveries.push(answer),
-                1 => claimed.events.push(answer),
+                1 => claimed.events.push((answer, row.try_get("texts").map_err(db)?)),
                 2 => holders = serde_json::from_str(&answer).map_err(bad)?,
                 _ => applied = serde_json::from_str(&answer).map_err(bad)?,
             }
@@ -557,18 +619,4 @@ pub(super) async fn attempts(
 pub(super) async fn claim(tx: &mut Transaction<'_, Sqlite>, job: ClaimJob<'_>) -> Result<ClaimedRows> {
     let batch = Batch { claim: Some(job), ..Batch::default() };
     Ok(batch.run(&mut **tx, false).await?.map(|a| a.claimed).unwrap_or_default())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_body_is_text_when_it_can_be_and_hex_otherwise() {
-        assert_eq!(body_columns("山田".as_bytes()), (Some("山田"), None));
-        assert_eq!(body_columns(b""), (Some(""), None));
-        // Shift_JIS bytes of 山田, and a NUL: not text SQLite would keep whole.
-        assert_eq!(body_columns(&[0x8e, 0x52, 0x93, 0x63]), (None, Some("8e529363".into())));
-        assert_eq!(body_columns(b"a\0b"), (None, Some("610062".into())));
-    }
 }

@@ -8,21 +8,30 @@ use super::rows::{delivery_from_row, event_from_row, JsonRow};
 use super::{batch, db, ms};
 use crate::*;
 
-/// An event to store, written out as the JSON rows `batch.rs` binds: by the caller's task, so the writer's
-/// thread only joins them.
+/// An event to store, written out as the JSON row and the texts `batch.rs` binds: by the caller's task, so the
+/// writer's thread only joins them.
 pub(super) struct EventRow {
     event: NewEvent,
-    /// `[id, source, event_type, received_at, request_id, row_no, content_type, headers, query, body, dedupe_key]`,
-    /// the three JSON columns as text.
-    pub row: String,
+    /// `[id, source, event_type, received_at, request_id, row_no, content_type, dedupe_key` without its closing
+    /// bracket: the batch adds where in its texts the event's three are ([`EventRow::texts`]).
+    pub head: String,
+    /// The three JSON columns as text, one after the other: headers, query, body.
+    pub texts: String,
+    /// The byte lengths of the headers and of the query in [`EventRow::texts`] (the body is the rest).
+    pub lens: (usize, usize),
     /// `[source, key, event_id, expires_at]`, when the event has a dedupe key.
     pub dedupe_row: Option<String>,
 }
 
 impl EventRow {
     pub(super) fn new(mut event: NewEvent) -> EventRow {
-        let take = |v: &mut serde_json::Value| std::mem::take(v).to_string();
-        let (headers, query, body) = (take(&mut event.headers), take(&mut event.query), take(&mut event.body));
+        use std::fmt::Write;
+        let mut texts = String::new();
+        let _ = write!(texts, "{}", std::mem::take(&mut event.headers));
+        let headers = texts.len();
+        let _ = write!(texts, "{}", std::mem::take(&mut event.query));
+        let query = texts.len() - headers;
+        let _ = write!(texts, "{}", std::mem::take(&mut event.body));
         let e = &event;
         let row = (
             &e.id,
@@ -32,16 +41,14 @@ impl EventRow {
             &e.request_id,
             e.row,
             &e.content_type,
-            headers,
-            query,
-            body,
             e.dedupe.as_ref().map(|d| &d.key),
         );
-        let row = serde_json::to_string(&row).expect("an event row serialises");
+        let mut head = serde_json::to_string(&row).expect("an event row serialises");
+        head.pop();
         let dedupe_row = e.dedupe.as_ref().map(|d| {
             serde_json::to_string(&(&e.source, &d.key, &e.id, ms(d.expires_at))).expect("a dedupe row serialises")
         });
-        EventRow { event, row, dedupe_row }
+        EventRow { event, head, texts, lens: (headers, query), dedupe_row }
     }
 }
 
@@ -119,11 +126,45 @@ pub(super) async fn record_rejected(pool: &SqlitePool, r: Rejected) -> Result<()
 }
 
 /// Claimed deliveries and their events, as read: JSON arrays of objects, one object per row, keyed by column
-/// (several arrays when the rows are large: `batch::CLAIM_CHUNK_BYTES`; the deliveries' in id order).
+/// (several arrays when the rows are large: `batch::CLAIM_CHUNK_BYTES`; the deliveries' in id order). An
+/// event's headers, query and body are not in its object but in the chunk's texts, one after the other in the
+/// order of the objects, each object giving their lengths in bytes (`texts`, `null` for a NULL body): a ~1 KB
+/// body inside the object was escaped into a JSON string by SQLite, unescaped by serde, copied, and only then
+/// parsed; now it is only parsed.
 #[derive(Default)]
 pub(super) struct ClaimedRows {
     pub deliveries: Vec<String>,
-    pub events: Vec<String>,
+    /// Per chunk, its objects and its texts.
+    pub events: Vec<(String, String)>,
+}
+
+fn unreadable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Other(format!("claimed rows do not read: {e}").into())
+}
+
+/// The claimed events of one chunk, their headers, query and body taken from its texts.
+fn claimed_events(objects: &str, texts: &str) -> Result<Vec<EventRecord>> {
+    let mut rows: Vec<JsonRow> = serde_json::from_str(objects).map_err(unreadable)?;
+    let mut at = 0;
+    let mut take = |len: Option<usize>| -> Result<Option<serde_json::Value>> {
+        let Some(len) = len else { return Ok(None) };
+        let text = texts.get(at..at + len).ok_or_else(|| unreadable("an event's texts are cut short"))?;
+        at += len;
+        Ok(Some(serde_json::from_str(text).unwrap_or(serde_json::Value::Null)))
+    };
+    let mut events = Vec::with_capacity(rows.len());
+    for row in &mut rows {
+        let lens: [Option<usize>; 3] = serde_json::from_value(row.get("texts")?.clone()).map_err(unreadable)?;
+        for col in ["headers", "query", "body"] {
+            row.set(col, serde_json::Value::Null);
+        }
+        let mut event = event_from_row(row)?;
+        event.headers = take(lens[0])?.unwrap_or_default();
+        event.query = take(lens[1])?.unwrap_or_default();
+        event.body = take(lens[2])?;
+        events.push(event);
+    }
+    Ok(events)
 }
 
 impl ClaimedRows {
@@ -131,17 +172,17 @@ impl ClaimedRows {
         let rows = |chunks: &[String]| -> Result<Vec<JsonRow>> {
             let mut rows = Vec::new();
             for text in chunks {
-                let chunk: Vec<JsonRow> = serde_json::from_str(text)
-                    .map_err(|e| StoreError::Other(format!("claimed rows do not read: {e}").into()))?;
+                let chunk: Vec<JsonRow> = serde_json::from_str(text).map_err(unreadable)?;
                 rows.extend(chunk);
             }
             Ok(rows)
         };
-        let mut events: std::collections::HashMap<String, EventRecord> = rows(&self.events)?
-            .iter()
-            .map(event_from_row)
-            .map(|e| e.map(|e| (e.id.clone(), e)))
-            .collect::<Result<_>>()?;
+        let mut events = std::collections::HashMap::new();
+        for (objects, texts) in &self.events {
+            for event in claimed_events(objects, texts)? {
+                events.insert(event.id.clone(), event);
+            }
+        }
         let deliveries = rows(&self.deliveries)?.iter().map(delivery_from_row).collect::<Result<Vec<_>>>()?;
         // An event's last delivery takes it; the others get a copy (usually there is one delivery per event).
         let mut left: std::collections::HashMap<String, usize> = std::collections::HashMap::new();

@@ -54,8 +54,12 @@ impl Columns for SqliteRow {
 pub(super) struct JsonRow(serde_json::Map<String, serde_json::Value>);
 
 impl JsonRow {
-    fn get(&self, col: &str) -> Result<&serde_json::Value> {
+    pub(super) fn get(&self, col: &str) -> Result<&serde_json::Value> {
         self.0.get(col).ok_or_else(|| StoreError::Other(format!("no column `{col}` in the row").into()))
+    }
+
+    pub(super) fn set(&mut self, col: &str, value: serde_json::Value) {
+        self.0.insert(col.into(), value);
     }
 
     fn wrong(col: &str, want: &str) -> StoreError {

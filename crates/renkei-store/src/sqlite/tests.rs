@@ -142,6 +142,9 @@ fn keyed(id: &str, key: Option<&str>, at: chrono::DateTime<Utc>) -> NewEvent {
     }
 }
 
+/// An attempt's request headers, request body, response headers, response body and error, as stored.
+type StoredAttempt = (String, Vec<u8>, Option<String>, Option<Vec<u8>>, Option<String>);
+
 fn tried(delivery_id: i64, status: u16) -> NewAttempt {
     NewAttempt {
         delivery_id,
@@ -200,10 +203,21 @@ async fn a_batch_stores_what_the_jobs_one_by_one_would() {
             Transition::Dead { tries: 3, error: "gone".into() },
             Transition::Advance { step: 1, outputs: json!([{ "step": 0 }]) },
         ];
-        // The first delivery was taken over by w2; the next four get one transition each.
-        let attempts: Vec<(NewAttempt, &Transition)> = std::iter::once((tried(ids[0], 200), &transitions[0]))
+        // The first delivery was taken over by w2; the next four get one transition each. Their headers and
+        // bodies differ in length and bytes, and one has no response.
+        let mut attempts: Vec<(NewAttempt, &Transition)> = std::iter::once((tried(ids[0], 200), &transitions[0]))
             .chain(ids[1..5].iter().zip(&transitions).map(|(id, t)| (tried(*id, 200), t)))
             .collect();
+        for (i, (a, _)) in attempts.iter_mut().enumerate() {
+            a.request_headers.push(("x-i".into(), "値".repeat(i)));
+            a.request_body = [a.request_body.as_slice(), "山田".repeat(i * 100).as_bytes()].concat();
+            if let Some(r) = &mut a.response {
+                r.headers = vec![("x-r".into(), i.to_string()); i];
+                r.body = vec![b'r'; i * 7];
+            }
+        }
+        attempts[2].0.response = None;
+        attempts[2].0.error = Some("connection reset".into());
 
         use sqlx::Connection;
         let mut conn = s.writer.acquire().await.unwrap();
@@ -238,6 +252,28 @@ async fn a_batch_stores_what_the_jobs_one_by_one_would() {
         assert!(recorded[1..].iter().all(|r| r == "applied"), "{recorded:?}");
         answers.push((ingested, recorded));
         dumps.push(dump(&s).await);
+        let stored: Vec<StoredAttempt> = sqlx::query_as(
+            "SELECT request_headers, request_body, response_headers, response_body, error FROM attempts
+             ORDER BY id DESC LIMIT 5",
+        )
+        .fetch_all(&s.writer)
+        .await
+        .unwrap();
+        let sent: Vec<_> = attempts
+            .iter()
+            .rev()
+            .map(|(a, _)| {
+                let response = a.response.as_ref();
+                (
+                    serde_json::to_string(&a.request_headers).unwrap(),
+                    a.request_body.clone(),
+                    response.map(|r| serde_json::to_string(&r.headers).unwrap()),
+                    response.map(|r| r.body.clone()),
+                    a.error.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(stored, sent, "batched: {batched}");
     }
     assert_eq!(answers[0], answers[1]);
     assert_eq!(dumps[0], dumps[1]);
@@ -405,6 +441,46 @@ fn json_rows_read_blobs_as_hex_and_refuse_what_is_not_there() {
     assert!(row.text("none").is_err());
     let odd: rows::JsonRow = serde_json::from_value(json!({ "raw": "abc" })).unwrap();
     assert!(odd.opt_bytes("raw").is_err());
+}
+
+/// Each event of a multi-event batch gets its own headers, query and body, cut out of the batch's one BLOB of
+/// texts by byte offsets (`batch.rs`), and stored as TEXT: multibyte characters, an empty object, a body larger
+/// than the rest together. A claim gives them back the same way, cut out of one text by lengths.
+#[tokio::test]
+async fn every_event_of_a_batch_keeps_its_own_texts() {
+    let t0 = Utc::now();
+    let s = SqliteStore::open("sqlite::memory:", t0).await.unwrap();
+    let mut sent = Vec::new();
+    for (i, body) in [json!({ "名前": "山田", "n": 1 }), json!({}), json!({ "text": "x".repeat(5000) }), json!("😀")]
+        .into_iter()
+        .enumerate()
+    {
+        let mut ev = keyed(&format!("e{i}"), None, t0);
+        ev.headers = json!({ "x-n": "値".repeat(i) });
+        ev.query = if i == 1 { json!({}) } else { json!({ "q": [i.to_string()] }) };
+        ev.body = body;
+        sent.push(ev);
+    }
+    s.ingest(sent.clone(), t0).await.unwrap();
+    let rows: Vec<(String, String, String, String, String)> = sqlx::query_as(
+        "SELECT id, headers, query, body, typeof(headers) || typeof(query) || typeof(body) FROM events ORDER BY id",
+    )
+    .fetch_all(&s.writer)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), sent.len());
+    for ((id, headers, query, body, types), ev) in rows.into_iter().zip(&sent) {
+        assert_eq!(id, ev.id);
+        assert_eq!(types, "texttexttext");
+        assert_eq!((headers, query, body), (ev.headers.to_string(), ev.query.to_string(), ev.body.to_string()));
+    }
+    // And a claim reads each back from its chunk's texts (`ClaimedRows`), in the events' order or not.
+    let claimed = s.claim("w1", t0, t0 + Duration::seconds(10), 10, &[]).await.unwrap();
+    assert_eq!(claimed.len(), sent.len());
+    for (c, ev) in claimed.iter().zip(&sent) {
+        let e = &c.event;
+        assert_eq!((&e.id, &e.headers, &e.query, e.body.as_ref()), (&ev.id, &ev.headers, &ev.query, Some(&ev.body)));
+    }
 }
 
 /// Values that JSON carries in more than one way (escapes, control characters, characters beyond the BMP,
