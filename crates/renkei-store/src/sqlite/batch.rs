@@ -42,7 +42,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Executor, Row, Sqlite, Transaction};
 
 use super::queue::{ClaimedRows, EventRow, Recorded};
-use super::rows::{DELIVERY_COLUMNS, EVENT_COLUMNS};
+use super::rows::{column_names, DELIVERY_COLUMNS, EVENT_COLUMNS};
 use super::{db, ms};
 use crate::*;
 
@@ -385,23 +385,31 @@ impl<'a> TransitionRow<'a> {
     }
 }
 
-/// `'name', name, …` for `json_object` over the result of `SELECT` of a column list (`d.id, e.source, …`,
-/// whose result columns are `id`, `source`, …); blobs as hex (JSON has no bytes; `rows::JsonRow` reads them
-/// back).
-fn json_object_args(columns: &str) -> String {
-    columns
-        .split(',')
-        .map(|c| {
-            let c = c.trim();
-            let name = c.rsplit('.').next().unwrap_or(c);
-            if name == "raw" {
-                format!("'{name}', CASE WHEN {name} IS NOT NULL THEN hex({name}) END")
-            } else {
-                format!("'{name}', {name}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+/// `name, …` for `json_array` over the result of `SELECT` of a column list ([`column_names`]), NULL for those
+/// sent another way; blobs as hex (JSON has no bytes; `rows::JsonRow` reads them back).
+fn json_array_args(names: &[&str], sent_apart: &[&str]) -> String {
+    let arg = |name: &&str| match *name {
+        name if sent_apart.contains(&name) => "NULL".to_owned(),
+        "raw" => "CASE WHEN raw IS NOT NULL THEN hex(raw) END".to_owned(),
+        name => name.to_owned(),
+    };
+    names.iter().map(arg).collect::<Vec<_>>().join(", ")
+}
+
+/// The columns of a claimed delivery's row, in [`claim_sql`]'s order.
+pub(super) fn claimed_delivery_columns() -> &'static [&'static str] {
+    static NAMES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    NAMES.get_or_init(|| column_names(DELIVERY_COLUMNS))
+}
+
+/// An event's columns that a claim sends in its chunk's texts, not in its row (where they are NULL).
+pub(super) const CLAIMED_EVENT_TEXTS: [&str; 3] = ["headers", "query", "body"];
+
+/// The columns of a claimed event's row, in [`claim_sql`]'s order, then `texts`: the lengths of its
+/// [`CLAIMED_EVENT_TEXTS`].
+pub(super) fn claimed_event_columns() -> &'static [&'static str] {
+    static NAMES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    NAMES.get_or_init(|| column_names(EVENT_COLUMNS).into_iter().chain(["texts"]).collect())
 }
 
 /// How many bytes of claimed rows' large columns go into one answer row at most (a row alone may be larger).
@@ -438,7 +446,7 @@ fn claim_sql() -> &'static str {
                  LIMIT ?;
              UPDATE deliveries SET status = 'in_flight', lease_owner = ?, lease_until = ?, updated_at = ?
                  WHERE id IN (SELECT id FROM temp.claimed);
-             SELECT 0 AS kind, json_group_array(json_object({delivery_object}) ORDER BY id) AS answer FROM (
+             SELECT 0 AS kind, json_group_array(json_array({delivery_row}) ORDER BY id) AS answer FROM (
                  SELECT {delivery_columns},
                         SUM(ifnull(octet_length(d.outputs), 0) + ifnull(octet_length(d.last_error), 0))
                             OVER (ORDER BY d.id) / {chunk} AS chunk
@@ -446,9 +454,8 @@ fn claim_sql() -> &'static str {
                  WHERE d.id IN (SELECT id FROM temp.claimed))
                  GROUP BY chunk ORDER BY chunk;
              SELECT 1 AS kind,
-                    json_group_array(json_object({event_object}, 'texts',
-                                                 json_array(octet_length(headers), octet_length(query),
-                                                            octet_length(body)))
+                    json_group_array(json_array({event_row}, json_array(octet_length(headers),
+                                                                        octet_length(query), octet_length(body)))
                                      ORDER BY id) AS answer,
                     group_concat(headers || query || ifnull(body, ''), '' ORDER BY id) AS texts FROM (
                  SELECT {event_columns},
@@ -458,8 +465,8 @@ fn claim_sql() -> &'static str {
                  FROM events
                  WHERE id IN (SELECT event_id FROM deliveries WHERE id IN (SELECT id FROM temp.claimed)))
                  GROUP BY chunk ORDER BY chunk;",
-            delivery_object = json_object_args(DELIVERY_COLUMNS),
-            event_object = json_object_args(&EVENT_COLUMNS.replace("headers, query, body, ", "")),
+            delivery_row = json_array_args(claimed_delivery_columns(), &[]),
+            event_row = json_array_args(&column_names(EVENT_COLUMNS), &CLAIMED_EVENT_TEXTS),
             delivery_columns = DELIVERY_COLUMNS,
             event_columns = EVENT_COLUMNS,
             chunk = CLAIM_CHUNK_BYTES,

@@ -125,16 +125,16 @@ pub(super) async fn record_rejected(pool: &SqlitePool, r: Rejected) -> Result<()
     Ok(())
 }
 
-/// Claimed deliveries and their events, as read: JSON arrays of objects, one object per row, keyed by column
-/// (several arrays when the rows are large: `batch::CLAIM_CHUNK_BYTES`; the deliveries' in id order). An
-/// event's headers, query and body are not in its object but in the chunk's texts, one after the other in the
-/// order of the objects, each object giving their lengths in bytes (`texts`, `null` for a NULL body): a ~1 KB
-/// body inside the object was escaped into a JSON string by SQLite, unescaped by serde, copied, and only then
-/// parsed; now it is only parsed.
+/// Claimed deliveries and their events, as read: JSON arrays of rows, each row an array of its columns
+/// (`batch::claimed_delivery_columns`, `batch::claimed_event_columns`), several arrays when the rows are large
+/// (`batch::CLAIM_CHUNK_BYTES`; the deliveries' in id order). An event's headers, query and body are not in its
+/// row but in the chunk's texts, one after the other in the order of the rows, each row giving their lengths in
+/// bytes (`texts`, `null` for a NULL body): a ~1 KB body inside the row was escaped into a JSON string by SQLite,
+/// unescaped by serde, copied, and only then parsed; now it is only parsed.
 #[derive(Default)]
 pub(super) struct ClaimedRows {
     pub deliveries: Vec<String>,
-    /// Per chunk, its objects and its texts.
+    /// Per chunk, its rows and its texts.
     pub events: Vec<(String, String)>,
 }
 
@@ -143,8 +143,8 @@ fn unreadable(e: impl std::fmt::Display) -> StoreError {
 }
 
 /// The claimed events of one chunk, their headers, query and body taken from its texts.
-fn claimed_events(objects: &str, texts: &str) -> Result<Vec<EventRecord>> {
-    let mut rows: Vec<JsonRow> = serde_json::from_str(objects).map_err(unreadable)?;
+fn claimed_events(rows: &str, texts: &str) -> Result<Vec<EventRecord>> {
+    let rows: Vec<Vec<serde_json::Value>> = serde_json::from_str(rows).map_err(unreadable)?;
     let mut at = 0;
     let mut take = |len: Option<usize>| -> Result<Option<serde_json::Value>> {
         let Some(len) = len else { return Ok(None) };
@@ -153,12 +153,10 @@ fn claimed_events(objects: &str, texts: &str) -> Result<Vec<EventRecord>> {
         Ok(Some(serde_json::from_str(text).unwrap_or(serde_json::Value::Null)))
     };
     let mut events = Vec::with_capacity(rows.len());
-    for row in &mut rows {
+    for values in rows {
+        let row = JsonRow::new(batch::claimed_event_columns(), values)?;
         let lens: [Option<usize>; 3] = serde_json::from_value(row.get("texts")?.clone()).map_err(unreadable)?;
-        for col in ["headers", "query", "body"] {
-            row.set(col, serde_json::Value::Null);
-        }
-        let mut event = event_from_row(row)?;
+        let mut event = event_from_row(&row)?;
         event.headers = take(lens[0])?.unwrap_or_default();
         event.query = take(lens[1])?.unwrap_or_default();
         event.body = take(lens[2])?;
@@ -172,14 +170,16 @@ impl ClaimedRows {
         let rows = |chunks: &[String]| -> Result<Vec<JsonRow>> {
             let mut rows = Vec::new();
             for text in chunks {
-                let chunk: Vec<JsonRow> = serde_json::from_str(text).map_err(unreadable)?;
-                rows.extend(chunk);
+                let chunk: Vec<Vec<serde_json::Value>> = serde_json::from_str(text).map_err(unreadable)?;
+                for values in chunk {
+                    rows.push(JsonRow::new(batch::claimed_delivery_columns(), values)?);
+                }
             }
             Ok(rows)
         };
         let mut events = std::collections::HashMap::new();
-        for (objects, texts) in &self.events {
-            for event in claimed_events(objects, texts)? {
+        for (rows, texts) in &self.events {
+            for event in claimed_events(rows, texts)? {
                 events.insert(event.id.clone(), event);
             }
         }

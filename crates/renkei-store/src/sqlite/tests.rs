@@ -426,21 +426,23 @@ async fn rows_sent_as_json_are_stored_with_their_types_and_bytes() {
     }
 }
 
-/// Claimed rows come back as JSON objects (`batch.rs`): a blob column as hex, read back byte for byte; a
-/// missing or mistyped column is an error, not a default.
+/// Claimed rows come back as JSON arrays (`batch.rs`), read by column name: a blob column as hex, read back
+/// byte for byte; a missing or mistyped column is an error, not a default, and so is a row of the wrong length.
 #[test]
 fn json_rows_read_blobs_as_hex_and_refuse_what_is_not_there() {
     use crate::rows::Columns;
-    let row: rows::JsonRow =
-        serde_json::from_value(json!({ "raw": "00ff8e52", "none": null, "n": 7, "t": "x", "flag": 1 })).unwrap();
+    const NAMES: &[&str] = &["raw", "none", "n", "t", "flag"];
+    let values = vec![json!("00ff8e52"), json!(null), json!(7), json!("x"), json!(1)];
+    let row = rows::JsonRow::new(NAMES, values).unwrap();
     assert_eq!(row.opt_bytes("raw").unwrap(), Some(vec![0x00, 0xff, 0x8e, 0x52]));
     assert_eq!(row.opt_bytes("none").unwrap(), None);
     assert_eq!((row.int("n").unwrap(), row.text("t").unwrap(), row.flag("flag").unwrap()), (7, "x".into(), true));
     assert!(row.text("missing").is_err());
     assert!(row.int("t").is_err());
     assert!(row.text("none").is_err());
-    let odd: rows::JsonRow = serde_json::from_value(json!({ "raw": "abc" })).unwrap();
+    let odd = rows::JsonRow::new(&NAMES[..1], vec![json!("abc")]).unwrap();
     assert!(odd.opt_bytes("raw").is_err());
+    assert!(rows::JsonRow::new(NAMES, vec![json!(1)]).is_err());
 }
 
 /// Each event of a multi-event batch gets its own headers, query and body, cut out of the batch's one BLOB of
