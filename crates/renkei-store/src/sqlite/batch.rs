@@ -549,17 +549,24 @@ impl Batch<'_> {
                 ..Answers::default()
             }));
         }
-        let mut q = sqlx::query(sql);
-        if let Some(p) = ingest {
-            q = q.bind(p.keys.clone()).bind(p.latest).bind(p.events).bind(p.texts.clone()).bind(p.texts.clone());
-            q = q.bind(p.texts).bind(p.deliveries).bind(p.keys);
-        }
-        if has_attempts {
+        // Bound by reference: the texts are bound once per `?` that cuts from them (a `?` read per row is a
+        // shallow copy in SQLite, where one value shared through a subquery or CTE is copied whole for every
+        // row), and SQLite keeps its own copy of each; Rust's need not be copied again for that.
+        let attempts = has_attempts.then(|| {
             let transitions: Vec<String> = self.attempts.iter().map(transition_row).collect();
-            let (attempts, texts) = attempt_rows(self.attempts);
-            let transitions = array(transitions.iter().map(String::as_str));
-            q = q.bind(transitions.clone()).bind(transitions).bind(attempts);
-            q = q.bind(texts.clone()).bind(texts.clone()).bind(texts.clone()).bind(texts);
+            let (rows, texts) = attempt_rows(self.attempts);
+            (array(transitions.iter().map(String::as_str)), rows, texts)
+        });
+        let mut q = sqlx::query(sql);
+        if let Some(p) = &ingest {
+            let texts = p.texts.as_slice();
+            q = q.bind(p.keys.as_str()).bind(p.latest).bind(p.events.as_str()).bind(texts).bind(texts).bind(texts);
+            q = q.bind(p.deliveries.as_str()).bind(p.keys.as_str());
+        }
+        if let Some((transitions, rows, texts)) = &attempts {
+            let texts = texts.as_slice();
+            q = q.bind(transitions.as_str()).bind(transitions.as_str()).bind(rows.as_str());
+            q = q.bind(texts).bind(texts).bind(texts).bind(texts);
         }
         if let Some(c) = &self.claim {
             q = q
