@@ -70,7 +70,7 @@ pub async fn store(args: &StoreArgs) -> anyhow::Result<Vec<Row>> {
                 response: Some(RecordedResponse {
                     status: 200,
                     headers: vec![("content-type".into(), "application/json".into())],
-                    body: body(n).to_vec(),
+                    body: body(c.delivery.id as u64).to_vec(),
                     truncated: false,
                 }),
                 error: None,

@@ -19,11 +19,12 @@
 //! statement (`?3` alone, say) shifts that numbering and can leave a later parameter unbound (NULL). Rows that
 //! come back carry a `kind` column saying which statement they are from.
 //!
-//! The large texts of an event (headers, query, body) do not travel in its JSON row: they go one after the other
-//! into one BLOB parameter, which the row points into (`CAST(substr(?, at, len) AS TEXT)`: a copy). Inside the
-//! row, a ~1 KB body was escaped into a JSON string by serde, parsed by `json_each`, written out again as the
-//! array element's text, parsed again into JSONB and unescaped by `->>`: four passes over it, half of what
-//! SQLite did for an ingest (callgrind: BENCHMARKS.md, "Eighth session").
+//! The large texts of an event (headers, query, body) do not travel in its JSON row: each column of the batch's
+//! events goes one after the other into a BLOB parameter of its own, which the rows point into
+//! (`CAST(substr(?, at, len) AS TEXT)`: a copy); the same for attempts' headers and bodies. Inside the row, a
+//! ~1 KB body was escaped into a JSON string by serde, parsed by `json_each`, written out again as the array
+//! element's text, parsed again into JSONB and unescaped by `->>`: four passes over it, and JSON was over half
+//! of what SQLite did for an ingest (callgrind: BENCHMARKS.md, "Eighth session").
 //!
 //! Each event row is written out as JSON by the caller's task, not by the writer's thread ([`EventRow::new`]):
 //! the writer only joins them.
@@ -67,9 +68,10 @@ pub(super) struct IngestJob<'a> {
 
 /// The dedupe keys (rows `[source, key, event_id, expires_at]`; a key that expired before the newest `now` of
 /// the batch is taken over, the jobs' `now`s differing by the milliseconds the batch took to gather), then the
-/// events (rows as [`IngestParams::events`], their headers, query and body cut out of one BLOB of them all) that took their key or have none, then their deliveries (rows `[event_id,
-/// flow, status, order_key, error, now]`), then, per keyed event in order, which event holds its key for it: the
-/// event itself when it took the key, the holder when it is a duplicate (the keys are bound a second time).
+/// events (rows as [`IngestParams::events`], their headers, queries and bodies cut out of a BLOB each) that took
+/// their key or have none, then their deliveries (rows `[event_id, flow, status, order_key, error, now]`), then,
+/// per keyed event in order, which event holds its key for it: the event itself when it took the key, the
+/// holder when it is a duplicate (the keys are bound a second time).
 ///
 /// Which events took their key is what temp triggers on `dedupe` write down in `temp.took` (the upsert takes the
 /// key row by row): the key's holder after the statement is not enough, since with a window of 0 (or one shorter
@@ -128,16 +130,21 @@ fn ingest_params(jobs: &[IngestJob<'_>]) -> Option<IngestParams> {
     all().next()?;
     let keys = array(all().filter_map(|e| e.dedupe_row.as_deref()));
     let mut events = String::from("[");
-    let mut texts = Vec::with_capacity(all().map(|e| e.texts.len()).sum());
+    let mut texts: [Vec<u8>; 3] = Default::default();
+    for (i, t) in texts.iter_mut().enumerate() {
+        t.reserve(all().map(|e| e.texts[i].len()).sum());
+    }
     for e in all() {
         if events.len() > 1 {
             events.push(',');
         }
-        // Where each of the three texts starts in `texts` (1-based, as `substr` counts) and its length.
-        let (at, (headers, query)) = (texts.len() + 1, e.lens);
-        let body = e.texts.len() - headers - query;
-        let _ = write!(events, "{},{at},{headers},{},{query},{},{body}]", e.head, at + headers, at + headers + query);
-        texts.extend_from_slice(e.texts.as_bytes());
+        events.push_str(&e.head);
+        // Where each text starts in its column's BLOB (1-based, as `substr` counts) and its length.
+        for (column, text) in texts.iter_mut().zip(&e.texts) {
+            let _ = write!(events, ",{},{}", column.len() + 1, text.len());
+            column.extend_from_slice(text.as_bytes());
+        }
+        events.push(']');
     }
     events.push(']');
     let mut deliveries = String::from("[");
@@ -164,9 +171,10 @@ struct IngestParams {
     /// Rows `[id, source, event_type, received_at, request_id, row_no, content_type, dedupe_key, headers_at,
     /// headers_len, query_at, query_len, body_at, body_len]`.
     events: String,
-    /// Every event's headers, query and body, one after the other, as UTF-8 bytes: bound as a BLOB, where
-    /// `substr` counts bytes, and cast back to text.
-    texts: Vec<u8>,
+    /// Every event's headers, all their queries, all their bodies: three BLOBs of UTF-8 bytes (`substr` counts
+    /// a BLOB's bytes), each cast back to text. One per column, each bound once: sqlx copies every argument it
+    /// sends to SQLite's thread and SQLite copies it again, so a BLOB cut from by three `?` would be six copies.
+    texts: [Vec<u8>; 3],
     deliveries: String,
 }
 
@@ -205,8 +213,9 @@ pub(super) struct AttemptJob<'a> {
 /// attempt, applied or not: an attempt is history either way. NULL keeps a column as it is; `step_inc`
 /// moves to the next step. `+deliveries.status`: without it SQLite walks every in-flight delivery through
 /// `deliveries_status` and reads the whole JSON array once for each (a claim holds up to 128 at once), instead
-/// of the array once, finding each row by its id. The attempts' headers and bodies are cut out of one BLOB of them
-/// all, as an ingest's texts are ([`attempt_rows`]): bodies are bytes, kept as they are.
+/// of the array once, finding each row by its id. The attempts' headers and bodies are cut out of a BLOB per
+/// column, as an ingest's texts are ([`attempt_rows`]): bodies are bytes, kept as they are. An empty body is
+/// `x''` by name: `substr` of a BLOB of no bytes (every body of the batch empty) is NULL.
 const ATTEMPTS: &str = "
 SELECT 3 AS kind, json_group_array(d.id) AS answer FROM json_each(?) j
     JOIN deliveries d ON d.id = j.value ->> 0 AND +d.status = 'in_flight' AND d.lease_owner = j.value ->> 1;
@@ -233,9 +242,11 @@ INSERT INTO attempts (delivery_id, step, try_no, started_at, duration_ms, outcom
                       response_truncated, error)
     SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, j.value ->> 5,
            j.value ->> 6, j.value ->> 7,
-           CAST(substr(?, j.value ->> 11, j.value ->> 12) AS TEXT), substr(?, j.value ->> 13, j.value ->> 14),
+           CAST(substr(?, j.value ->> 11, j.value ->> 12) AS TEXT),
+           CASE WHEN j.value ->> 14 = 0 THEN x'' ELSE substr(?, j.value ->> 13, j.value ->> 14) END,
            j.value ->> 8,
-           CAST(substr(?, j.value ->> 15, j.value ->> 16) AS TEXT), substr(?, j.value ->> 17, j.value ->> 18),
+           CAST(substr(?, j.value ->> 15, j.value ->> 16) AS TEXT),
+           CASE WHEN j.value ->> 18 = 0 THEN x'' ELSE substr(?, j.value ->> 17, j.value ->> 18) END,
            j.value ->> 9, j.value ->> 10
     FROM j ORDER BY j.key;";
 
@@ -257,25 +268,26 @@ fn attempt_answers(jobs: &[AttemptJob<'_>], applied: &HashSet<i64>) -> Vec<Recor
 }
 
 /// The attempts' rows (`[delivery_id, step, try_no, started_at, duration_ms, outcome, method, url,
-/// response_status, response_truncated, error, then where in the texts each of request_headers, request_body,
-/// response_headers, response_body starts (1-based) and its length]`, the response's NULL when there is none) and
-/// their texts: the four of each attempt one after the other.
-fn attempt_rows(jobs: &[AttemptJob<'_>]) -> (String, Vec<u8>) {
-    let headers = |h: &[(String, String)]| serde_json::to_string(h).unwrap_or_else(|_| "[]".into());
+/// response_status, response_truncated, error, then where each of request_headers, request_body,
+/// response_headers, response_body starts (1-based) in its column's BLOB and its length]`, the response's NULL
+/// when there is none) and those four BLOBs, each one column of every attempt one after the other.
+fn attempt_rows(jobs: &[AttemptJob<'_>]) -> (String, [Vec<u8>; 4]) {
+    let headers = |h: &[(String, String)]| serde_json::to_vec(h).unwrap_or_else(|_| b"[]".to_vec());
     let mut rows = String::from("[");
-    let mut texts = Vec::new();
-    let mut cut = |bytes: &[u8]| {
-        let at = texts.len() + 1;
-        texts.extend_from_slice(bytes);
+    let mut texts: [Vec<u8>; 4] = Default::default();
+    let cut = |column: &mut Vec<u8>, bytes: &[u8]| {
+        let at = column.len() + 1;
+        column.extend_from_slice(bytes);
         (Some(at), Some(bytes.len()))
     };
     for (i, job) in jobs.iter().enumerate() {
         let a = job.attempt;
         let response = a.response.as_ref();
-        let request_headers = cut(headers(&a.request_headers).as_bytes());
-        let request_body = cut(&a.request_body);
+        let [request_headers, request_body, response_headers, response_body] = &mut texts;
+        let request_headers = cut(request_headers, &headers(&a.request_headers));
+        let request_body = cut(request_body, &a.request_body);
         let (response_headers, response_body) = match response {
-            Some(r) => (cut(headers(&r.headers).as_bytes()), cut(&r.body)),
+            Some(r) => (cut(response_headers, &headers(&r.headers)), cut(response_body, &r.body)),
             None => ((None, None), (None, None)),
         };
         if i > 0 {
@@ -295,18 +307,18 @@ fn attempt_rows(jobs: &[AttemptJob<'_>]) -> (String, Vec<u8>) {
 }
 
 /// A JSON array written element by element, of values of any types (serde's tuples stop at 16).
-struct JsonArray<'a> {
+pub(super) struct JsonArray<'a> {
     out: &'a mut String,
     first: bool,
 }
 
 impl<'a> JsonArray<'a> {
-    fn new(out: &'a mut String) -> JsonArray<'a> {
+    pub(super) fn new(out: &'a mut String) -> JsonArray<'a> {
         out.push('[');
         JsonArray { out, first: true }
     }
 
-    fn push(&mut self, value: &impl serde::Serialize) -> &mut Self {
+    pub(super) fn push(&mut self, value: &impl serde::Serialize) -> &mut Self {
         if !std::mem::take(&mut self.first) {
             self.out.push(',');
         }
@@ -402,7 +414,8 @@ pub(super) fn claimed_delivery_columns() -> &'static [&'static str] {
     NAMES.get_or_init(|| column_names(DELIVERY_COLUMNS))
 }
 
-/// An event's columns that a claim sends in its chunk's texts, not in its row (where they are NULL).
+/// An event's columns that a claim sends in its chunk's texts, not in its row (where they are NULL), in the
+/// order they follow one another there (`queue::claimed_events` reads them in this order).
 pub(super) const CLAIMED_EVENT_TEXTS: [&str; 3] = ["headers", "query", "body"];
 
 /// The columns of a claimed event's row, in [`claim_sql`]'s order, then `texts`: the lengths of its
@@ -415,7 +428,8 @@ pub(super) fn claimed_event_columns() -> &'static [&'static str] {
 /// How many bytes of claimed rows' large columns go into one answer row at most (a row alone may be larger).
 /// SQLite refuses a text longer than `SQLITE_LIMIT_LENGTH` (10^9 bytes) with "string or blob too big": one
 /// JSON array of every claimed event would pass that with ~100 events of 10 MiB, and the claim would fail
-/// again on every try. In JSON a byte becomes at most six (`\u0001`), so a chunk stays under 100 MB.
+/// again on every try. In a row's JSON a byte becomes at most six (`\u0001`), a byte of `raw` two (hex), and the
+/// texts go as they are, so a chunk's answer and its texts each stay under 100 MB.
 const CLAIM_CHUNK_BYTES: i64 = 16 << 20;
 
 /// The claim part: due deliveries into `temp.claimed` (pending or retrying whose time has come, or in flight
@@ -435,8 +449,9 @@ const CLAIM_CHUNK_BYTES: i64 = 16 << 20;
 /// The events' chunks are numbered over their ids and lengths alone, then the rows joined back: the window
 /// keeps every row it numbers, and kept whole that was each event's body copied once more. Their aggregates
 /// have no `ORDER BY`: the events' order does not matter (the deliveries name theirs), and both aggregates take
-/// each row in the same step, so the texts follow the rows whatever the order (the two copies an `ORDER BY`
-/// made per event: store bench −2.7% instructions).
+/// each row in the same step, so the texts follow the rows whatever the order; an `ORDER BY`, `DISTINCT` or
+/// `FILTER` on one of them alone would put them out of step (`ClaimedRows` then refuses the chunk). The two
+/// copies an `ORDER BY` made per event: store bench −2.7% instructions, the narrow window −1.1% more.
 fn claim_sql() -> &'static str {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     SQL.get_or_init(|| {
@@ -460,10 +475,8 @@ fn claim_sql() -> &'static str {
                  WHERE d.id IN (SELECT id FROM temp.claimed))
                  GROUP BY chunk ORDER BY chunk;
              SELECT 1 AS kind,
-                    json_group_array(json_array({event_row}, json_array(octet_length(headers),
-                                                                        octet_length(query), octet_length(body))))
-                        AS answer,
-                    group_concat(headers || query || ifnull(body, ''), '') AS texts
+                    json_group_array(json_array({event_row}, json_array({text_lengths}))) AS answer,
+                    group_concat({texts}, '') AS texts
                  FROM (SELECT id AS claimed_id,
                               SUM(ifnull(octet_length(body), 0) + 2 * ifnull(octet_length(raw), 0)
                                   + ifnull(octet_length(headers), 0) + ifnull(octet_length(query), 0))
@@ -474,6 +487,9 @@ fn claim_sql() -> &'static str {
                  GROUP BY c.chunk ORDER BY c.chunk;",
             delivery_row = json_array_args(claimed_delivery_columns(), &[]),
             event_row = json_array_args(&column_names(EVENT_COLUMNS), &CLAIMED_EVENT_TEXTS),
+            text_lengths = CLAIMED_EVENT_TEXTS.map(|c| format!("octet_length({c})")).join(", "),
+            // `ifnull`: `group_concat` leaves out a NULL, and a NULL body would put every later text out of step.
+            texts = CLAIMED_EVENT_TEXTS.map(|c| format!("ifnull({c}, '')")).join(" || "),
             delivery_columns = DELIVERY_COLUMNS,
             chunk = CLAIM_CHUNK_BYTES,
         )
@@ -549,24 +565,18 @@ impl Batch<'_> {
                 ..Answers::default()
             }));
         }
-        // Bound by reference: the texts are bound once per `?` that cuts from them (a `?` read per row is a
-        // shallow copy in SQLite, where one value shared through a subquery or CTE is copied whole for every
-        // row), and SQLite keeps its own copy of each; Rust's need not be copied again for that.
-        let attempts = has_attempts.then(|| {
-            let transitions: Vec<String> = self.attempts.iter().map(transition_row).collect();
-            let (rows, texts) = attempt_rows(self.attempts);
-            (array(transitions.iter().map(String::as_str)), rows, texts)
-        });
         let mut q = sqlx::query(sql);
-        if let Some(p) = &ingest {
-            let texts = p.texts.as_slice();
-            q = q.bind(p.keys.as_str()).bind(p.latest).bind(p.events.as_str()).bind(texts).bind(texts).bind(texts);
-            q = q.bind(p.deliveries.as_str()).bind(p.keys.as_str());
+        if let Some(p) = ingest {
+            let [headers, query, body] = p.texts;
+            q = q.bind(p.keys.clone()).bind(p.latest).bind(p.events).bind(headers).bind(query).bind(body);
+            q = q.bind(p.deliveries).bind(p.keys);
         }
-        if let Some((transitions, rows, texts)) = &attempts {
-            let texts = texts.as_slice();
-            q = q.bind(transitions.as_str()).bind(transitions.as_str()).bind(rows.as_str());
-            q = q.bind(texts).bind(texts).bind(texts).bind(texts);
+        if has_attempts {
+            let transitions: Vec<String> = self.attempts.iter().map(transition_row).collect();
+            let transitions = array(transitions.iter().map(String::as_str));
+            let (rows, [request_headers, request_body, response_headers, response_body]) = attempt_rows(self.attempts);
+            q = q.bind(transitions.clone()).bind(transitions).bind(rows);
+            q = q.bind(request_headers).bind(request_body).bind(response_headers).bind(response_body);
         }
         if let Some(c) = &self.claim {
             q = q

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use renkei_core::delivery::Status;
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
+use super::batch::JsonArray;
 use super::rows::{delivery_from_row, event_from_row, JsonRow};
 use super::{batch, db, ms};
 use crate::*;
@@ -13,42 +14,28 @@ use crate::*;
 pub(super) struct EventRow {
     event: NewEvent,
     /// `[id, source, event_type, received_at, request_id, row_no, content_type, dedupe_key` without its closing
-    /// bracket: the batch adds where in its texts the event's three are ([`EventRow::texts`]).
+    /// bracket: the batch adds where in its texts the event's own are ([`EventRow::texts`]).
     pub head: String,
-    /// The three JSON columns as text, one after the other: headers, query, body.
-    pub texts: String,
-    /// The byte lengths of the headers and of the query in [`EventRow::texts`] (the body is the rest).
-    pub lens: (usize, usize),
+    /// The three JSON columns as text: headers, query, body.
+    pub texts: [String; 3],
     /// `[source, key, event_id, expires_at]`, when the event has a dedupe key.
     pub dedupe_row: Option<String>,
 }
 
 impl EventRow {
     pub(super) fn new(mut event: NewEvent) -> EventRow {
-        use std::fmt::Write;
-        let mut texts = String::new();
-        let _ = write!(texts, "{}", std::mem::take(&mut event.headers));
-        let headers = texts.len();
-        let _ = write!(texts, "{}", std::mem::take(&mut event.query));
-        let query = texts.len() - headers;
-        let _ = write!(texts, "{}", std::mem::take(&mut event.body));
+        let text = |v: &mut serde_json::Value| std::mem::take(v).to_string();
+        let texts = [text(&mut event.headers), text(&mut event.query), text(&mut event.body)];
         let e = &event;
-        let row = (
-            &e.id,
-            &e.source,
-            &e.event_type,
-            ms(e.received_at),
-            &e.request_id,
-            e.row,
-            &e.content_type,
-            e.dedupe.as_ref().map(|d| &d.key),
-        );
-        let mut head = serde_json::to_string(&row).expect("an event row serialises");
-        head.pop();
+        let mut head = String::new();
+        let mut row = JsonArray::new(&mut head);
+        row.push(&e.id).push(&e.source).push(&e.event_type).push(&ms(e.received_at)).push(&e.request_id);
+        row.push(&e.row).push(&e.content_type).push(&e.dedupe.as_ref().map(|d| &d.key));
+        // Left open: the batch adds where the texts are, and closes it.
         let dedupe_row = e.dedupe.as_ref().map(|d| {
             serde_json::to_string(&(&e.source, &d.key, &e.id, ms(d.expires_at))).expect("a dedupe row serialises")
         });
-        EventRow { event, head, texts, lens: (headers, query), dedupe_row }
+        EventRow { event, head, texts, dedupe_row }
     }
 }
 
@@ -142,25 +129,33 @@ fn unreadable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Other(format!("claimed rows do not read: {e}").into())
 }
 
-/// The claimed events of one chunk, their headers, query and body taken from its texts.
+/// The claimed events of one chunk, their headers, query and body taken from its texts, in the order of
+/// `batch::CLAIMED_EVENT_TEXTS`. Texts out of step with the rows (a length past the end or through a character,
+/// texts left over) fail the claim rather than give an event another's body.
 fn claimed_events(rows: &str, texts: &str) -> Result<Vec<EventRecord>> {
     let rows: Vec<Vec<serde_json::Value>> = serde_json::from_str(rows).map_err(unreadable)?;
+    let out_of_step = || unreadable("an event's texts are out of step with its row");
     let mut at = 0;
     let mut take = |len: Option<usize>| -> Result<Option<serde_json::Value>> {
         let Some(len) = len else { return Ok(None) };
-        let text = texts.get(at..at + len).ok_or_else(|| unreadable("an event's texts are cut short"))?;
+        let text = texts.get(at..at + len).ok_or_else(out_of_step)?;
         at += len;
+        // Not JSON (stored so by hand, say): null, as `rows::event_from_row` reads it, not a claim that fails.
         Ok(Some(serde_json::from_str(text).unwrap_or(serde_json::Value::Null)))
     };
     let mut events = Vec::with_capacity(rows.len());
     for values in rows {
         let row = JsonRow::new(batch::claimed_event_columns(), values)?;
-        let lens: [Option<usize>; 3] = serde_json::from_value(row.get("texts")?.clone()).map_err(unreadable)?;
+        let [headers, query, body]: [Option<usize>; 3] =
+            serde_json::from_value(row.get("texts")?.clone()).map_err(unreadable)?;
         let mut event = event_from_row(&row)?;
-        event.headers = take(lens[0])?.unwrap_or_default();
-        event.query = take(lens[1])?.unwrap_or_default();
-        event.body = take(lens[2])?;
+        event.headers = take(headers)?.unwrap_or_default();
+        event.query = take(query)?.unwrap_or_default();
+        event.body = take(body)?;
         events.push(event);
+    }
+    if at != texts.len() {
+        return Err(out_of_step());
     }
     Ok(events)
 }

@@ -485,6 +485,42 @@ async fn every_event_of_a_batch_keeps_its_own_texts() {
     }
 }
 
+/// An event without a body (NULL) among claimed ones: its body comes back as none, and the texts of the events
+/// after it in the chunk stay in step (`group_concat` leaves a NULL out).
+#[tokio::test]
+async fn a_claimed_event_without_a_body_keeps_the_others_in_step() {
+    let t0 = Utc::now();
+    let s = SqliteStore::open("sqlite::memory:", t0).await.unwrap();
+    let mut first = keyed("e0", None, t0);
+    first.deliveries.truncate(1);
+    s.ingest(vec![first.clone()], t0).await.unwrap();
+    sqlx::query(
+        "INSERT INTO events (id, source, event_type, status, http_status, received_at, request_id, headers, query)
+         VALUES ('e1', 's', 't', 'accepted', 202, ?1, 'r-e1', '{\"x-n\":\"e1\"}', '{}');
+         INSERT INTO deliveries (event_id, flow, status, next_at, created_at, updated_at)
+         VALUES ('e1', 'f', 'pending', ?1, ?1, ?1);",
+    )
+    .bind(t0.timestamp_millis())
+    .execute(&s.writer)
+    .await
+    .unwrap();
+    let mut last = keyed("e2", None, t0);
+    last.deliveries.truncate(1);
+    last.headers = json!({ "x-n": "e2", "x-long": "値".repeat(50) });
+    s.ingest(vec![last.clone()], t0).await.unwrap();
+    let claimed = s.claim("w1", t0, t0 + Duration::seconds(10), 10, &[]).await.unwrap();
+    let events: Vec<_> =
+        claimed.iter().map(|c| (c.event.id.as_str(), &c.event.headers, c.event.body.as_ref())).collect();
+    assert_eq!(
+        events,
+        [
+            ("e0", &first.headers, Some(&first.body)),
+            ("e1", &json!({ "x-n": "e1" }), None),
+            ("e2", &last.headers, Some(&last.body))
+        ]
+    );
+}
+
 /// Values that JSON carries in more than one way (escapes, control characters, characters beyond the BMP,
 /// integers beyond 2^53, numbers with fractions, nested containers, empty strings) come back from a batch
 /// as they went in: the rows are turned into JSONB and read with `->>` (`batch.rs`), and neither may change
