@@ -445,8 +445,8 @@ fn json_rows_read_blobs_as_hex_and_refuse_what_is_not_there() {
     assert!(rows::JsonRow::new(NAMES, vec![json!(1)]).is_err());
 }
 
-/// Each event of a multi-event batch gets its own headers, query and body, cut out of the batch's one BLOB of
-/// texts by byte offsets (`batch.rs`), and stored as TEXT: multibyte characters, an empty object, a body larger
+/// Each event of a multi-event batch gets its own headers, query and body, cut out of the batch's BLOB of each
+/// column by byte offsets (`batch.rs`), and stored as TEXT: multibyte characters, an empty object, a body larger
 /// than the rest together. A claim gives them back the same way, cut out of one text by lengths.
 #[tokio::test]
 async fn every_event_of_a_batch_keeps_its_own_texts() {
