@@ -15,7 +15,8 @@ use serde_json::json;
 use crate::report::Row;
 use crate::BlockedArgs;
 
-fn event(id: String, flow: &str, key: Option<&str>) -> NewEvent {
+/// An event of source `bench` with one pending delivery to `flow`, keyed by `key`, and a tiny body.
+pub(crate) fn event(id: String, flow: &str, key: Option<&str>) -> NewEvent {
     NewEvent {
         id,
         source: "bench".into(),

@@ -7,9 +7,8 @@
 use std::time::Instant;
 
 use chrono::{Duration, Utc};
-use renkei_core::delivery::Status;
 use renkei_store::sqlite::SqliteStore;
-use renkei_store::{NewAttempt, NewDelivery, NewEvent, RecordedResponse, Store, Transition};
+use renkei_store::{NewAttempt, NewEvent, RecordedResponse, Store, Transition};
 use serde_json::json;
 
 use crate::report::Row;
@@ -28,23 +27,14 @@ pub async fn store(args: &StoreArgs) -> anyhow::Result<Vec<Row>> {
         let take = (args.events - n).min(args.batch);
         let events: Vec<NewEvent> = (n..n + take)
             .map(|i| NewEvent {
-                id: format!("ev{i:010}"),
                 source: "orders".into(),
                 event_type: "order.created".into(),
                 received_at: now,
                 request_id: format!("r{i}"),
-                row: None,
                 content_type: Some("application/json".into()),
                 headers: headers.clone(),
-                query: json!({}),
                 body: serde_json::from_slice(&body(i)).expect("the bench body is JSON"),
-                dedupe: None,
-                deliveries: vec![NewDelivery {
-                    flow: "orders-to-sink".into(),
-                    status: Status::Pending,
-                    order_key: None,
-                    error: None,
-                }],
+                ..crate::blocked::event(format!("ev{i:010}"), "orders-to-sink", None)
             })
             .collect();
         let t = Instant::now();

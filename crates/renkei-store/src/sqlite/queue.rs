@@ -162,23 +162,19 @@ fn claimed_events(rows: &str, texts: &str) -> Result<Vec<EventRecord>> {
 
 impl ClaimedRows {
     pub(super) fn decode(self) -> Result<Vec<Claimed>> {
-        let rows = |chunks: &[String]| -> Result<Vec<JsonRow>> {
-            let mut rows = Vec::new();
-            for text in chunks {
-                let chunk: Vec<Vec<serde_json::Value>> = serde_json::from_str(text).map_err(unreadable)?;
-                for values in chunk {
-                    rows.push(JsonRow::new(batch::claimed_delivery_columns(), values)?);
-                }
-            }
-            Ok(rows)
-        };
         let mut events = std::collections::HashMap::new();
         for (rows, texts) in &self.events {
             for event in claimed_events(rows, texts)? {
                 events.insert(event.id.clone(), event);
             }
         }
-        let deliveries = rows(&self.deliveries)?.iter().map(delivery_from_row).collect::<Result<Vec<_>>>()?;
+        let mut deliveries = Vec::new();
+        for chunk in &self.deliveries {
+            let rows: Vec<Vec<serde_json::Value>> = serde_json::from_str(chunk).map_err(unreadable)?;
+            for values in rows {
+                deliveries.push(delivery_from_row(&JsonRow::new(batch::claimed_delivery_columns(), values)?)?);
+            }
+        }
         // An event's last delivery takes it; the others get a copy (usually there is one delivery per event).
         let mut left: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         for d in &deliveries {
