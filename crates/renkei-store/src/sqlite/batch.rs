@@ -5,59 +5,114 @@
 //! wake-ups, each of which, on a machine whose cores are busy serving HTTP, waits for a core (measured: 150-250
 //! µs for a `BEGIN`, which does next to nothing). With one statement per table and chunk of rows, a batch of 30
 //! ingests was some twenty round trips, and the writer spent more of a commit waiting for wake-ups than writing
-//! (BENCHMARKS.md, "Fourth session"). Here the rows of a batch travel as one JSON array per table, bound to one
-//! parameter, and the statements read them with `json_each`. Every text is fixed (one per combination of the
-//! parts a batch has), so each is prepared once and stays in sqlx's statement cache.
+//! (BENCHMARKS.md, "Fourth session").
 //!
-//! A statement that reads many columns of each row first turns the rows into JSONB in a materialized CTE
-//! (`WITH j AS MATERIALIZED (SELECT key, jsonb(value) …)`): `json_each`'s `value` is text, made anew at each
-//! mention and parsed again by each `->>`, which for an event row of thirteen columns was most of SQLite's work
-//! on it (with the database on tmpfs: ingest 8,300-9,100 → 9,500-10,200/s, hub CPU per event −9%).
+//! The text is written for the batch's rows ([`Sql`]): each table's rows are a `VALUES` list of plain `?`, every
+//! value bound as itself, up to [`ROWS_PER_STATEMENT`] rows to a statement. The rows used to travel as one JSON
+//! array per table, bound to one parameter and read with `json_each` and `->>`, so that every text was fixed;
+//! but taking some 60 values per event out of JSON (about 1,400 instructions each) was more than a tenth of all
+//! the hub did (BENCHMARKS.md, "Ninth session"). A text written for its rows would have to be prepared for its
+//! batch, which for a batch of 32 events cost more than the JSON had (~3 M instructions), so a statement's rows
+//! are padded to a power of two with rows of NULLs that it leaves out: the texts come in few shapes, each
+//! prepared once and kept in sqlx's statement cache, and a padding row costs a few hundred instructions.
 //!
 //! Parameters are plain `?`, bound in the order they appear across a text's statements: sqlx numbers a text's
-//! anonymous parameters on from one statement to the next, while a numbered `?N` that leaves a gap in a
-//! statement (`?3` alone, say) shifts that numbering and can leave a later parameter unbound (NULL). Rows that
-//! come back carry a `kind` column saying which statement they are from.
+//! anonymous parameters on from one statement to the next. [`Sql`] writes a statement's text and binds its
+//! values in the same step, so the two cannot drift apart. Rows that come back carry a `kind` column saying which
+//! statement they are from.
 //!
-//! The large texts of an event (headers, query, body) do not travel in its JSON row: each column of the batch's
-//! events goes one after the other into a BLOB parameter of its own, which the rows point into
-//! (`CAST(substr(?, at, len) AS TEXT)`: a copy); the same for attempts' headers and bodies. Inside the row, a
-//! ~1 KB body was escaped into a JSON string by serde, parsed by `json_each`, written out again as the array
-//! element's text, parsed again into JSONB and unescaped by `->>`: four passes over it, and JSON was over half
-//! of what SQLite did for an ingest (callgrind: BENCHMARKS.md, "Eighth session").
-//!
-//! Each event row is written out as JSON by the caller's task, not by the writer's thread ([`EventRow::new`]):
-//! the writer only joins them.
+//! The events' headers, queries and bodies are written out as JSON text by the caller's task, not by the
+//! writer's ([`EventRow::new`]): the writer only binds them.
 //!
 //! The meaning is that of running the jobs one after the other, each a batch of one (`queue::ingest_in`,
 //! `queue::record_attempt_in`, what `group.rs` falls back to), with the claim last: a dedupe key taken by an
-//! earlier event of the batch makes a later one a duplicate (`json_each` gives the rows in order, and SQLite
-//! applies a multi-row upsert row by row), an attempt's lease is checked before any transition of the batch (no
-//! two attempts of one delivery share a batch: such a batch goes the slow way), and the claim sees what the batch
-//! stored and freed.
+//! earlier event of the batch makes a later one a duplicate (SQLite inserts the rows of a `VALUES` list in
+//! order and applies a multi-row upsert row by row, and the statements follow one another), an attempt's lease
+//! is checked before any transition of the batch (no two attempts of one delivery share a batch: such a batch
+//! goes the slow way), and the claim sees what the batch stored and freed.
 
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Executor, Row, Sqlite, Transaction};
+use sqlx::sqlite::{SqliteArguments, SqliteRow};
+use sqlx::{Arguments, Executor, Row, Sqlite, Transaction};
 
 use super::queue::{ClaimedRows, EventRow, Recorded};
 use super::rows::{column_names, DELIVERY_COLUMNS, EVENT_COLUMNS};
 use super::{db, ms};
 use crate::*;
 
-/// `[a, b, …]` of rows already written out as JSON.
-fn array<'a>(rows: impl Iterator<Item = &'a str>) -> String {
-    let mut out = String::from("[");
-    for (i, row) in rows.enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(row);
+/// At most this many rows in one statement's `VALUES`: a text's parameters stay far below SQLite's limit
+/// whatever the batch (an upload of 10,000 CSV rows is one job), and a statement's plan stays small.
+pub(super) const ROWS_PER_STATEMENT: usize = 256;
+
+/// A text whose statements have at most this many rows each is kept prepared in the writer's statement cache;
+/// a wider one, of a large batch, is prepared for its batch and dropped. A text of statements of 256 rows holds
+/// some 0.5 MB of plan: kept, the few dozen shapes of large batches that a burst sends (`renkei-bench e2e`) held
+/// the hub's peak RSS 30 MB higher. Prepared each time, they cost about what reading their rows out of JSON did.
+const PREPARED_ROWS: usize = 32;
+
+/// A batch's SQL text, written for its rows, and its parameters in the order the text takes them.
+struct Sql<'a> {
+    text: String,
+    args: SqliteArguments<'a>,
+    /// The most rows, padding included, of any of its statements.
+    widest: usize,
+}
+
+impl<'a> Sql<'a> {
+    fn new() -> Sql<'a> {
+        Sql { text: String::with_capacity(4096), args: SqliteArguments::default(), widest: 0 }
     }
-    out.push(']');
-    out
+
+    fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+
+    fn bind<T>(&mut self, value: T) -> &mut Self
+    where
+        T: sqlx::Encode<'a, Sqlite> + sqlx::Type<Sqlite> + 'a,
+    {
+        // Encoding a string, a number, bytes or a NULL into SQLite's arguments cannot fail.
+        self.args.add(value).expect("a batch's value encodes");
+        self
+    }
+
+    /// One statement per [`ROWS_PER_STATEMENT`] of `rows`: `head`, `VALUES (?, …), …` with `columns`
+    /// parameters a row, `tail`; `bind` binds a row's values, in its columns' order, then `after` what `tail`
+    /// takes.
+    fn statements<R>(
+        &mut self,
+        rows: &[R],
+        columns: usize,
+        (head, tail): (&str, &str),
+        mut bind: impl FnMut(&mut Self, &R),
+        mut after: impl FnMut(&mut Self),
+    ) {
+        let row = format!("({})", vec!["?"; columns].join(", "));
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            self.push(head).push("VALUES ");
+            // Padded to a power of two (ROWS_PER_STATEMENT is one) with rows of NULLs, which the statements
+            // leave out, so the batches' texts come in few shapes.
+            let padded = chunk.len().next_power_of_two();
+            self.widest = self.widest.max(padded);
+            for i in 0..padded {
+                if i > 0 {
+                    self.push(", ");
+                }
+                self.push(&row);
+                match chunk.get(i) {
+                    Some(r) => bind(self, r),
+                    None => (0..columns).for_each(|_| {
+                        self.bind(None::<i64>);
+                    }),
+                }
+            }
+            self.push(tail);
+            after(self);
+        }
+    }
 }
 
 /// One ingest job's events and its `now`.
@@ -66,119 +121,137 @@ pub(super) struct IngestJob<'a> {
     pub now: DateTime<Utc>,
 }
 
-/// The dedupe keys (rows `[source, key, event_id, expires_at]`; a key that expired before the newest `now` of
-/// the batch is taken over, the jobs' `now`s differing by the milliseconds the batch took to gather), then the
-/// events (rows as [`IngestParams::events`], their headers, queries and bodies cut out of a BLOB each) that took
-/// their key or have none, then their deliveries (rows `[event_id, flow, status, order_key, error, now]`), then,
-/// per keyed event in order, which event holds its key for it: the event itself when it took the key, the
-/// holder when it is a duplicate (the keys are bound a second time).
-///
-/// Which events took their key is what temp triggers on `dedupe` write down in `temp.took` (the upsert takes the
-/// key row by row): the key's holder after the statement is not enough, since with a window of 0 (or one shorter
-/// than the batch's spread of `now`s) a later event takes the key over from an earlier one that took it too, and
-/// both are stored, as one after the other would be.
-///
-/// A delivery is inserted `held` when it is open, keyed, and an open delivery of its key was there before the
-/// statement; the `held` trigger settles the key all the same (and alone decides for two of one key in one
-/// batch, which this does not see), but finds nothing to change instead of writing the new row a second time:
-/// an ingest behind an open delivery of its key 31 → 19 µs (`renkei-bench blocked`).
-const INGEST: &str = "
+/// Written once before an ingest's statements. Which events took their key is what temp triggers on `dedupe`
+/// write down in `temp.took` (the upsert takes the key row by row): the key's holder after the statement is not
+/// enough, since with a window of 0 (or one shorter than the batch's spread of `now`s) a later event takes the
+/// key over from an earlier one that took it too, and both are stored, as one after the other would be.
+const INGEST_SETUP: &str = "
 CREATE TEMP TABLE IF NOT EXISTS took (event_id TEXT PRIMARY KEY);
 DELETE FROM temp.took;
 CREATE TEMP TRIGGER IF NOT EXISTS took_key AFTER INSERT ON dedupe
     BEGIN INSERT OR IGNORE INTO took (event_id) VALUES (NEW.event_id); END;
 CREATE TEMP TRIGGER IF NOT EXISTS took_key_over AFTER UPDATE ON dedupe
     BEGIN INSERT OR IGNORE INTO took (event_id) VALUES (NEW.event_id); END;
-WITH j AS MATERIALIZED (SELECT key, jsonb(value) AS value FROM json_each(?))
+";
+
+/// The dedupe keys (rows `(source, key, event_id, expires_at)`; a key that expired before the newest `now` of
+/// the batch is taken over, the jobs' `now`s differing by the milliseconds the batch took to gather).
+const DEDUPE: (&str, &str) = (
+    "WITH v (source, key, event_id, expires_at) AS (",
+    ")
 INSERT INTO dedupe (source, key, event_id, expires_at)
-    SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3 FROM j WHERE true ORDER BY j.key
+    SELECT source, key, event_id, expires_at FROM v WHERE source IS NOT NULL
     ON CONFLICT (source, key) DO UPDATE SET event_id = excluded.event_id, expires_at = excluded.expires_at
         WHERE dedupe.expires_at <= ?;
-WITH j AS MATERIALIZED (SELECT key, jsonb(value) AS value FROM json_each(?))
+",
+);
+
+/// The events that took their key or have none.
+const EVENTS: (&str, &str) = (
+    "WITH v (id, source, event_type, received_at, request_id, row_no, content_type, dedupe_key, headers, query,
+       body) AS (",
+    ")
 INSERT INTO events (id, source, event_type, status, http_status, received_at, request_id, row_no,
                     content_type, headers, query, body, dedupe_key)
-    SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, 'accepted', 202, j.value ->> 3, j.value ->> 4,
-           j.value ->> 5, j.value ->> 6,
-           CAST(substr(?, j.value ->> 8, j.value ->> 9) AS TEXT),
-           CAST(substr(?, j.value ->> 10, j.value ->> 11) AS TEXT),
-           CAST(substr(?, j.value ->> 12, j.value ->> 13) AS TEXT),
-           j.value ->> 7
-    FROM j
-    WHERE j.value ->> 7 IS NULL OR j.value ->> 0 IN (SELECT event_id FROM temp.took)
-    ORDER BY j.key;
-WITH j AS MATERIALIZED (SELECT key, jsonb(value) AS value FROM json_each(?))
+    SELECT id, source, event_type, 'accepted', 202, received_at, request_id, row_no, content_type, headers, query,
+           body, dedupe_key
+    FROM v
+    WHERE id IS NOT NULL AND (dedupe_key IS NULL OR id IN (SELECT event_id FROM temp.took));
+",
+);
+
+/// Their deliveries. A delivery is inserted `held` when it is open, keyed, and an open delivery of its key was
+/// there before the statement; the `held` trigger settles the key all the same (and alone decides for two of one
+/// key in one batch, which this does not see), but finds nothing to change instead of writing the new row a
+/// second time: an ingest behind an open delivery of its key 31 → 19 µs (`renkei-bench blocked`).
+const DELIVERIES: (&str, &str) = (
+    "WITH v (event_id, flow, status, order_key, last_error, now) AS (",
+    ")
 INSERT INTO deliveries (event_id, flow, status, order_key, next_at, last_error, created_at, updated_at, held)
-    SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 5, j.value ->> 4,
-           j.value ->> 5, j.value ->> 5,
-           j.value ->> 3 IS NOT NULL AND j.value ->> 2 IN ('pending', 'retrying', 'in_flight')
+    SELECT event_id, flow, status, order_key, now, last_error, now, now,
+           order_key IS NOT NULL AND status IN ('pending', 'retrying', 'in_flight')
                AND EXISTS (SELECT 1 FROM deliveries p
-                           WHERE p.flow = j.value ->> 1 AND p.order_key = j.value ->> 3
+                           WHERE p.flow = v.flow AND p.order_key = v.order_key
                              AND p.status IN ('pending', 'retrying', 'in_flight'))
-    FROM j
-    WHERE EXISTS (SELECT 1 FROM events e WHERE e.id = j.value ->> 0)
-    ORDER BY j.key;
+    FROM v
+    WHERE EXISTS (SELECT 1 FROM events e WHERE e.id = v.event_id);
+",
+);
+
+/// Per keyed event in order, which event holds its key for it: the event itself when it took the key, the
+/// holder when it is a duplicate.
+const HOLDERS: (&str, &str) = (
+    "WITH k (n, source, key, event_id) AS (",
+    ")
 SELECT 2 AS kind, json_group_array(
-           CASE WHEN j.value ->> 2 IN (SELECT event_id FROM temp.took) THEN j.value ->> 2 ELSE x.event_id END
-           ORDER BY j.key) AS answer
-    FROM json_each(?) j JOIN dedupe x ON x.source = j.value ->> 0 AND x.key = j.value ->> 1;";
+           CASE WHEN k.event_id IN (SELECT event_id FROM temp.took) THEN k.event_id ELSE x.event_id END
+           ORDER BY k.n) AS answer
+    FROM k JOIN dedupe x ON x.source = k.source AND x.key = k.key;
+",
+);
 
-/// The ingest part's parameters, in the order [`INGEST`] takes them; `None` when no job has an event.
-fn ingest_params(jobs: &[IngestJob<'_>]) -> Option<IngestParams> {
-    use std::fmt::Write;
-    let latest = jobs.iter().map(|j| j.now).max().unwrap_or_default();
-    let all = || jobs.iter().flat_map(|j| j.events.iter());
-    all().next()?;
-    let keys = array(all().filter_map(|e| e.dedupe_row.as_deref()));
-    let mut events = String::from("[");
-    let mut texts: [Vec<u8>; 3] = Default::default();
-    for (i, t) in texts.iter_mut().enumerate() {
-        t.reserve(all().map(|e| e.texts[i].len()).sum());
+/// Writes the ingest part; false when no job has an event.
+fn write_ingest<'a>(sql: &mut Sql<'a>, jobs: &'a [IngestJob<'a>]) -> bool {
+    let events: Vec<&'a EventRow> = jobs.iter().flat_map(|j| j.events.iter()).collect();
+    if events.is_empty() {
+        return false;
     }
-    for e in all() {
-        if events.len() > 1 {
-            events.push(',');
-        }
-        events.push_str(&e.head);
-        // Where each text starts in its column's BLOB (1-based, as `substr` counts) and its length.
-        for (column, text) in texts.iter_mut().zip(&e.texts) {
-            let _ = write!(events, ",{},{}", column.len() + 1, text.len());
-            column.extend_from_slice(text.as_bytes());
-        }
-        events.push(']');
-    }
-    events.push(']');
-    let mut deliveries = String::from("[");
-    for job in jobs {
-        let now = ms(job.now);
-        for ev in job.events {
-            for d in &ev.deliveries {
-                if deliveries.len() > 1 {
-                    deliveries.push(',');
-                }
-                let row = (&ev.id, &d.flow, d.status.as_str(), &d.order_key, &d.error, now);
-                deliveries.push_str(&serde_json::to_string(&row).expect("a delivery row serialises"));
-            }
-        }
-    }
-    deliveries.push(']');
-    Some(IngestParams { keys, latest: ms(latest), events, texts, deliveries })
+    let latest = ms(jobs.iter().map(|j| j.now).max().unwrap_or_default());
+    let keyed: Vec<(&'a EventRow, &'a Dedupe)> =
+        events.iter().filter_map(|e| e.dedupe.as_ref().map(|d| (*e, d))).collect();
+    sql.push(INGEST_SETUP);
+    sql.statements(
+        &keyed,
+        4,
+        DEDUPE,
+        |sql, (e, d)| {
+            sql.bind(e.source.as_str()).bind(d.key.as_str()).bind(e.id.as_str()).bind(ms(d.expires_at));
+        },
+        |sql| {
+            sql.bind(latest);
+        },
+    );
+    sql.statements(
+        &events,
+        11,
+        EVENTS,
+        |sql, e| {
+            let [headers, query, body] = &e.texts;
+            sql.bind(e.id.as_str()).bind(e.source.as_str()).bind(e.event_type.as_str()).bind(ms(e.received_at));
+            sql.bind(e.request_id.as_str()).bind(e.row).bind(e.content_type.as_deref());
+            sql.bind(e.dedupe.as_ref().map(|d| d.key.as_str()));
+            sql.bind(headers.as_str()).bind(query.as_str()).bind(body.as_str());
+        },
+        |_| {},
+    );
+    let deliveries: Vec<(&'a EventRow, &'a NewDelivery, i64)> = jobs
+        .iter()
+        .flat_map(|j| j.events.iter().flat_map(move |e| e.deliveries.iter().map(move |d| (e, d, ms(j.now)))))
+        .collect();
+    sql.statements(
+        &deliveries,
+        6,
+        DELIVERIES,
+        |sql, (e, d, now)| {
+            sql.bind(e.id.as_str()).bind(d.flow.as_str()).bind(d.status.as_str()).bind(d.order_key.as_deref());
+            sql.bind(d.error.as_deref()).bind(*now);
+        },
+        |_| {},
+    );
+    let numbered: Vec<(i64, &(&'a EventRow, &'a Dedupe))> = (0..).zip(&keyed).collect();
+    sql.statements(
+        &numbered,
+        4,
+        HOLDERS,
+        |sql, (n, (e, d))| {
+            sql.bind(*n).bind(e.source.as_str()).bind(d.key.as_str()).bind(e.id.as_str());
+        },
+        |_| {},
+    );
+    true
 }
 
-/// [`INGEST`]'s parameters.
-struct IngestParams {
-    keys: String,
-    latest: i64,
-    /// Rows `[id, source, event_type, received_at, request_id, row_no, content_type, dedupe_key, headers_at,
-    /// headers_len, query_at, query_len, body_at, body_len]`.
-    events: String,
-    /// Every event's headers, all their queries, all their bodies: three BLOBs of UTF-8 bytes (`substr` counts
-    /// a BLOB's bytes), each cast back to text. One per column, each bound once: sqlx copies every argument it
-    /// sends to SQLite's thread and SQLite copies it again, so a BLOB cut from by three `?` would be six copies.
-    texts: [Vec<u8>; 3],
-    deliveries: String,
-}
-
-/// Per job, what `queue::ingest_in` would have answered, from the key holders [`INGEST`] read.
+/// Per job, what `queue::ingest_in` would have answered, from the key holders [`HOLDERS`] read.
 fn ingest_answers(jobs: &[IngestJob<'_>], holders: Vec<String>) -> Result<Vec<Vec<Ingested>>> {
     let mut holders = holders.into_iter();
     let mut out = Vec::with_capacity(jobs.len());
@@ -208,18 +281,22 @@ pub(super) struct AttemptJob<'a> {
     pub now: DateTime<Utc>,
 }
 
-/// The transitions (rows `[id, owner, status, step, step_inc, tries, outputs, next_at, last_error,
-/// keep_lease, now]`) of the deliveries still in flight under the job's owner, answering their ids; then every
-/// attempt, applied or not: an attempt is history either way. NULL keeps a column as it is; `step_inc`
-/// moves to the next step. `+deliveries.status`: without it SQLite walks every in-flight delivery through
-/// `deliveries_status` and reads the whole JSON array once for each (a claim holds up to 128 at once), instead
-/// of the array once, finding each row by its id. The attempts' headers and bodies are cut out of a BLOB per
-/// column, as an ingest's texts are ([`attempt_rows`]): bodies are bytes, kept as they are. An empty body is
-/// `x''` by name: `substr` of a BLOB of no bytes (every body of the batch empty) is NULL.
-const ATTEMPTS: &str = "
-SELECT 3 AS kind, json_group_array(d.id) AS answer FROM json_each(?) j
-    JOIN deliveries d ON d.id = j.value ->> 0 AND +d.status = 'in_flight' AND d.lease_owner = j.value ->> 1;
-WITH j AS MATERIALIZED (SELECT key, jsonb(value) AS value FROM json_each(?))
+/// The deliveries still in flight under the job's owner (rows `(id, owner)`), answering their ids.
+/// `+d.status`: without it SQLite walks every in-flight delivery through `deliveries_status` (a claim holds up to
+/// 128 at once) instead of finding each row by its id.
+const HELD: (&str, &str) = (
+    "WITH v (id, owner) AS (",
+    ")
+SELECT 3 AS kind, json_group_array(d.id) AS answer
+    FROM v JOIN deliveries d ON d.id = v.id AND +d.status = 'in_flight' AND d.lease_owner = v.owner;
+",
+);
+
+/// Their transitions (rows as [`TransitionRow`]). NULL keeps a column as it is; `step_inc` moves to the next
+/// step.
+const TRANSITIONS: (&str, &str) = (
+    "WITH t (id, owner, status, step, step_inc, tries, outputs, next_at, last_error, keep_lease, now) AS (",
+    ")
 UPDATE deliveries SET
     status = COALESCE(t.status, deliveries.status),
     step = COALESCE(t.step, deliveries.step + t.step_inc),
@@ -231,27 +308,67 @@ UPDATE deliveries SET
     lease_owner = CASE WHEN t.keep_lease THEN deliveries.lease_owner END,
     lease_until = CASE WHEN t.keep_lease THEN deliveries.lease_until END,
     updated_at = t.now
-FROM (SELECT j.value ->> 0 AS id, j.value ->> 1 AS owner, j.value ->> 2 AS status, j.value ->> 3 AS step,
-             j.value ->> 4 AS step_inc, j.value ->> 5 AS tries, j.value ->> 6 AS outputs, j.value ->> 7 AS next_at,
-             j.value ->> 8 AS last_error, j.value ->> 9 AS keep_lease, j.value ->> 10 AS now
-      FROM j) AS t
+FROM t
 WHERE deliveries.id = t.id AND +deliveries.status = 'in_flight' AND deliveries.lease_owner = t.owner;
-WITH j AS MATERIALIZED (SELECT key, jsonb(value) AS value FROM json_each(?))
+",
+);
+
+/// Every attempt, applied or not: an attempt is history either way. Bodies are bytes, kept as they are (an empty
+/// one a BLOB of no bytes); the response's columns NULL when there was none.
+const ATTEMPTS: (&str, &str) = (
+    "WITH v (delivery_id, step, try_no, started_at, duration_ms, outcome, method, url, request_headers,
+       request_body, response_status, response_headers, response_body, response_truncated, error) AS (",
+    ")
 INSERT INTO attempts (delivery_id, step, try_no, started_at, duration_ms, outcome, method, url,
                       request_headers, request_body, response_status, response_headers, response_body,
                       response_truncated, error)
-    SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, j.value ->> 5,
-           j.value ->> 6, j.value ->> 7,
-           CAST(substr(?, j.value ->> 11, j.value ->> 12) AS TEXT),
-           CASE WHEN j.value ->> 14 = 0 THEN x'' ELSE substr(?, j.value ->> 13, j.value ->> 14) END,
-           j.value ->> 8,
-           CAST(substr(?, j.value ->> 15, j.value ->> 16) AS TEXT),
-           CASE WHEN j.value ->> 18 = 0 THEN x'' ELSE substr(?, j.value ->> 17, j.value ->> 18) END,
-           j.value ->> 9, j.value ->> 10
-    FROM j ORDER BY j.key;";
+    SELECT * FROM v WHERE delivery_id IS NOT NULL;
+",
+);
+
+/// Writes the attempts part; false when there is none.
+fn write_attempts<'a>(sql: &mut Sql<'a>, jobs: &'a [AttemptJob<'a>]) -> bool {
+    if jobs.is_empty() {
+        return false;
+    }
+    let owned = |sql: &mut Sql<'a>, j: &AttemptJob<'a>| {
+        sql.bind(j.attempt.delivery_id).bind(j.owner);
+    };
+    sql.statements(jobs, 2, HELD, owned, |_| {});
+    sql.statements(
+        jobs,
+        11,
+        TRANSITIONS,
+        |sql, j| {
+            let t = TransitionRow::of(j.transition);
+            owned(sql, j);
+            sql.bind(t.status).bind(t.step).bind(t.step_inc).bind(t.tries).bind(t.outputs).bind(t.next_at);
+            sql.bind(t.last_error).bind(t.keep_lease).bind(ms(j.now));
+        },
+        |_| {},
+    );
+    let headers = |h: &[(String, String)]| serde_json::to_string(h).unwrap_or_else(|_| "[]".to_owned());
+    sql.statements(
+        jobs,
+        15,
+        ATTEMPTS,
+        |sql, j| {
+            let a = j.attempt;
+            let response = a.response.as_ref();
+            sql.bind(a.delivery_id).bind(a.step).bind(a.try_no).bind(ms(a.started_at));
+            sql.bind(i64::try_from(a.duration_ms).unwrap_or(i64::MAX)).bind(a.outcome).bind(a.method.as_str());
+            sql.bind(a.url.as_str()).bind(headers(&a.request_headers)).bind(a.request_body.as_slice());
+            sql.bind(response.map(|r| r.status)).bind(response.map(|r| headers(&r.headers)));
+            sql.bind(response.map(|r| r.body.as_slice())).bind(response.is_some_and(|r| r.truncated));
+            sql.bind(a.error.as_deref());
+        },
+        |_| {},
+    );
+    true
+}
 
 /// Per job, what `queue::record_attempt_in` would have answered, from the deliveries whose transition
-/// [`ATTEMPTS`] applied.
+/// [`TRANSITIONS`] applied.
 fn attempt_answers(jobs: &[AttemptJob<'_>], applied: &HashSet<i64>) -> Vec<Recorded> {
     jobs.iter()
         .map(|j| {
@@ -265,88 +382,6 @@ fn attempt_answers(jobs: &[AttemptJob<'_>], applied: &HashSet<i64>) -> Vec<Recor
             }
         })
         .collect()
-}
-
-/// The attempts' rows (`[delivery_id, step, try_no, started_at, duration_ms, outcome, method, url,
-/// response_status, response_truncated, error, then where each of request_headers, request_body,
-/// response_headers, response_body starts (1-based) in its column's BLOB and its length]`, the response's NULL
-/// when there is none) and those four BLOBs, each one column of every attempt one after the other.
-fn attempt_rows(jobs: &[AttemptJob<'_>]) -> (String, [Vec<u8>; 4]) {
-    let headers = |h: &[(String, String)]| serde_json::to_vec(h).unwrap_or_else(|_| b"[]".to_vec());
-    let mut rows = String::from("[");
-    let mut texts: [Vec<u8>; 4] = Default::default();
-    let cut = |column: &mut Vec<u8>, bytes: &[u8]| {
-        let at = column.len() + 1;
-        column.extend_from_slice(bytes);
-        (Some(at), Some(bytes.len()))
-    };
-    for (i, job) in jobs.iter().enumerate() {
-        let a = job.attempt;
-        let response = a.response.as_ref();
-        let [request_headers, request_body, response_headers, response_body] = &mut texts;
-        let request_headers = cut(request_headers, &headers(&a.request_headers));
-        let request_body = cut(request_body, &a.request_body);
-        let (response_headers, response_body) = match response {
-            Some(r) => (cut(response_headers, &headers(&r.headers)), cut(response_body, &r.body)),
-            None => ((None, None), (None, None)),
-        };
-        if i > 0 {
-            rows.push(',');
-        }
-        let mut row = JsonArray::new(&mut rows);
-        row.push(&a.delivery_id).push(&a.step).push(&a.try_no).push(&ms(a.started_at)).push(&a.duration_ms);
-        row.push(&a.outcome).push(&a.method).push(&a.url);
-        row.push(&response.map(|r| r.status)).push(&response.is_some_and(|r| r.truncated)).push(&a.error);
-        for (at, len) in [request_headers, request_body, response_headers, response_body] {
-            row.push(&at).push(&len);
-        }
-        row.end();
-    }
-    rows.push(']');
-    (rows, texts)
-}
-
-/// A JSON array written element by element, of values of any types (serde's tuples stop at 16).
-pub(super) struct JsonArray<'a> {
-    out: &'a mut String,
-    first: bool,
-}
-
-impl<'a> JsonArray<'a> {
-    pub(super) fn new(out: &'a mut String) -> JsonArray<'a> {
-        out.push('[');
-        JsonArray { out, first: true }
-    }
-
-    pub(super) fn push(&mut self, value: &impl serde::Serialize) -> &mut Self {
-        if !std::mem::take(&mut self.first) {
-            self.out.push(',');
-        }
-        self.out.push_str(&serde_json::to_string(value).expect("a row's value serialises"));
-        self
-    }
-
-    fn end(self) {
-        self.out.push(']');
-    }
-}
-
-fn transition_row(j: &AttemptJob<'_>) -> String {
-    let t = TransitionRow::of(j.transition);
-    let row = (
-        j.attempt.delivery_id,
-        j.owner,
-        t.status,
-        t.step,
-        t.step_inc,
-        t.tries,
-        t.outputs,
-        t.next_at,
-        t.last_error,
-        t.keep_lease,
-        ms(j.now),
-    );
-    serde_json::to_string(&row).expect("a transition row serialises")
 }
 
 /// A transition as the columns it sets (`None`: left as it is).
@@ -522,27 +557,6 @@ pub(super) struct Answers {
     pub claimed: ClaimedRows,
 }
 
-/// The SQL text of a batch with these parts; `whole`: with its `BEGIN IMMEDIATE` and `COMMIT`.
-fn text(ingest: bool, attempts: bool, claim: bool, whole: bool) -> &'static str {
-    static TEXTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let texts = TEXTS.get_or_init(|| {
-        (0..16)
-            .map(|bits| {
-                let mut sql = String::new();
-                let parts = [(8, "BEGIN IMMEDIATE;"), (1, INGEST), (2, ATTEMPTS), (4, claim_sql()), (8, "COMMIT;")];
-                for (bit, part) in parts {
-                    if bits & bit != 0 {
-                        sql.push_str(part);
-                        sql.push('\n');
-                    }
-                }
-                sql
-            })
-            .collect()
-    });
-    &texts[usize::from(ingest) | usize::from(attempts) << 1 | usize::from(claim) << 2 | usize::from(whole) << 3]
-}
-
 impl Batch<'_> {
     /// Runs the batch as one SQL text, in one round trip. `whole`: the text begins and commits its own
     /// transaction (`conn` must have none open; on an error the caller rolls back whatever is left); otherwise it
@@ -556,39 +570,30 @@ impl Batch<'_> {
         if ids.iter().collect::<HashSet<_>>().len() != ids.len() {
             return Ok(None);
         }
-        let ingest = ingest_params(self.ingests);
-        let has_attempts = !self.attempts.is_empty();
-        let sql = text(ingest.is_some(), has_attempts, self.claim.is_some(), whole);
-        if sql.is_empty() {
+        let mut sql = Sql::new();
+        if whole {
+            sql.push("BEGIN IMMEDIATE;\n");
+        }
+        let mut any = write_ingest(&mut sql, self.ingests);
+        any |= write_attempts(&mut sql, self.attempts);
+        if let Some(c) = &self.claim {
+            any = true;
+            sql.push(claim_sql());
+            sql.bind(ms(c.now)).bind(ms(c.now)).bind(c.skip).bind(c.limit as i64);
+            sql.bind(c.owner).bind(ms(c.lease_until)).bind(ms(c.now));
+        }
+        if !any {
             return Ok(Some(Answers {
                 ingested: self.ingests.iter().map(|_| Vec::new()).collect(),
                 ..Answers::default()
             }));
         }
-        let mut q = sqlx::query(sql);
-        if let Some(p) = ingest {
-            let [headers, query, body] = p.texts;
-            q = q.bind(p.keys.clone()).bind(p.latest).bind(p.events).bind(headers).bind(query).bind(body);
-            q = q.bind(p.deliveries).bind(p.keys);
+        if whole {
+            sql.push("\nCOMMIT;");
         }
-        if has_attempts {
-            let transitions: Vec<String> = self.attempts.iter().map(transition_row).collect();
-            let transitions = array(transitions.iter().map(String::as_str));
-            let (rows, [request_headers, request_body, response_headers, response_body]) = attempt_rows(self.attempts);
-            q = q.bind(transitions.clone()).bind(transitions).bind(rows);
-            q = q.bind(request_headers).bind(request_body).bind(response_headers).bind(response_body);
-        }
-        if let Some(c) = &self.claim {
-            q = q
-                .bind(ms(c.now))
-                .bind(ms(c.now))
-                .bind(c.skip)
-                .bind(c.limit as i64)
-                .bind(c.owner)
-                .bind(ms(c.lease_until))
-                .bind(ms(c.now));
-        }
-        let rows: Vec<SqliteRow> = q.fetch_all(conn).await.map_err(db)?;
+        let persistent = sql.widest <= PREPARED_ROWS;
+        let rows: Vec<SqliteRow> =
+            sqlx::query_with(&sql.text, sql.args).persistent(persistent).fetch_all(conn).await.map_err(db)?;
         // With `whole`, the batch is committed now: an answer that does not read must not send the caller back
         // to run the jobs again (they would be stored twice). Unavailable fails them all, as an unknown outcome:
         // a sender tries again (its dedupe key, if any, catches the repeat), a delivery runs again after its
@@ -600,11 +605,11 @@ impl Batch<'_> {
         })
     }
 
-    /// What the rows a batch's text returned say: one row per part, a JSON array each (rows one by one would
-    /// each be a hand-off between threads).
+    /// What the rows a batch's text returned say: one row per statement that answers, a JSON array each (rows
+    /// one by one would each be a hand-off between threads).
     fn answers(&self, rows: Vec<SqliteRow>) -> Result<Option<Answers>> {
-        let mut holders = Vec::new();
-        let mut applied = HashSet::new();
+        let mut holders: Vec<String> = Vec::new();
+        let mut applied: HashSet<i64> = HashSet::new();
         let mut claimed = ClaimedRows::default();
         for row in rows {
             let answer: String = row.try_get("answer").map_err(db)?;
@@ -612,8 +617,8 @@ impl Batch<'_> {
             match row.try_get::<i64, _>("kind").map_err(db)? {
                 0 => claimed.deliveries.push(answer),
                 1 => claimed.events.push((answer, row.try_get("texts").map_err(db)?)),
-                2 => holders = serde_json::from_str(&answer).map_err(bad)?,
-                _ => applied = serde_json::from_str(&answer).map_err(bad)?,
+                2 => holders.extend(serde_json::from_str::<Vec<String>>(&answer).map_err(bad)?),
+                _ => applied.extend(serde_json::from_str::<Vec<i64>>(&answer).map_err(bad)?),
             }
         }
         Ok(Some(Answers {

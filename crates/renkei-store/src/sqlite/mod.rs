@@ -35,6 +35,9 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../../migrations/sqlite/0006_held.sql")),
 ];
 
+/// How many prepared texts the writer's connection keeps (least recently used out first).
+const WRITER_STATEMENTS: usize = 200;
+
 pub struct SqliteStore {
     writer: SqlitePool,
     /// Ingests, claims and attempt records go through the group-commit task, which owns its own handle on the
@@ -105,6 +108,10 @@ impl SqliteStore {
         // the file inside a commit, and the ingests of that commit would wait for it): the group-commit thread
         // checkpoints on a reader connection beside the writes (`group::checkpoints`).
         let writer_opts = if memory { opts.clone() } else { opts.clone().pragma("wal_autocheckpoint", "0") };
+        // A batch's text is written for its rows (`batch.rs`), padded so that texts come in few shapes; a load
+        // that changes sends about 100 of them (`renkei-bench e2e`), as many as sqlx keeps by default, and a text
+        // pushed out is prepared again at ~0.3 M instructions a statement.
+        let writer_opts = writer_opts.statement_cache_capacity(WRITER_STATEMENTS);
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)

@@ -4,38 +4,23 @@ use chrono::{DateTime, Utc};
 use renkei_core::delivery::Status;
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
-use super::batch::JsonArray;
 use super::rows::{delivery_from_row, event_from_row, JsonRow};
 use super::{batch, db, ms};
 use crate::*;
 
-/// An event to store, written out as the JSON row and the texts `batch.rs` binds: by the caller's task, so the
-/// writer's thread only joins them.
+/// An event to store with its JSON columns written out as text, by the caller's task, so the writer only
+/// binds them.
 pub(super) struct EventRow {
     event: NewEvent,
-    /// `[id, source, event_type, received_at, request_id, row_no, content_type, dedupe_key` without its closing
-    /// bracket: the batch adds where in its texts the event's own are ([`EventRow::texts`]).
-    pub head: String,
     /// The three JSON columns as text: headers, query, body.
     pub texts: [String; 3],
-    /// `[source, key, event_id, expires_at]`, when the event has a dedupe key.
-    pub dedupe_row: Option<String>,
 }
 
 impl EventRow {
     pub(super) fn new(mut event: NewEvent) -> EventRow {
         let text = |v: &mut serde_json::Value| std::mem::take(v).to_string();
         let texts = [text(&mut event.headers), text(&mut event.query), text(&mut event.body)];
-        let e = &event;
-        let mut head = String::new();
-        let mut row = JsonArray::new(&mut head);
-        row.push(&e.id).push(&e.source).push(&e.event_type).push(&ms(e.received_at)).push(&e.request_id);
-        row.push(&e.row).push(&e.content_type).push(&e.dedupe.as_ref().map(|d| &d.key));
-        // Left open: the batch adds where the texts are, and closes it.
-        let dedupe_row = e.dedupe.as_ref().map(|d| {
-            serde_json::to_string(&(&e.source, &d.key, &e.id, ms(d.expires_at))).expect("a dedupe row serialises")
-        });
-        EventRow { event, head, texts, dedupe_row }
+        EventRow { event, texts }
     }
 }
 

@@ -485,6 +485,40 @@ async fn every_event_of_a_batch_keeps_its_own_texts() {
     }
 }
 
+/// A job of more rows than one statement takes (`batch::ROWS_PER_STATEMENT`): its rows are cut into statements,
+/// the last padded with NULL rows, and it stores what one statement would: every event once, a key taken in one
+/// statement making a duplicate of an event in a later one, the deliveries in the events' order.
+#[tokio::test]
+async fn a_job_wider_than_a_statement_is_stored_whole_and_in_order() {
+    let t0 = Utc::now();
+    let s = SqliteStore::open("sqlite::memory:", t0).await.unwrap();
+    let n = 2 * batch::ROWS_PER_STATEMENT + 50;
+    let half = n / 2;
+    // Event i < half takes key i (every third has none); event half + i repeats event i's key.
+    let key = |i: usize| (i % half % 3 != 0).then(|| format!("k{}", i % half));
+    let events: Vec<NewEvent> = (0..n).map(|i| keyed(&format!("e{i:04}"), key(i).as_deref(), t0)).collect();
+    let answers = s.ingest(events, t0).await.unwrap();
+    assert_eq!(answers.len(), n);
+    for (i, a) in answers.iter().enumerate() {
+        let expected = match key(i) {
+            Some(_) if i >= half => Ingested::Duplicate { event_id: format!("e{:04}", i - half) },
+            _ => Ingested::Stored { event_id: format!("e{i:04}"), deliveries: 2 },
+        };
+        assert_eq!(a, &expected, "event {i}");
+    }
+    let stored: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM events ORDER BY id").fetch_all(&s.writer).await.unwrap();
+    let expected: Vec<String> = (0..n).filter(|&i| i < half || key(i).is_none()).map(|i| format!("e{i:04}")).collect();
+    assert_eq!(stored, expected);
+    let deliveries: Vec<(String, String)> =
+        sqlx::query_as("SELECT event_id, flow FROM deliveries ORDER BY id").fetch_all(&s.writer).await.unwrap();
+    let in_order: Vec<(String, String)> =
+        expected.iter().flat_map(|id| [(id.clone(), "f".to_owned()), (id.clone(), "g".to_owned())]).collect();
+    assert_eq!(deliveries, in_order);
+    let keys: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM dedupe").fetch_one(&s.writer).await.unwrap();
+    assert_eq!(keys as usize, (0..half).filter(|&i| key(i).is_some()).count());
+}
+
 /// An event without a body (NULL) among claimed ones: its body comes back as none, and the texts of the events
 /// after it in the chunk stay in step (`group_concat` leaves a NULL out).
 #[tokio::test]
