@@ -22,6 +22,9 @@ use crate::config::{Expr, Table, Tmpl};
 use crate::types::Name;
 
 const JSON_PREFIX: &str = "json:";
+/// An expression is kept compiled as a template of this name and the expression, which sets [`EXPR_VALUE`].
+const EXPR_PREFIX: &str = "expr:";
+const EXPR_VALUE: &str = "__renkei_value";
 
 /// All of a config's templates, compiled, with the lookup tables they may read.
 pub struct Engine {
@@ -97,13 +100,37 @@ impl Engine {
         self.probe(&name, &t.0)
     }
 
-    /// Checks that an expression compiles.
-    pub fn check_expr(&self, e: &str) -> Result<(), String> {
+    /// Checks that an expression compiles, and keeps it compiled for [`Engine::eval`] and
+    /// [`Engine::eval_bool`].
+    ///
+    /// MiniJinja's compiled `Expression` borrows its environment, so the engine cannot hold one; it keeps the
+    /// expression as a template (`{% set v = (expr) %}`) in the environment instead, and reads the value back
+    /// from the template's state. Compiling every expression again for each event was 4% of the hub's work end
+    /// to end (BENCHMARKS.md, "Ninth session"). What an expression may be is still decided by compiling it as
+    /// one, here, so the template is only its compiled form.
+    pub fn check_expr(&mut self, e: &str) -> Result<(), String> {
         compile_expression(&self.env, e)?;
         let expr = compile_expression(&self.probe, e)?;
-        match expr.eval(minijinja::context! {}) {
-            Err(err) if is_unknown_name(&err) => Err(describe(err)),
-            _ => Ok(()),
+        if let Err(err) = expr.eval(minijinja::context! {}) {
+            if is_unknown_name(&err) {
+                return Err(describe(err));
+            }
+        }
+        let name = format!("{EXPR_PREFIX}{e}");
+        if self.env.get_template(&name).is_err() {
+            self.env.add_template_owned(name, format!("{{% set {EXPR_VALUE} = ({e}) %}}")).map_err(describe)?;
+        }
+        Ok(())
+    }
+
+    /// An expression's value: from its template when [`Engine::check_expr`] kept one, else compiled now.
+    fn value_of(&self, e: &str, ctx: &Value) -> Result<Value, String> {
+        match self.env.get_template(&format!("{EXPR_PREFIX}{e}")) {
+            Ok(t) => {
+                let rendered = t.render_captured(ctx).map_err(describe)?;
+                Ok(rendered.state().lookup(EXPR_VALUE).unwrap_or(Value::UNDEFINED))
+            }
+            Err(_) => compile_expression(&self.env, e)?.eval(ctx).map_err(describe),
         }
     }
 
@@ -129,8 +156,7 @@ impl Engine {
 
     /// Evaluates an expression to a JSON value.
     pub fn eval(&self, e: &str, ctx: &Value) -> Result<serde_json::Value, String> {
-        let expr = compile_expression(&self.env, e)?;
-        let value = expr.eval(ctx).map_err(describe)?;
+        let value = self.value_of(e, ctx)?;
         if value.is_undefined() {
             return Err(format!("`{e}` is undefined"));
         }
@@ -139,8 +165,7 @@ impl Engine {
 
     /// Evaluates a `when` expression.
     pub fn eval_bool(&self, e: &Expr, ctx: &Value) -> Result<bool, String> {
-        let expr = compile_expression(&self.env, &e.0)?;
-        Ok(expr.eval(ctx).map_err(describe)?.is_true())
+        Ok(self.value_of(&e.0, ctx)?.is_true())
     }
 
     /// Renders a body given as a YAML structure: leaves are templates, keys are literal.
@@ -272,7 +297,8 @@ fn describe(e: Error) -> String {
         None => e.kind().to_string(),
     };
     if let Some(line) = e.line() {
-        let name = e.name().unwrap_or("").trim_start_matches(JSON_PREFIX);
+        let name = e.name().unwrap_or("");
+        let name = name.strip_prefix(JSON_PREFIX).or_else(|| name.strip_prefix(EXPR_PREFIX)).unwrap_or(name);
         msg.push_str(&format!(" (line {line} of `{}`)", clip(name, 120)));
     }
     msg

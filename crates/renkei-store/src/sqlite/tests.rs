@@ -373,11 +373,11 @@ async fn the_wal_starts_over_while_writes_go_on() {
     );
 }
 
-/// Rows travel to the writer as JSON (`batch.rs`): what is stored must still have the columns' own types and
-/// bytes: times and numbers as integers, JSON columns as text, bodies as blobs byte for byte (UTF-8, Shift_JIS,
+/// Rows travel to the writer as parameters of a batch's text, padded with NULL rows (`batch.rs`): what is stored
+/// must have the columns' own types and bytes: times and numbers as integers, JSON columns as text, bodies as blobs byte for byte (UTF-8, Shift_JIS,
 /// NUL, empty), absent values as NULL.
 #[tokio::test]
-async fn rows_sent_as_json_are_stored_with_their_types_and_bytes() {
+async fn rows_of_a_batch_are_stored_with_their_types_and_bytes() {
     let t0 = Utc::now();
     let s = SqliteStore::open("sqlite::memory:", t0).await.unwrap();
     let mut split = keyed("row-3", Some("K"), t0);
