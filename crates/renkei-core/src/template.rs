@@ -21,6 +21,9 @@ use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior};
 use crate::config::{Expr, Table, Tmpl};
 use crate::types::Name;
 
+/// A template's name in the environment is its kind's prefix and its source, so a text template, a raw JSON body
+/// and an expression of the same text never take one another's place.
+const TEXT_PREFIX: &str = "text:";
 const JSON_PREFIX: &str = "json:";
 /// An expression is kept compiled as a template of this name and the expression, which sets [`EXPR_VALUE`].
 const EXPR_PREFIX: &str = "expr:";
@@ -83,11 +86,12 @@ impl Engine {
 
     /// Compiles a text template; the error says what and where.
     pub fn add(&mut self, t: &Tmpl) -> Result<(), String> {
-        if self.env.get_template(&t.0).is_ok() {
+        let name = format!("{TEXT_PREFIX}{}", t.0);
+        if self.env.get_template(&name).is_ok() {
             return Ok(());
         }
-        self.env.add_template_owned(t.0.clone(), t.0.clone()).map_err(describe)?;
-        self.probe(&t.0, &t.0)
+        self.env.add_template_owned(name.clone(), t.0.clone()).map_err(describe)?;
+        self.probe(&name, &t.0)
     }
 
     /// Compiles a raw JSON body template (values are JSON-string escaped when printed).
@@ -136,7 +140,7 @@ impl Engine {
 
     /// Renders a text template added with [`Engine::add`].
     pub fn render(&self, t: &Tmpl, ctx: &Value) -> Result<String, String> {
-        let tmpl = self.env.get_template(&t.0).map_err(describe)?;
+        let tmpl = self.env.get_template(&format!("{TEXT_PREFIX}{}", t.0)).map_err(describe)?;
         tmpl.render(ctx).map_err(describe)
     }
 
@@ -298,7 +302,7 @@ fn describe(e: Error) -> String {
     };
     if let Some(line) = e.line() {
         let name = e.name().unwrap_or("");
-        let name = name.strip_prefix(JSON_PREFIX).or_else(|| name.strip_prefix(EXPR_PREFIX)).unwrap_or(name);
+        let name = [TEXT_PREFIX, JSON_PREFIX, EXPR_PREFIX].iter().find_map(|p| name.strip_prefix(p)).unwrap_or(name);
         msg.push_str(&format!(" (line {line} of `{}`)", clip(name, 120)));
     }
     msg

@@ -207,3 +207,21 @@ fn a_kept_expression_evaluates_as_one_compiled_on_the_spot() {
     assert_eq!(kept.eval("body.n * 2 + 1", &cx), Ok(json!(9)));
     assert!(kept.eval("body.missing", &cx).unwrap_err().contains("is undefined"));
 }
+
+/// A text template, a raw JSON body and an expression of one same text are three templates, none in another's
+/// place: a text `expr:true` does not answer for the expression `true`, nor a text `json:…` for a JSON body.
+#[test]
+fn one_text_as_three_kinds_of_template_stays_three() {
+    let mut e = engine();
+    let (text_expr, text_json, json) =
+        (Tmpl("expr:true".into()), Tmpl(r#"json:"{{ body.s }}""#.into()), Tmpl(r#""{{ body.s }}""#.into()));
+    e.add(&text_expr).unwrap();
+    e.add(&text_json).unwrap();
+    e.check_expr("true").unwrap();
+    e.add_json(&json).unwrap();
+    let cx = ctx(json!({ "s": "a\"b" }));
+    assert_eq!(e.render(&text_expr, &cx).unwrap(), "expr:true");
+    assert!(e.eval_bool(&Expr("true".into()), &cx).unwrap());
+    assert_eq!(e.render(&text_json, &cx).unwrap(), r#"json:"a"b""#);
+    assert_eq!(e.render_json(&json, &cx).unwrap(), json!("a\"b"));
+}

@@ -374,8 +374,8 @@ async fn the_wal_starts_over_while_writes_go_on() {
 }
 
 /// Rows travel to the writer as parameters of a batch's text, padded with NULL rows (`batch.rs`): what is stored
-/// must have the columns' own types and bytes: times and numbers as integers, JSON columns as text, bodies as blobs byte for byte (UTF-8, Shift_JIS,
-/// NUL, empty), absent values as NULL.
+/// must have the columns' own types and bytes: times and numbers as integers, JSON columns as text, bodies as
+/// blobs byte for byte (UTF-8, Shift_JIS, NUL, empty), absent values as NULL.
 #[tokio::test]
 async fn rows_of_a_batch_are_stored_with_their_types_and_bytes() {
     let t0 = Utc::now();
@@ -557,8 +557,8 @@ async fn a_claimed_event_without_a_body_keeps_the_others_in_step() {
 
 /// Values that JSON carries in more than one way (escapes, control characters, characters beyond the BMP,
 /// integers beyond 2^53, numbers with fractions, nested containers, empty strings) come back from a batch
-/// as they went in: the rows are turned into JSONB and read with `->>` (`batch.rs`), and neither may change
-/// a value.
+/// as they went in: each is written out as JSON text, bound as a parameter of the batch's text (`batch.rs`) and
+/// read back by serde, and none of it may change a value.
 #[tokio::test]
 async fn awkward_values_come_back_from_a_batch_unchanged() {
     let t0 = Utc::now();
