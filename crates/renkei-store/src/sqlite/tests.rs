@@ -495,7 +495,7 @@ async fn a_job_wider_than_a_statement_is_stored_whole_and_in_order() {
     let n = 2 * batch::ROWS_PER_STATEMENT + 50;
     let half = n / 2;
     // Event i < half takes key i (every third has none); event half + i repeats event i's key.
-    let key = |i: usize| (i % half % 3 != 0).then(|| format!("k{}", i % half));
+    let key = |i: usize| (!(i % half).is_multiple_of(3)).then(|| format!("k{}", i % half));
     let events: Vec<NewEvent> = (0..n).map(|i| keyed(&format!("e{i:04}"), key(i).as_deref(), t0)).collect();
     let answers = s.ingest(events, t0).await.unwrap();
     assert_eq!(answers.len(), n);
