@@ -84,24 +84,31 @@ impl Engine {
         }
     }
 
+    /// Compiles `source` as the template `prefix` + `source` (with `body` as its text) unless it is there;
+    /// its name when it was added now.
+    fn keep(&mut self, prefix: &str, source: &str, body: impl FnOnce() -> String) -> Result<Option<String>, String> {
+        let name = format!("{prefix}{source}");
+        if self.env.get_template(&name).is_ok() {
+            return Ok(None);
+        }
+        self.env.add_template_owned(name.clone(), body()).map_err(describe)?;
+        Ok(Some(name))
+    }
+
     /// Compiles a text template; the error says what and where.
     pub fn add(&mut self, t: &Tmpl) -> Result<(), String> {
-        let name = format!("{TEXT_PREFIX}{}", t.0);
-        if self.env.get_template(&name).is_ok() {
-            return Ok(());
+        match self.keep(TEXT_PREFIX, &t.0, || t.0.clone())? {
+            Some(name) => self.probe(&name, &t.0),
+            None => Ok(()),
         }
-        self.env.add_template_owned(name.clone(), t.0.clone()).map_err(describe)?;
-        self.probe(&name, &t.0)
     }
 
     /// Compiles a raw JSON body template (values are JSON-string escaped when printed).
     pub fn add_json(&mut self, t: &Tmpl) -> Result<(), String> {
-        let name = format!("{JSON_PREFIX}{}", t.0);
-        if self.env.get_template(&name).is_ok() {
-            return Ok(());
+        match self.keep(JSON_PREFIX, &t.0, || t.0.clone())? {
+            Some(name) => self.probe(&name, &t.0),
+            None => Ok(()),
         }
-        self.env.add_template_owned(name.clone(), t.0.clone()).map_err(describe)?;
-        self.probe(&name, &t.0)
     }
 
     /// Checks that an expression compiles, and keeps it compiled for [`Engine::eval`] and
@@ -120,10 +127,7 @@ impl Engine {
                 return Err(describe(err));
             }
         }
-        let name = format!("{EXPR_PREFIX}{e}");
-        if self.env.get_template(&name).is_err() {
-            self.env.add_template_owned(name, format!("{{% set {EXPR_VALUE} = ({e}) %}}")).map_err(describe)?;
-        }
+        self.keep(EXPR_PREFIX, e, || format!("{{% set {EXPR_VALUE} = ({e}) %}}"))?;
         Ok(())
     }
 
@@ -140,7 +144,11 @@ impl Engine {
 
     /// Renders a text template added with [`Engine::add`].
     pub fn render(&self, t: &Tmpl, ctx: &Value) -> Result<String, String> {
-        let tmpl = self.env.get_template(&format!("{TEXT_PREFIX}{}", t.0)).map_err(describe)?;
+        self.render_text(&t.0, ctx)
+    }
+
+    fn render_text(&self, source: &str, ctx: &Value) -> Result<String, String> {
+        let tmpl = self.env.get_template(&format!("{TEXT_PREFIX}{source}")).map_err(describe)?;
         tmpl.render(ctx).map_err(describe)
     }
 
@@ -178,7 +186,7 @@ impl Engine {
         Ok(match tree {
             J::String(s) => match single_expression(s) {
                 Some(expr) => self.eval(expr, ctx)?,
-                None if s.contains("{{") || s.contains("{%") => J::String(self.render(&Tmpl(s.clone()), ctx)?),
+                None if s.contains("{{") || s.contains("{%") => J::String(self.render_text(s, ctx)?),
                 None => J::String(s.clone()),
             },
             J::Array(items) => J::Array(items.iter().map(|v| self.render_tree(v, ctx)).collect::<Result<_, _>>()?),

@@ -79,14 +79,12 @@ impl<'a> Sql<'a> {
         self
     }
 
-    /// One statement per [`ROWS_PER_STATEMENT`] of `rows`: `head`, `VALUES (?, …), …` with `columns`
-    /// parameters a row, `tail`; `bind` binds a row's values, in its columns' order, then `after` what `tail`
-    /// takes.
+    /// One statement per [`ROWS_PER_STATEMENT`] of `rows`: the head, `VALUES (?, …), …` with a parameter a
+    /// column, the tail; `bind` binds a row's values, in its columns' order, then `after` what the tail takes.
     fn statements<R>(
         &mut self,
         rows: &[R],
-        columns: usize,
-        (head, tail): (&str, &str),
+        &Values { head, tail, columns }: &Values,
         mut bind: impl FnMut(&mut Self, &R),
         mut after: impl FnMut(&mut Self),
     ) {
@@ -102,16 +100,44 @@ impl<'a> Sql<'a> {
                     self.push(", ");
                 }
                 self.push(&row);
+                let bound = self.args.len();
                 match chunk.get(i) {
                     Some(r) => bind(self, r),
                     None => (0..columns).for_each(|_| {
                         self.bind(None::<i64>);
                     }),
                 }
+                debug_assert_eq!(self.args.len() - bound, columns, "a row of `{head}` binds one value a column");
             }
             self.push(tail);
             after(self);
         }
+    }
+}
+
+/// A statement around a `VALUES` list: its head, `WITH v (a, b, …) AS (`, which names the columns, and its tail.
+struct Values {
+    head: &'static str,
+    tail: &'static str,
+    /// How many columns the head names.
+    columns: usize,
+}
+
+impl Values {
+    const fn new(head: &'static str, tail: &'static str) -> Values {
+        // The names between the head's first `(` and the next `)`, counted at compile time.
+        let bytes = head.as_bytes();
+        let (mut i, mut columns, mut open) = (0, 1, false);
+        while i < bytes.len() {
+            match bytes[i] {
+                b'(' if !open => open = true,
+                b')' if open => return Values { head, tail, columns },
+                b',' if open => columns += 1,
+                _ => {}
+            }
+            i += 1;
+        }
+        panic!("a VALUES statement's head names its columns: `WITH v (a, b, …) AS (`")
     }
 }
 
@@ -136,7 +162,7 @@ CREATE TEMP TRIGGER IF NOT EXISTS took_key_over AFTER UPDATE ON dedupe
 
 /// The dedupe keys (rows `(source, key, event_id, expires_at)`; a key that expired before the newest `now` of
 /// the batch is taken over, the jobs' `now`s differing by the milliseconds the batch took to gather).
-const DEDUPE: (&str, &str) = (
+const DEDUPE: Values = Values::new(
     "WITH v (source, key, event_id, expires_at) AS (",
     ")
 INSERT INTO dedupe (source, key, event_id, expires_at)
@@ -147,7 +173,7 @@ INSERT INTO dedupe (source, key, event_id, expires_at)
 );
 
 /// The events that took their key or have none.
-const EVENTS: (&str, &str) = (
+const EVENTS: Values = Values::new(
     "WITH v (id, source, event_type, received_at, request_id, row_no, content_type, dedupe_key, headers, query,
        body) AS (",
     ")
@@ -164,7 +190,7 @@ INSERT INTO events (id, source, event_type, status, http_status, received_at, re
 /// there before the statement; the `held` trigger settles the key all the same (and alone decides for two of one
 /// key in one batch, which this does not see), but finds nothing to change instead of writing the new row a
 /// second time: an ingest behind an open delivery of its key 31 → 19 µs (`renkei-bench blocked`).
-const DELIVERIES: (&str, &str) = (
+const DELIVERIES: Values = Values::new(
     "WITH v (event_id, flow, status, order_key, last_error, now) AS (",
     ")
 INSERT INTO deliveries (event_id, flow, status, order_key, next_at, last_error, created_at, updated_at, held)
@@ -180,7 +206,7 @@ INSERT INTO deliveries (event_id, flow, status, order_key, next_at, last_error, 
 
 /// Per keyed event in order, which event holds its key for it: the event itself when it took the key, the
 /// holder when it is a duplicate.
-const HOLDERS: (&str, &str) = (
+const HOLDERS: Values = Values::new(
     "WITH k (n, source, key, event_id) AS (",
     ")
 SELECT 2 AS kind, json_group_array(
@@ -202,8 +228,7 @@ fn write_ingest<'a>(sql: &mut Sql<'a>, jobs: &'a [IngestJob<'a>]) -> bool {
     sql.push(INGEST_SETUP);
     sql.statements(
         &keyed,
-        4,
-        DEDUPE,
+        &DEDUPE,
         |sql, (e, d)| {
             sql.bind(e.source.as_str()).bind(d.key.as_str()).bind(e.id.as_str()).bind(ms(d.expires_at));
         },
@@ -213,8 +238,7 @@ fn write_ingest<'a>(sql: &mut Sql<'a>, jobs: &'a [IngestJob<'a>]) -> bool {
     );
     sql.statements(
         &events,
-        11,
-        EVENTS,
+        &EVENTS,
         |sql, e| {
             let [headers, query, body] = &e.texts;
             sql.bind(e.id.as_str()).bind(e.source.as_str()).bind(e.event_type.as_str()).bind(ms(e.received_at));
@@ -230,8 +254,7 @@ fn write_ingest<'a>(sql: &mut Sql<'a>, jobs: &'a [IngestJob<'a>]) -> bool {
         .collect();
     sql.statements(
         &deliveries,
-        6,
-        DELIVERIES,
+        &DELIVERIES,
         |sql, (e, d, now)| {
             sql.bind(e.id.as_str()).bind(d.flow.as_str()).bind(d.status.as_str()).bind(d.order_key.as_deref());
             sql.bind(d.error.as_deref()).bind(*now);
@@ -241,8 +264,7 @@ fn write_ingest<'a>(sql: &mut Sql<'a>, jobs: &'a [IngestJob<'a>]) -> bool {
     let numbered: Vec<(i64, &(&'a EventRow, &'a Dedupe))> = (0..).zip(&keyed).collect();
     sql.statements(
         &numbered,
-        4,
-        HOLDERS,
+        &HOLDERS,
         |sql, (n, (e, d))| {
             sql.bind(*n).bind(e.source.as_str()).bind(d.key.as_str()).bind(e.id.as_str());
         },
@@ -284,7 +306,7 @@ pub(super) struct AttemptJob<'a> {
 /// The deliveries still in flight under the job's owner (rows `(id, owner)`), answering their ids.
 /// `+d.status`: without it SQLite walks every in-flight delivery through `deliveries_status` (a claim holds up to
 /// 128 at once) instead of finding each row by its id.
-const HELD: (&str, &str) = (
+const HELD: Values = Values::new(
     "WITH v (id, owner) AS (",
     ")
 SELECT 3 AS kind, json_group_array(d.id) AS answer
@@ -294,7 +316,7 @@ SELECT 3 AS kind, json_group_array(d.id) AS answer
 
 /// Their transitions (rows as [`TransitionRow`]). NULL keeps a column as it is; `step_inc` moves to the next
 /// step.
-const TRANSITIONS: (&str, &str) = (
+const TRANSITIONS: Values = Values::new(
     "WITH t (id, owner, status, step, step_inc, tries, outputs, next_at, last_error, keep_lease, now) AS (",
     ")
 UPDATE deliveries SET
@@ -315,7 +337,7 @@ WHERE deliveries.id = t.id AND +deliveries.status = 'in_flight' AND deliveries.l
 
 /// Every attempt, applied or not: an attempt is history either way. Bodies are bytes, kept as they are (an empty
 /// one a BLOB of no bytes); the response's columns NULL when there was none.
-const ATTEMPTS: (&str, &str) = (
+const ATTEMPTS: Values = Values::new(
     "WITH v (delivery_id, step, try_no, started_at, duration_ms, outcome, method, url, request_headers,
        request_body, response_status, response_headers, response_body, response_truncated, error) AS (",
     ")
@@ -331,17 +353,16 @@ fn write_attempts<'a>(sql: &mut Sql<'a>, jobs: &'a [AttemptJob<'a>]) -> bool {
     if jobs.is_empty() {
         return false;
     }
-    let owned = |sql: &mut Sql<'a>, j: &AttemptJob<'a>| {
+    let delivery_and_owner = |sql: &mut Sql<'a>, j: &AttemptJob<'a>| {
         sql.bind(j.attempt.delivery_id).bind(j.owner);
     };
-    sql.statements(jobs, 2, HELD, owned, |_| {});
+    sql.statements(jobs, &HELD, delivery_and_owner, |_| {});
     sql.statements(
         jobs,
-        11,
-        TRANSITIONS,
+        &TRANSITIONS,
         |sql, j| {
             let t = TransitionRow::of(j.transition);
-            owned(sql, j);
+            delivery_and_owner(sql, j);
             sql.bind(t.status).bind(t.step).bind(t.step_inc).bind(t.tries).bind(t.outputs).bind(t.next_at);
             sql.bind(t.last_error).bind(t.keep_lease).bind(ms(j.now));
         },
@@ -350,8 +371,7 @@ fn write_attempts<'a>(sql: &mut Sql<'a>, jobs: &'a [AttemptJob<'a>]) -> bool {
     let headers = |h: &[(String, String)]| serde_json::to_string(h).unwrap_or_else(|_| "[]".to_owned());
     sql.statements(
         jobs,
-        15,
-        ATTEMPTS,
+        &ATTEMPTS,
         |sql, j| {
             let a = j.attempt;
             let response = a.response.as_ref();
@@ -598,16 +618,17 @@ impl Batch<'_> {
         // to run the jobs again (they would be stored twice). Unavailable fails them all, as an unknown outcome:
         // a sender tries again (its dedupe key, if any, catches the repeat), a delivery runs again after its
         // lease, as after a crash.
-        self.answers(rows).map_err(|e| match e {
+        let answers = self.answers(rows).map_err(|e| match e {
             StoreError::Unavailable(_) => e,
             e if whole => StoreError::Unavailable(format!("a batch was committed but its answer does not read: {e}")),
             e => e,
-        })
+        })?;
+        Ok(Some(answers))
     }
 
     /// What the rows a batch's text returned say: one row per statement that answers, a JSON array each (rows
     /// one by one would each be a hand-off between threads).
-    fn answers(&self, rows: Vec<SqliteRow>) -> Result<Option<Answers>> {
+    fn answers(&self, rows: Vec<SqliteRow>) -> Result<Answers> {
         let mut holders: Vec<String> = Vec::new();
         let mut applied: HashSet<i64> = HashSet::new();
         let mut claimed = ClaimedRows::default();
@@ -621,11 +642,11 @@ impl Batch<'_> {
                 _ => applied.extend(serde_json::from_str::<Vec<i64>>(&answer).map_err(bad)?),
             }
         }
-        Ok(Some(Answers {
+        Ok(Answers {
             ingested: ingest_answers(self.ingests, holders)?,
             recorded: attempt_answers(self.attempts, &applied),
             claimed,
-        }))
+        })
     }
 }
 

@@ -132,7 +132,7 @@ fn claimed_events(rows: &str, texts: &str) -> Result<Vec<EventRecord>> {
     for values in rows {
         let row = JsonRow::new(batch::claimed_event_columns(), values)?;
         let [headers, query, body]: [Option<usize>; 3] =
-            serde_json::from_value(row.get("texts")?.clone()).map_err(unreadable)?;
+            serde::Deserialize::deserialize(row.get("texts")?).map_err(unreadable)?;
         let mut event = event_from_row(&row)?;
         event.headers = take(headers)?.unwrap_or_default();
         event.query = take(query)?.unwrap_or_default();
