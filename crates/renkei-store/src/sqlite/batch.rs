@@ -592,7 +592,9 @@ impl Batch<'_> {
         }
         let mut sql = Sql::new();
         if whole {
-            sql.push("BEGIN IMMEDIATE;\n");
+            // Committed without waiting for the disk: the caller answers once the WAL is synced (`sync.rs`) and
+            // sets FULL again.
+            sql.push("PRAGMA synchronous = NORMAL;\nBEGIN IMMEDIATE;\n");
         }
         let mut any = write_ingest(&mut sql, self.ingests);
         any |= write_attempts(&mut sql, self.attempts);
