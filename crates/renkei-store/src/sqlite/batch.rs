@@ -592,9 +592,7 @@ impl Batch<'_> {
         }
         let mut sql = Sql::new();
         if whole {
-            // Committed without waiting for the disk: the caller answers once the WAL is synced (`sync.rs`) and
-            // sets FULL again.
-            sql.push("PRAGMA synchronous = NORMAL;\nBEGIN IMMEDIATE;\n");
+            sql.push("BEGIN IMMEDIATE;\n");
         }
         let mut any = write_ingest(&mut sql, self.ingests);
         any |= write_attempts(&mut sql, self.attempts);

@@ -14,7 +14,6 @@ use chrono::{DateTime, Utc};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
-use super::sync::Syncer;
 use super::{batch, db, queue};
 use crate::*;
 
@@ -61,17 +60,12 @@ enum Done {
 ///
 /// `checkpoint_on`: the pool the WAL is checkpointed through, beside the writes ([`checkpoints`]); `None` for
 /// an in-memory database, which has no WAL.
-pub(super) fn start(
-    pool: SqlitePool,
-    checkpoint_on: Option<SqlitePool>,
-    wal: Option<std::path::PathBuf>,
-) -> Result<mpsc::Sender<Job>> {
+pub(super) fn start(pool: SqlitePool, checkpoint_on: Option<SqlitePool>) -> Result<mpsc::Sender<Job>> {
     let (tx, rx) = mpsc::channel(4096);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| StoreError::Unavailable(format!("cannot start the SQLite writer: {e}")))?;
-    let syncer = Syncer::start(wal)?;
     std::thread::Builder::new()
         .name("renkei-writer".into())
         .spawn(move || {
@@ -81,7 +75,7 @@ pub(super) fn start(
                 if let Some(reader) = checkpoint_on {
                     tokio::spawn(checkpoints(reader));
                 }
-                run(pool, rx, syncer, checkpointing).await
+                run(pool, rx, checkpointing).await
             })
         })
         .map_err(|e| StoreError::Unavailable(format!("cannot start the SQLite writer: {e}")))?;
@@ -120,7 +114,7 @@ async fn finish_checkpoint(pool: &SqlitePool) {
     }
 }
 
-async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Job>, syncer: Syncer, checkpointing: bool) {
+async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Job>, checkpointing: bool) {
     let mut checkpointed = std::time::Instant::now();
     // A claim that arrived while the batch already had one: it starts the next batch (a batch's text has room
     // for one claim, and a second would claim nothing the first left anyway).
@@ -148,45 +142,27 @@ async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Job>, syncer: Syncer, chec
                 Err(_) => break,
             }
         }
-        let (replies, work) = split(jobs);
-        let results = match syncer.failed() {
-            Some(why) => fail_all(&StoreError::Unavailable(why.to_owned()), &replies),
-            None => commit(&pool, work, &replies).await,
-        };
-        // Answered once the commit is on disk (`sync.rs`); the next batch runs meanwhile.
-        syncer.after_sync(Box::new(move |synced| answer(replies, results, synced)));
+        let (replies, results) = commit(&pool, jobs).await;
+        for (reply, result) in replies.into_iter().zip(results) {
+            // A caller may have gone (client disconnected); what it asked for is stored all the same.
+            match (reply, result) {
+                (Reply::Ingest(tx), Done::Ingest(r)) => {
+                    let _ = tx.send(r);
+                }
+                (Reply::Attempt(tx), Done::Attempt(r)) => {
+                    let _ = tx.send(r);
+                }
+                (Reply::Claim(tx), Done::Claim(r)) => {
+                    // A claim nobody takes any more stays in flight until its lease runs out.
+                    let _ = tx.send(r);
+                }
+                _ => unreachable!("results follow their jobs"),
+            }
+        }
         if checkpointing && checkpointed.elapsed() >= WRITER_CHECKPOINT_EVERY {
             finish_checkpoint(&pool).await;
             checkpointed = std::time::Instant::now();
         }
-    }
-}
-
-/// Sends each job its answer; a job that succeeded is failed after all when its commit may not be on disk.
-fn answer(replies: Vec<Reply>, results: Vec<Done>, synced: std::result::Result<(), String>) {
-    for (reply, result) in replies.into_iter().zip(results) {
-        // A caller may have gone (client disconnected); what it asked for is stored all the same.
-        match (reply, result) {
-            (Reply::Ingest(tx), Done::Ingest(r)) => {
-                let _ = tx.send(unless_lost(r, &synced));
-            }
-            (Reply::Attempt(tx), Done::Attempt(r)) => {
-                let _ = tx.send(unless_lost(r, &synced));
-            }
-            (Reply::Claim(tx), Done::Claim(r)) => {
-                // A claim nobody takes (or one failed here) stays in flight until its lease runs out.
-                let _ = tx.send(unless_lost(r, &synced));
-            }
-            _ => unreachable!("results follow their jobs"),
-        }
-    }
-}
-
-/// A job's result, or unavailable if its commit may not be on disk: the outcome is not known, as after a crash.
-fn unless_lost<T>(r: Result<T>, synced: &std::result::Result<(), String>) -> Result<T> {
-    match (r, synced) {
-        (Ok(_), Err(why)) => Err(StoreError::Unavailable(why.clone())),
-        (r, _) => r,
     }
 }
 
@@ -205,8 +181,7 @@ fn copy_err(e: &StoreError) -> StoreError {
     }
 }
 
-/// Each job's way to answer, and what it asks for.
-fn split(jobs: Vec<Job>) -> (Vec<Reply>, Vec<Work>) {
+async fn commit(pool: &SqlitePool, jobs: Vec<Job>) -> (Vec<Reply>, Vec<Done>) {
     let mut replies = Vec::with_capacity(jobs.len());
     let mut work = Vec::with_capacity(jobs.len());
     for job in jobs {
@@ -225,44 +200,32 @@ fn split(jobs: Vec<Job>) -> (Vec<Reply>, Vec<Work>) {
             }
         }
     }
-    (replies, work)
-}
-
-/// Every job failed with `e`.
-fn fail_all(e: &StoreError, replies: &[Reply]) -> Vec<Done> {
-    replies
-        .iter()
-        .map(|r| match r {
-            Reply::Ingest(_) => Done::Ingest(Err(copy_err(e))),
-            Reply::Attempt(_) => Done::Attempt(Err(copy_err(e))),
-            Reply::Claim(_) => Done::Claim(Err(copy_err(e))),
-        })
-        .collect()
-}
-
-/// Runs the jobs in one transaction (see [`run_jobs`]); their results, in order.
-async fn commit(pool: &SqlitePool, work: Vec<Work>, replies: &[Reply]) -> Vec<Done> {
+    let fail_all = |e: &StoreError, replies: &[Reply]| -> Vec<Done> {
+        replies
+            .iter()
+            .map(|r| match r {
+                Reply::Ingest(_) => Done::Ingest(Err(copy_err(e))),
+                Reply::Attempt(_) => Done::Attempt(Err(copy_err(e))),
+                Reply::Claim(_) => Done::Claim(Err(copy_err(e))),
+            })
+            .collect()
+    };
     let mut conn = match pool.acquire().await.map_err(db) {
         Ok(c) => c,
-        Err(e) => return fail_all(&e, replies),
+        Err(e) => {
+            let done = fail_all(&e, &replies);
+            return (replies, done);
+        }
     };
-    let done = run_jobs(&mut conn, work).await;
-    // The batch's text committed at `synchronous=NORMAL`, made durable by `sync.rs`; every other write on this
-    // connection commits at FULL, as the connection was opened. Apart from the text, so that an error here cannot
-    // pass for the batch's own. (A failure is next to impossible outside a transaction; the connection is then
-    // replaced by one opened at FULL.)
-    if let Err(e) = sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await {
-        tracing::warn!(error = %e, "the writer's synchronous=FULL could not be restored; reopening it");
-        conn.close_on_drop();
-    }
-    match done {
-        Ok(done) => done,
+    match run_jobs(&mut conn, work).await {
+        Ok(done) => (replies, done),
         Err(e) => {
             // The transaction did not commit. SQLite may have rolled it back by itself (SQLITE_FULL, IOERR, BUSY
             // and NOMEM can end a transaction on their own): the connection's idea of its transaction is then
             // not to be trusted, so the pool opens a fresh one for the next write instead of reusing it.
             conn.close_on_drop();
-            fail_all(&e, replies)
+            let all = fail_all(&e, &replies);
+            (replies, all)
         }
     }
 }

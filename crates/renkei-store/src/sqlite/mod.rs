@@ -14,7 +14,6 @@ mod group;
 mod history;
 mod queue;
 mod rows;
-mod sync;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -128,8 +127,7 @@ impl SqliteStore {
         } else {
             SqlitePoolOptions::new().max_connections(4).connect_with(opts).await.map_err(unavailable)?
         };
-        let wal = (!memory).then(|| PathBuf::from(format!("{path}-wal")));
-        let ingest_jobs = group::start(writer.clone(), (!memory).then(|| reader.clone()), wal)?;
+        let ingest_jobs = group::start(writer.clone(), (!memory).then(|| reader.clone()))?;
         Ok(SqliteStore { writer, ingest_jobs, reader, _lock: lock, path: (!memory).then(|| PathBuf::from(path)) })
     }
 
