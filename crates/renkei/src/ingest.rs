@@ -36,20 +36,29 @@ pub async fn accept(
 ) -> Result<(String, Vec<Ingested>), StoreError> {
     let request_id = uuid::Uuid::now_v7().to_string();
     let now = arrival.received_at;
+    let count = rows.len();
+    let mut arrival = arrival;
     let built: Vec<(NewEvent, Vec<Echo>)> = rows
         .into_iter()
-        .map(|(row, body)| {
-            let mut view = EventView {
+        .enumerate()
+        .map(|(i, (row, body))| {
+            // Each event keeps the request's headers and query; the last takes them.
+            let (headers, query) = if i + 1 == count {
+                (std::mem::take(&mut arrival.headers), std::mem::take(&mut arrival.query))
+            } else {
+                (arrival.headers.clone(), arrival.query.clone())
+            };
+            let view = EventView {
                 id: uuid::Uuid::now_v7().to_string(),
                 event_type: String::new(),
                 source: name.to_string(),
                 received_at: now,
                 body,
                 row,
-                headers: arrival.headers.clone(),
-                query: arrival.query.clone(),
+                headers,
+                query,
             };
-            new_event(app, name, src, &mut view, &request_id, arrival.content_type.clone(), now)
+            new_event(app, name, src, view, &request_id, arrival.content_type.clone(), now)
         })
         .collect();
     let mut events = Vec::with_capacity(built.len());
@@ -97,14 +106,14 @@ fn new_event(
     app: &App,
     name: &Name,
     src: &Source,
-    view: &mut EventView,
+    mut view: EventView,
     request_id: &str,
     content_type: Option<String>,
     now: DateTime<Utc>,
 ) -> (NewEvent, Vec<Echo>) {
     let loaded = &*app.loaded();
     let mut echoes = Vec::new();
-    let (deliveries, dedupe) = match classify_and_plan(loaded, name, view) {
+    let (deliveries, dedupe) = match classify_and_plan(loaded, name, &mut view) {
         Ok((dedupe, plans)) => {
             for (i, p) in plans.iter().enumerate() {
                 if let Some(k) = &p.echo {
@@ -132,16 +141,16 @@ fn new_event(
         }
     };
     let event = NewEvent {
-        id: view.id.clone(),
-        source: view.source.clone(),
-        event_type: view.event_type.clone(),
+        id: view.id,
+        source: view.source,
+        event_type: view.event_type,
         received_at: now,
         request_id: request_id.to_owned(),
         row: view.row,
         content_type,
-        headers: serde_json::Value::Object(view.headers.clone()),
-        query: serde_json::Value::Object(view.query.clone()),
-        body: view.body.clone(),
+        headers: serde_json::Value::Object(view.headers),
+        query: serde_json::Value::Object(view.query),
+        body: view.body,
         dedupe,
         deliveries,
     };
