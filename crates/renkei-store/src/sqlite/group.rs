@@ -11,6 +11,7 @@
 //! and the jobs run again one by one, each in its own savepoint, so one job's failure is that job's alone.
 
 use chrono::{DateTime, Utc};
+use sqlx::pool::PoolConnection;
 use sqlx::{Sqlite, SqlitePool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
@@ -108,14 +109,25 @@ async fn checkpoints(reader: SqlitePool) {
 }
 
 /// The writer's part of a checkpoint (see [`checkpoints`]); on the writer connection, between batches.
-async fn finish_checkpoint(pool: &SqlitePool) {
-    if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(pool).await {
+async fn finish_checkpoint(conn: &mut sqlx::SqliteConnection) {
+    if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(conn).await {
         tracing::debug!(error = %e, "WAL checkpoint did not run");
     }
 }
 
+/// How long the writer keeps the connection from one batch to the next while jobs keep coming, before it lets a
+/// write of another kind (a token, a lease renewal) have its turn.
+///
+/// sqlx tests a connection given back to its pool with a ping, a round trip to SQLite's thread that the next
+/// batch's `acquire` waits for; on these machines a round trip is two thread wake-ups of ~35 µs each (a futex
+/// ping-pong between two threads: 62-78 µs), paid once per batch. Kept, the connection goes back, and is
+/// pinged, once per [`HOLD`] at most, or when no job is waiting. The pool hands it out first come first served,
+/// so another write waits at most this long plus one batch.
+const HOLD: std::time::Duration = std::time::Duration::from_millis(10);
+
 async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Job>, checkpointing: bool) {
     let mut checkpointed = std::time::Instant::now();
+    let mut held: Option<(PoolConnection<Sqlite>, std::time::Instant)> = None;
     // A claim that arrived while the batch already had one: it starts the next batch (a batch's text has room
     // for one claim, and a second would claim nothing the first left anyway).
     let mut carried: Option<Job> = None;
@@ -142,7 +154,27 @@ async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Job>, checkpointing: bool)
                 Err(_) => break,
             }
         }
-        let (replies, results) = commit(&pool, jobs).await;
+        let conn = match held.take() {
+            Some(h) => Ok(h),
+            None => pool.acquire().await.map(|c| (c, std::time::Instant::now())).map_err(db),
+        };
+        let (replies, results) = match conn {
+            Ok((mut conn, since)) => {
+                let (replies, results, sound) = commit(&mut conn, jobs).await;
+                if sound {
+                    held = Some((conn, since));
+                } else {
+                    // See `commit`: the pool opens a fresh connection for the next write instead.
+                    conn.close_on_drop();
+                }
+                (replies, results)
+            }
+            Err(e) => {
+                let replies = split(jobs).0;
+                let results = fail_all(&e, &replies);
+                (replies, results)
+            }
+        };
         for (reply, result) in replies.into_iter().zip(results) {
             // A caller may have gone (client disconnected); what it asked for is stored all the same.
             match (reply, result) {
@@ -159,9 +191,14 @@ async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Job>, checkpointing: bool)
                 _ => unreachable!("results follow their jobs"),
             }
         }
-        if checkpointing && checkpointed.elapsed() >= WRITER_CHECKPOINT_EVERY {
-            finish_checkpoint(&pool).await;
-            checkpointed = std::time::Instant::now();
+        if let Some((conn, _)) = held.as_mut() {
+            if checkpointing && checkpointed.elapsed() >= WRITER_CHECKPOINT_EVERY {
+                finish_checkpoint(conn).await;
+                checkpointed = std::time::Instant::now();
+            }
+        }
+        if held.as_ref().is_some_and(|(_, since)| rx.is_empty() || since.elapsed() >= HOLD) {
+            held = None;
         }
     }
 }
@@ -181,7 +218,8 @@ fn copy_err(e: &StoreError) -> StoreError {
     }
 }
 
-async fn commit(pool: &SqlitePool, jobs: Vec<Job>) -> (Vec<Reply>, Vec<Done>) {
+/// Each job's way to answer, and what it asks for.
+fn split(jobs: Vec<Job>) -> (Vec<Reply>, Vec<Work>) {
     let mut replies = Vec::with_capacity(jobs.len());
     let mut work = Vec::with_capacity(jobs.len());
     for job in jobs {
@@ -200,32 +238,33 @@ async fn commit(pool: &SqlitePool, jobs: Vec<Job>) -> (Vec<Reply>, Vec<Done>) {
             }
         }
     }
-    let fail_all = |e: &StoreError, replies: &[Reply]| -> Vec<Done> {
-        replies
-            .iter()
-            .map(|r| match r {
-                Reply::Ingest(_) => Done::Ingest(Err(copy_err(e))),
-                Reply::Attempt(_) => Done::Attempt(Err(copy_err(e))),
-                Reply::Claim(_) => Done::Claim(Err(copy_err(e))),
-            })
-            .collect()
-    };
-    let mut conn = match pool.acquire().await.map_err(db) {
-        Ok(c) => c,
-        Err(e) => {
-            let done = fail_all(&e, &replies);
-            return (replies, done);
-        }
-    };
-    match run_jobs(&mut conn, work).await {
-        Ok(done) => (replies, done),
+    (replies, work)
+}
+
+/// Every job failed with `e`.
+fn fail_all(e: &StoreError, replies: &[Reply]) -> Vec<Done> {
+    replies
+        .iter()
+        .map(|r| match r {
+            Reply::Ingest(_) => Done::Ingest(Err(copy_err(e))),
+            Reply::Attempt(_) => Done::Attempt(Err(copy_err(e))),
+            Reply::Claim(_) => Done::Claim(Err(copy_err(e))),
+        })
+        .collect()
+}
+
+/// Runs the jobs in one transaction on `conn` (see [`run_jobs`]): each job's way to answer, its result, and
+/// whether the connection can be used again.
+async fn commit(conn: &mut sqlx::SqliteConnection, jobs: Vec<Job>) -> (Vec<Reply>, Vec<Done>, bool) {
+    let (replies, work) = split(jobs);
+    match run_jobs(conn, work).await {
+        Ok(done) => (replies, done, true),
         Err(e) => {
             // The transaction did not commit. SQLite may have rolled it back by itself (SQLITE_FULL, IOERR, BUSY
             // and NOMEM can end a transaction on their own): the connection's idea of its transaction is then
-            // not to be trusted, so the pool opens a fresh one for the next write instead of reusing it.
-            conn.close_on_drop();
+            // not to be trusted.
             let all = fail_all(&e, &replies);
-            (replies, all)
+            (replies, all, false)
         }
     }
 }

@@ -104,6 +104,55 @@ async fn concurrent_ingests_share_commits_and_fail_alone() {
     assert_eq!(n, 200, "199 new deliveries and the first one");
 }
 
+/// The group writer keeps the connection from batch to batch while jobs wait (`group::HOLD`); a write of
+/// another kind still gets its turn while the queue never runs dry. 300 senders keep more jobs queued than a batch
+/// takes (256), so the writer always finds some waiting: only the bound on holding lets `put_state` in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_of_another_kind_gets_its_turn_while_ingests_keep_coming() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("h.db").display());
+    let now = Utc::now();
+    let store = std::sync::Arc::new(SqliteStore::open(&url, now).await.unwrap());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut senders = Vec::new();
+    for t in 0..300 {
+        let (s, stop) = (store.clone(), stop.clone());
+        senders.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                s.ingest(vec![keyed(&format!("t{t}-{n}"), None, now)], now).await.unwrap();
+                n += 1;
+            }
+            n
+        }));
+    }
+    // The senders are under way: some of their events are stored.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(&store.reader).await.unwrap();
+        if n >= 1000 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the senders stored only {n} events");
+    }
+    for i in 0..5 {
+        let value = i.to_string();
+        let put = store.put_state("k", &value, now);
+        tokio::time::timeout(std::time::Duration::from_secs(20), put)
+            .await
+            .unwrap_or_else(|_| panic!("put_state {i} never had its turn while ingests kept coming"))
+            .unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut sent = 0;
+    for t in senders {
+        sent += t.await.unwrap();
+    }
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(&store.reader).await.unwrap();
+    assert_eq!(stored as u64, sent, "every ingest answered is stored");
+    assert_eq!(store.get_state("k").await.unwrap().as_deref(), Some("4"));
+}
+
 /// Everything the queue keeps, as text, to compare two stores row for row.
 async fn dump(s: &SqliteStore) -> Vec<String> {
     let mut out = Vec::new();
