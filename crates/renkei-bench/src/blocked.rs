@@ -28,6 +28,7 @@ pub(crate) fn event(id: String, flow: &str, key: Option<&str>) -> NewEvent {
         headers: json!({}),
         query: json!({}),
         body: json!({ "n": 1 }),
+        body_text: None,
         dedupe: None,
         deliveries: vec![NewDelivery {
             flow: flow.into(),

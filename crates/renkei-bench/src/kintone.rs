@@ -84,6 +84,7 @@ flows:
             query: Default::default(),
             content_type: Some("application/json".into()),
             received_at: chrono::Utc::now(),
+            body_text: None,
         };
         renkei::ingest::accept(&app, &src_name, &src, rows, arrival).await?;
     }

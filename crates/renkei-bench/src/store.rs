@@ -34,6 +34,7 @@ pub async fn store(args: &StoreArgs) -> anyhow::Result<Vec<Row>> {
                 content_type: Some("application/json".into()),
                 headers: headers.clone(),
                 body: serde_json::from_slice(&body(i)).expect("the bench body is JSON"),
+                body_text: None,
                 ..crate::blocked::event(format!("ev{i:010}"), "orders-to-sink", None)
             })
             .collect();

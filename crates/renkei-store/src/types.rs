@@ -17,6 +17,9 @@ pub struct NewEvent {
     pub headers: serde_json::Value,
     pub query: serde_json::Value,
     pub body: serde_json::Value,
+    /// `body` as the sender wrote it, when it is exactly that JSON (a JSON request stored as one event, not
+    /// reshaped): SQLite stores it instead of writing `body` out again. `None` otherwise.
+    pub body_text: Option<String>,
     pub dedupe: Option<Dedupe>,
     pub deliveries: Vec<NewDelivery>,
 }

@@ -28,6 +28,7 @@ fn ev(id: &str, deliveries: Vec<NewDelivery>) -> NewEvent {
         headers: json!({"user-agent": "test", "x-b": "2", "x-a": "1"}),
         query: json!({"tag": ["a", "b"]}),
         body: json!({"id": id, "name": "山田 太郎", "z": 1, "a": [1, 2]}),
+        body_text: None,
         dedupe: None,
         deliveries,
     }

@@ -23,6 +23,8 @@ pub struct Arrival {
     pub query: serde_json::Map<String, serde_json::Value>,
     pub content_type: Option<String>,
     pub received_at: DateTime<Utc>,
+    /// The body's JSON text as it came, when the request is one event whose body is that JSON unchanged.
+    pub body_text: Option<String>,
 }
 
 /// Stores the events `rows` become (one per row; `row` numbers a split file's rows) with their deliveries, in
@@ -58,7 +60,10 @@ pub async fn accept(
                 headers,
                 query,
             };
-            new_event(app, name, src, view, &request_id, arrival.content_type.clone(), now)
+            let body_text = if count == 1 { arrival.body_text.take() } else { None };
+            let (mut event, echoes) = new_event(app, name, src, view, &request_id, arrival.content_type.clone(), now);
+            event.body_text = body_text;
+            (event, echoes)
         })
         .collect();
     let mut events = Vec::with_capacity(built.len());
@@ -151,6 +156,7 @@ fn new_event(
         headers: serde_json::Value::Object(view.headers),
         query: serde_json::Value::Object(view.query),
         body: view.body,
+        body_text: None,
         dedupe,
         deliveries,
     };

@@ -61,6 +61,7 @@ pub async fn poll_once(app: &App, client: &HttpClient, source: &str) -> Result<u
             query: serde_json::Map::new(),
             content_type: Some("application/json".into()),
             received_at: app.clock.now(),
+            body_text: None,
         };
         if !rows.is_empty() {
             let (_, outcomes) = accept(app, name, src, rows, arrival).await.map_err(|e| e.to_string())?;

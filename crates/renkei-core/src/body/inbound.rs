@@ -44,8 +44,13 @@ pub fn parse_body(
         BodyFormat::Auto => detect(ct.as_ref())?,
         explicit => explicit,
     };
+    let mut text = None;
     let value = match kind {
-        BodyFormat::Json => parse_json(bytes, declared_charset(ct.as_ref())?)?,
+        BodyFormat::Json => {
+            let (value, json) = parse_json(bytes, declared_charset(ct.as_ref())?)?;
+            text = Some(json);
+            value
+        }
         BodyFormat::Form => form::parse_form(bytes, declared_charset(ct.as_ref())?)?,
         BodyFormat::Text => parse_text(bytes, declared_charset(ct.as_ref())?),
         BodyFormat::Csv => {
@@ -58,7 +63,7 @@ pub fn parse_body(
         }
         BodyFormat::Auto => unreachable!("detect never answers Auto"),
     };
-    Ok(Parsed { value, kind })
+    Ok(Parsed { value, kind, text })
 }
 
 /// Picks the format from the media type (case and parameters ignored).
@@ -119,7 +124,7 @@ fn declared_charset(ct: Option<&ContentType>) -> Result<Option<&'static Encoding
 
 /// Any JSON value. JSON is UTF-8 by RFC 8259, but a declared charset is honoured, and a UTF-8 BOM
 /// (which Windows tools add) is tolerated.
-fn parse_json(bytes: &[u8], declared: Option<&'static Encoding>) -> Result<Value, BodyError> {
+fn parse_json(bytes: &[u8], declared: Option<&'static Encoding>) -> Result<(Value, String), BodyError> {
     let text = decode_with_bom(declared.unwrap_or(UTF_8), bytes)
         .map_err(|f| decode_error("the JSON body", "JSON の本文", f))?;
     if text.trim().is_empty() {
@@ -128,7 +133,7 @@ fn parse_json(bytes: &[u8], declared: Option<&'static Encoding>) -> Result<Value
             "本文が空です。このソースは JSON を受け付けます",
         )));
     }
-    serde_json::from_str(&text).map_err(|e| {
+    let value = serde_json::from_str(&text).map_err(|e| {
         // serde_json's Display appends " at line L column C"; the position goes in front instead.
         let full = e.to_string();
         let suffix = format!(" at line {} column {}", e.line(), e.column());
@@ -137,7 +142,8 @@ fn parse_json(bytes: &[u8], declared: Option<&'static Encoding>) -> Result<Value
             format!("invalid JSON at line {}, column {}: {what}", e.line(), e.column()),
             format!("JSON の形式が正しくありません（{} 行 {} 列）: {what}", e.line(), e.column()),
         ))
-    })
+    })?;
+    Ok((value, text))
 }
 
 /// Text as a JSON string; bytes that do not decode are kept as `{"base64": ...}`.
@@ -221,7 +227,7 @@ mod tests {
     #[test]
     fn explicit_format_wins_over_content_type() {
         let p = parse_as(BodyFormat::Json, Some("text/plain"), br#"{"a":1}"#).unwrap();
-        assert_eq!(p, Parsed { value: json!({"a": 1}), kind: BodyFormat::Json });
+        assert_eq!(p, Parsed { value: json!({"a": 1}), kind: BodyFormat::Json, text: Some(r#"{"a":1}"#.into()) });
         let p = parse_as(BodyFormat::Text, Some("image/png"), b"\x89PNG").unwrap();
         assert_eq!(p.kind, BodyFormat::Text);
         assert_eq!(p.value, json!({"base64": "iVBORw=="}));
@@ -270,7 +276,7 @@ mod tests {
     #[test]
     fn text_with_and_without_charset() {
         let p = parse(Some("text/plain"), "こんにちは".as_bytes()).unwrap();
-        assert_eq!(p, Parsed { value: json!("こんにちは"), kind: BodyFormat::Text });
+        assert_eq!(p, Parsed { value: json!("こんにちは"), kind: BodyFormat::Text, text: None });
         assert_eq!(parse(None, b"hello").unwrap().value, json!("hello"));
         let (sjis, _, _) = SHIFT_JIS.encode("株式会社①");
         let p = parse(Some("text/plain; charset=\"shift_jis\""), &sjis).unwrap();

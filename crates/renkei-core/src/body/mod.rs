@@ -171,6 +171,8 @@ pub struct Parsed {
     pub value: serde_json::Value,
     /// The format actually used; never [`BodyFormat::Auto`].
     pub kind: BodyFormat,
+    /// A JSON body's text, decoded: `value` written as it came, so that storing it needs no writing out.
+    pub text: Option<String>,
 }
 
 /// Why a body could not be read.

@@ -65,6 +65,7 @@ fn ev(id: &str, deliveries: Vec<NewDelivery>) -> NewEvent {
         headers: json!({}),
         query: json!({}),
         body: json!({"id": id}),
+        body_text: None,
         dedupe: None,
         deliveries,
     }

@@ -20,7 +20,11 @@ impl EventRow {
     pub(super) fn new(mut event: NewEvent) -> EventRow {
         // Into bytes, not through `Display`, which writes every token through a formatter (twice the cost).
         let text = |v: &mut serde_json::Value| json_text(&std::mem::take(v));
-        let texts = [text(&mut event.headers), text(&mut event.query), text(&mut event.body)];
+        let body = match event.body_text.take() {
+            Some(as_sent) => as_sent,
+            None => text(&mut event.body),
+        };
+        let texts = [text(&mut event.headers), text(&mut event.query), body];
         EventRow { event, texts }
     }
 }

@@ -43,6 +43,7 @@ async fn purge_gives_the_space_back() {
             headers: json!({}),
             query: json!({}),
             body: json!({ "big": big }),
+            body_text: None,
             dedupe: None,
             deliveries: vec![NewDelivery { flow: "f".into(), status: Status::Skipped, order_key: None, error: None }],
         })
@@ -73,6 +74,7 @@ async fn concurrent_ingests_share_commits_and_fail_alone() {
         headers: json!({}),
         query: json!({}),
         body: json!({}),
+        body_text: None,
         dedupe: None,
         deliveries: vec![NewDelivery {
             flow: "f".into(),
@@ -183,6 +185,7 @@ fn keyed(id: &str, key: Option<&str>, at: chrono::DateTime<Utc>) -> NewEvent {
         headers: json!({ "x-n": id }),
         query: json!({}),
         body: json!({ "id": id, "名前": "山田" }),
+        body_text: None,
         dedupe: key.map(|k| Dedupe { key: k.into(), expires_at: at + Duration::hours(1) }),
         deliveries: vec![
             NewDelivery { flow: "f".into(), status: Status::Pending, order_key: None, error: None },
@@ -531,6 +534,29 @@ async fn every_event_of_a_batch_keeps_its_own_texts() {
     for (c, ev) in claimed.iter().zip(&sent) {
         let e = &c.event;
         assert_eq!((&e.id, &e.headers, &e.query, e.body.as_ref()), (&ev.id, &ev.headers, &ev.query, Some(&ev.body)));
+    }
+}
+
+/// A body given as the sender wrote it (`NewEvent::body_text`) is stored as that text, spacing, key order and
+/// escapes kept, and reads back as the body; an event without one has its body written out.
+#[tokio::test]
+async fn a_body_as_sent_is_stored_as_sent_and_reads_back_as_the_body() {
+    let t0 = Utc::now();
+    let s = SqliteStore::open("sqlite::memory:", t0).await.unwrap();
+    let as_sent = "{\n  \"z\": 1,\n  \"a\": \"\\u3042\",  \"n\": 1.50 }\n";
+    let mut raw = keyed("raw", None, t0);
+    raw.body = serde_json::from_str(as_sent).unwrap();
+    raw.body_text = Some(as_sent.to_owned());
+    let mut plain = keyed("plain", None, t0);
+    plain.body = raw.body.clone();
+    s.ingest(vec![raw.clone(), plain], t0).await.unwrap();
+    let bodies: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, body FROM events ORDER BY id").fetch_all(&s.writer).await.unwrap();
+    assert_eq!(bodies, vec![("plain".into(), raw.body.to_string()), ("raw".into(), as_sent.to_owned())]);
+    let claimed = s.claim("w1", t0, t0 + Duration::seconds(10), 10, &[]).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    for c in &claimed {
+        assert_eq!(c.event.body.as_ref(), Some(&raw.body), "{}", c.event.id);
     }
 }
 

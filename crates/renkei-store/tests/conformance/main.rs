@@ -24,6 +24,7 @@ fn ev(id: &str, source: &str, deliveries: Vec<NewDelivery>) -> NewEvent {
         headers: json!({"user-agent": "test"}),
         query: json!({}),
         body: json!({"id": id, "name": "山田 太郎"}),
+        body_text: None,
         dedupe: None,
         deliveries,
     }

@@ -119,12 +119,16 @@ pub async fn receive(
         }
     }
     let split = src.splits(parsed.kind);
+    let mut parsed = parsed;
+    // One event whose body is the JSON as sent: stored as it came, not written out again.
+    let body_text = if split || src.preset.is_some() { None } else { parsed.text.take() };
     let rows = src.events_of(parsed);
     let arrival = Arrival {
         headers: kept_headers(&headers),
         query: kept_query(&query),
         content_type: content_type.clone(),
         received_at: now,
+        body_text,
     };
     let n = rows.len();
     match accept(&app, name, src, rows, arrival).await {

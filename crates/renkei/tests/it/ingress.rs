@@ -62,6 +62,24 @@ async fn json_object_and_array_are_one_event_each() {
     assert_eq!(event(&app, &id).await["body"], json!([1, 2, 3]));
 }
 
+/// A JSON body is stored as it came (spacing, escapes, a number's form); what templates and the API see is the
+/// same value as before. A split body's rows and a preset's reshaped body are stored as values (tested with
+/// `json_array_splits_into_rows_when_asked` and the kintone preset).
+#[tokio::test]
+async fn a_json_body_is_stored_as_sent_and_reads_as_its_value() {
+    let (app, _) = app().await;
+    let sent = "{ \"a\" : \"\\u3042\",\n  \"n\": 1.50, \"list\": [ 1 , 2 ] }\n";
+    let r = app.post("/hooks/open", "application/json", sent).await;
+    assert_eq!(r.status(), 202);
+    let id = r.json()["event_id"].as_str().unwrap().to_owned();
+    assert_eq!(event(&app, &id).await["body"], json!({"a": "あ", "n": 1.5, "list": [1, 2]}));
+    // A split array of one row is one event too, but its body is the row, not what was sent.
+    let r = app.post("/hooks/json-rows", "application/json", "[ {\"x\": 1} ]").await;
+    assert_eq!(r.status(), 207);
+    let id = r.json()["events"][0]["event_id"].as_str().unwrap().to_owned();
+    assert_eq!(event(&app, &id).await["body"], json!({"x": 1}));
+}
+
 #[tokio::test]
 async fn json_array_splits_into_rows_when_asked() {
     let (app, _) = app().await;
