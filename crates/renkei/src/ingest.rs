@@ -34,12 +34,11 @@ pub async fn accept(
     name: &Name,
     src: &Source,
     rows: Vec<(Option<u32>, serde_json::Value)>,
-    arrival: Arrival,
+    mut arrival: Arrival,
 ) -> Result<(String, Vec<Ingested>), StoreError> {
     let request_id = uuid::Uuid::now_v7().to_string();
     let now = arrival.received_at;
     let count = rows.len();
-    let mut arrival = arrival;
     let built: Vec<(NewEvent, Vec<Echo>)> = rows
         .into_iter()
         .enumerate()

@@ -171,7 +171,8 @@ pub struct Parsed {
     pub value: serde_json::Value,
     /// The format actually used; never [`BodyFormat::Auto`].
     pub kind: BodyFormat,
-    /// A JSON body's text, decoded: `value` written as it came, so that storing it needs no writing out.
+    /// A JSON body's text, decoded, when it is already written as renkei would write `value` (compact, characters
+    /// unescaped): stored as it came, with no writing out. `None` for other formats and other JSON.
     pub text: Option<String>,
 }
 

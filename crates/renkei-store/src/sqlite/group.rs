@@ -191,11 +191,12 @@ async fn run(pool: SqlitePool, mut rx: mpsc::Receiver<Job>, checkpointing: bool)
                 _ => unreachable!("results follow their jobs"),
             }
         }
-        if let Some((conn, _)) = held.as_mut() {
-            if checkpointing && checkpointed.elapsed() >= WRITER_CHECKPOINT_EVERY {
+        match held.as_mut() {
+            Some((conn, _)) if checkpointing && checkpointed.elapsed() >= WRITER_CHECKPOINT_EVERY => {
                 finish_checkpoint(conn).await;
                 checkpointed = std::time::Instant::now();
             }
+            _ => {}
         }
         if held.as_ref().is_some_and(|(_, since)| rx.is_empty() || since.elapsed() >= HOLD) {
             held = None;

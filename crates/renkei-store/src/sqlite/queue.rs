@@ -21,7 +21,14 @@ impl EventRow {
         // Into bytes, not through `Display`, which writes every token through a formatter (twice the cost).
         let text = |v: &mut serde_json::Value| json_text(&std::mem::take(v));
         let body = match event.body_text.take() {
-            Some(as_sent) => as_sent,
+            Some(as_sent) => {
+                debug_assert_eq!(
+                    serde_json::from_str::<serde_json::Value>(&as_sent).ok().as_ref(),
+                    Some(&event.body),
+                    "an event's body_text is its body as text"
+                );
+                as_sent
+            }
             None => text(&mut event.body),
         };
         let texts = [text(&mut event.headers), text(&mut event.query), body];

@@ -92,7 +92,7 @@ pub async fn receive(
             return reject.answer(e).await;
         }
     }
-    let parsed = match parse_body(content_type.as_deref(), &bytes, src.format, &src.csv) {
+    let mut parsed = match parse_body(content_type.as_deref(), &bytes, src.format, &src.csv) {
         Ok(p) => p,
         Err(e) => {
             let (status, code) = match &e {
@@ -119,7 +119,6 @@ pub async fn receive(
         }
     }
     let split = src.splits(parsed.kind);
-    let mut parsed = parsed;
     // One event whose body is the JSON as sent: stored as it came, not written out again.
     let body_text = if split || src.preset.is_some() { None } else { parsed.text.take() };
     let rows = src.events_of(parsed);

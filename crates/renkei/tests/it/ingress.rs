@@ -62,11 +62,11 @@ async fn json_object_and_array_are_one_event_each() {
     assert_eq!(event(&app, &id).await["body"], json!([1, 2, 3]));
 }
 
-/// A JSON body is stored as it came (spacing, escapes, a number's form); what templates and the API see is the
-/// same value as before. A split body's rows and a preset's reshaped body are stored as values (tested with
-/// `json_array_splits_into_rows_when_asked` and the kintone preset).
+/// However a JSON body was written (spacing, escapes, a number's form), templates and the API see its value;
+/// one written as renkei would write it is stored as it came (`Parsed::text`). A split body's rows and a
+/// preset's reshaped body are stored as values (here, and with the kintone preset).
 #[tokio::test]
-async fn a_json_body_is_stored_as_sent_and_reads_as_its_value() {
+async fn a_json_body_reads_as_its_value_however_it_was_written() {
     let (app, _) = app().await;
     let sent = "{ \"a\" : \"\\u3042\",\n  \"n\": 1.50, \"list\": [ 1 , 2 ] }\n";
     let r = app.post("/hooks/open", "application/json", sent).await;
@@ -78,6 +78,22 @@ async fn a_json_body_is_stored_as_sent_and_reads_as_its_value() {
     assert_eq!(r.status(), 207);
     let id = r.json()["events"][0]["event_id"].as_str().unwrap().to_owned();
     assert_eq!(event(&app, &id).await["body"], json!({"x": 1}));
+}
+
+/// The history's search reads the stored bodies as text: an event whose sender escaped its characters
+/// (`\u5c71\u7530`, as PHP's `json_encode` does) or its slashes is found by the characters themselves.
+#[tokio::test]
+async fn a_search_finds_an_event_by_characters_its_sender_escaped() {
+    let (app, _) = app().await;
+    let r =
+        app.post("/hooks/open", "application/json", r#"{"name":"\u5c71\u7530","url":"https:\/\/example.jp\/a"}"#).await;
+    assert_eq!(r.status(), 202);
+    let id = r.json()["event_id"].as_str().unwrap().to_owned();
+    for q in ["%E5%B1%B1%E7%94%B0", "https%3A%2F%2Fexample.jp%2Fa"] {
+        let found = app.api(&format!("/events?q={q}")).await;
+        let ids: Vec<&str> = found["items"].as_array().unwrap().iter().filter_map(|e| e["id"].as_str()).collect();
+        assert_eq!(ids, vec![id.as_str()], "q={q}");
+    }
 }
 
 #[tokio::test]
