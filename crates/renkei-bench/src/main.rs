@@ -241,6 +241,10 @@ fn defaults<T: Args>() -> T {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Hub(_)) {
+        // The hub runs as `renkei serve` does (renkei/src/sched.rs), the bare ceiling too: the same stack.
+        renkei::sched::prefer_throughput();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
     let result = runtime.block_on(async {
         if let Command::Hub(h) = cli.command {

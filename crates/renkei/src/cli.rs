@@ -434,6 +434,13 @@ async fn serve(config: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::R
     let app = App::with_revisions(loaded, home, store, clock, std::env::var("RENKEI_ADMIN_TOKEN").ok());
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
     tracing::info!(addr = %listener.local_addr()?, storage = %storage_label(&storage), "renkei is listening");
+    match crate::sched::outcome() {
+        Some(crate::sched::Outcome::Batch) => tracing::debug!("threads run under SCHED_BATCH"),
+        Some(crate::sched::Outcome::Failed(why)) => {
+            tracing::warn!(%why, "could not put the threads under SCHED_BATCH; they keep the default policy")
+        }
+        _ => {}
+    }
     if app.admin_token.is_none() {
         tracing::warn!("no server.admin_token or RENKEI_ADMIN_TOKEN: only `renkei token` tokens open the admin API");
     }

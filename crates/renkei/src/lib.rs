@@ -26,6 +26,7 @@ pub mod live;
 pub mod manage;
 pub mod metrics;
 pub mod poll;
+pub mod sched;
 pub mod secrets;
 pub mod server;
 pub mod telemetry;
