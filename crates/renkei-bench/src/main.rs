@@ -52,7 +52,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// This machine's ceilings: a bare axum server that only answers 200 (same load generator), and raw SQLite
-    /// inserts of ~1 KB rows with renkei's durability (WAL, synchronous=FULL), one and 100 per transaction.
+    /// inserts of ~1 KB rows with renkei's durability (WAL, synchronous=FULL), one and 100 per transaction, and
+    /// renkei's own tables written straight (--connections events per commit): ingest alone, and ingest, claim
+    /// and attempt record.
     Ceiling(CeilingArgs),
     /// Webhooks acknowledged per second (202 after the durable commit) and their latency; as a ratio to the
     /// bare-HTTP ceiling, which it measures first. The worker is off unless --worker.
@@ -279,7 +281,13 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<Vec<Row>> {
     Ok(match command {
-        Command::Ceiling(a) => scenarios::ceiling(&a).await?.0,
+        Command::Ceiling(a) => {
+            let mut rows = scenarios::ceiling(&a).await?.0;
+            // Not part of `all`'s ceiling: ingest and e2e measure it after their runs.
+            let per = a.load.connections as u64;
+            rows.extend(scenarios::ceiling_schema(per, a.load.body_bytes, scenarios::SCHEMA_SECS).await?.0);
+            rows
+        }
         Command::Ingest(a) => scenarios::ingest(&a, Ceilings::default()).await?.0,
         Command::E2e(a) => scenarios::e2e(&a).await?,
         Command::Backlog(a) => backlog::backlog(&a).await?,
