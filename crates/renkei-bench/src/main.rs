@@ -12,6 +12,7 @@ mod load;
 mod report;
 mod scenarios;
 mod store;
+mod tables;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -284,8 +285,7 @@ async fn run(command: Command) -> anyhow::Result<Vec<Row>> {
         Command::Ceiling(a) => {
             let mut rows = scenarios::ceiling(&a).await?.0;
             // Not part of `all`'s ceiling: ingest and e2e measure it after their runs.
-            let per = a.load.connections as u64;
-            rows.extend(scenarios::ceiling_schema(per, a.load.body_bytes, scenarios::SCHEMA_SECS).await?.0);
+            rows.extend(tables::ceiling(&a.load).await?.0);
             rows
         }
         Command::Ingest(a) => scenarios::ingest(&a, Ceilings::default()).await?.0,

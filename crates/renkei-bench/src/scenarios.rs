@@ -144,15 +144,16 @@ pub async fn ceiling_http(load: &LoadArgs, requests: u64, max_secs: u64) -> anyh
     Ok((rows, run.rate()))
 }
 
+/// A SQLite file opened with renkei's durability: WAL, `synchronous=FULL`.
+pub fn durable(file: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new().filename(file).journal_mode(SqliteJournalMode::Wal).synchronous(SqliteSynchronous::Full)
+}
+
 /// Raw inserts of a ~1 KB row with renkei's durability (WAL, synchronous=FULL, `BEGIN IMMEDIATE`, one
 /// connection): one transaction per row, then 100 rows per transaction.
 pub async fn ceiling_sqlite(one: u64, batched: u64, max_secs: u64) -> anyhow::Result<(Vec<Row>, f64)> {
     let dir = TempDir::new()?;
-    let opts = SqliteConnectOptions::new()
-        .filename(dir.path().join("raw.db"))
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full);
+    let opts = durable(&dir.path().join("raw.db")).create_if_missing(true);
     let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?;
     sqlx::query("CREATE TABLE raw (id INTEGER PRIMARY KEY, received_at INTEGER NOT NULL, body TEXT NOT NULL)")
         .execute(&pool)
@@ -188,152 +189,6 @@ pub async fn ceiling_sqlite(one: u64, batched: u64, max_secs: u64) -> anyhow::Re
         )),
     ];
     Ok((rows, rates[0].0))
-}
-
-/// What SQLite itself allows with renkei's own tables: the rows a webhook of the bench must leave (its event,
-/// its dedupe key, its delivery), then its claim and its attempt record, written straight with one multi-row
-/// statement per table, `per_tx` events to a transaction, on a file made by renkei's migrations (every index
-/// and trigger), with renkei's durability. No HTTP, no templates, no thread of renkei's: the most any code
-/// could get from these tables on this disk with batches as large as the bench's connections allow.
-pub struct SchemaCeiling {
-    /// Events, dedupe keys and deliveries inserted, one commit per `per_tx` events.
-    pub ingest: f64,
-    /// The same, then each batch claimed (one commit) and its attempts recorded (one commit): the three commits
-    /// an event's way through renkei takes when nothing shares them.
-    pub cycle: f64,
-}
-
-/// Seconds each schema ceiling takes (half for the ingest, half for the cycle).
-pub const SCHEMA_SECS: u64 = 4;
-
-pub async fn ceiling_schema(
-    per_tx: u64,
-    body_bytes: usize,
-    max_secs: u64,
-) -> anyhow::Result<(Vec<Row>, SchemaCeiling)> {
-    use sqlx::{Connection, Executor};
-    let dir = TempDir::new()?;
-    let file = dir.path().join("schema.db");
-    drop(renkei_store::sqlite::SqliteStore::open(&format!("sqlite://{}", file.display()), chrono::Utc::now()).await?);
-    let opts = SqliteConnectOptions::new()
-        .filename(&file)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full);
-    let mut conn = sqlx::SqliteConnection::connect_with(&opts).await?;
-    let per = per_tx.max(1) as usize;
-    let values = |cols: usize| {
-        let row = format!("({})", vec!["?"; cols].join(","));
-        vec![row; per].join(",")
-    };
-    let insert_events = format!(
-        "INSERT INTO events (id, source, event_type, status, http_status, received_at, request_id, content_type, \
-         headers, query, body, dedupe_key) VALUES {}",
-        values(12)
-    );
-    let insert_dedupe =
-        format!("INSERT OR IGNORE INTO dedupe (source, key, event_id, expires_at) VALUES {}", values(4));
-    let insert_deliveries = format!(
-        "INSERT INTO deliveries (event_id, flow, status, next_at, created_at, updated_at) VALUES {}",
-        values(6)
-    );
-    let claim = "UPDATE deliveries SET status = 'in_flight', lease_owner = 'w', lease_until = ?1, updated_at = ?2 \
-                 WHERE id IN (SELECT id FROM deliveries INDEXED BY deliveries_queue \
-                 WHERE status IN ('pending', 'retrying', 'in_flight') AND held = 0 AND next_at <= ?2 \
-                 ORDER BY next_at, id LIMIT ?3) RETURNING id";
-    // What the worker needs to render each claimed delivery: its event.
-    let read = format!(
-        "SELECT e.body, e.headers, e.query FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.id IN ({})",
-        vec!["?"; per].join(",")
-    );
-    let insert_attempts = format!(
-        "INSERT INTO attempts (delivery_id, step, try_no, started_at, duration_ms, outcome, method, url, \
-         request_headers, request_body, response_status, response_headers, response_body) VALUES {}",
-        values(13)
-    );
-    let settle = format!(
-        "UPDATE deliveries SET status = 'succeeded', step = 1, attempts = 1, outputs = '[{{\"status\":200}}]', \
-         lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id IN ({})",
-        vec!["?"; per].join(",")
-    );
-    let headers = r#"{"content-type":"application/json","user-agent":"renkei-bench","x-request-id":"r"}"#;
-    let limit = Duration::from_secs(max_secs);
-    let mut rates = Vec::new();
-    let mut n: u64 = 0;
-    for cycle in [false, true] {
-        let start = std::time::Instant::now();
-        let mut done: u64 = 0;
-        while start.elapsed() < limit / 2 {
-            let now = chrono::Utc::now().timestamp_millis();
-            let ids: Vec<String> = (n..n + per as u64).map(|i| format!("{now:013x}-{i:012}")).collect();
-            let bodies: Vec<String> = (n..n + per as u64)
-                .map(|i| String::from_utf8(crate::load::body("c", i, body_bytes)).expect("UTF-8"))
-                .collect();
-            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-            let mut q = sqlx::query(&insert_events);
-            for (i, (id, body)) in ids.iter().zip(&bodies).enumerate() {
-                q = q.bind(id).bind("orders").bind("order.created").bind("accepted").bind(202).bind(now);
-                q = q.bind(format!("r{}", n + i as u64)).bind("application/json").bind(headers).bind("{}");
-                q = q.bind(body).bind(format!("c:{}", n + i as u64));
-            }
-            tx.execute(q).await?;
-            let mut q = sqlx::query(&insert_dedupe);
-            for (i, id) in ids.iter().enumerate() {
-                q = q.bind("orders").bind(format!("c:{}", n + i as u64)).bind(id).bind(now + 86_400_000);
-            }
-            tx.execute(q).await?;
-            let mut q = sqlx::query(&insert_deliveries);
-            for id in &ids {
-                q = q.bind(id).bind("orders-to-sink").bind("pending").bind(now).bind(now).bind(now);
-            }
-            tx.execute(q).await?;
-            tx.commit().await?;
-            n += per as u64;
-            if cycle {
-                let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-                let claimed: Vec<i64> =
-                    sqlx::query_scalar(claim).bind(now + 30_000).bind(now).bind(per as i64).fetch_all(&mut *tx).await?;
-                anyhow::ensure!(claimed.len() == per, "claimed {} of {per}", claimed.len());
-                let mut q = sqlx::query_as::<_, (String, String, String)>(&read);
-                for d in &claimed {
-                    q = q.bind(d);
-                }
-                let read_back = q.fetch_all(&mut *tx).await?;
-                anyhow::ensure!(read_back.len() == per, "read {} of {per}", read_back.len());
-                tx.commit().await?;
-                let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-                let mut q = sqlx::query(&insert_attempts);
-                for (d, body) in claimed.iter().zip(&bodies) {
-                    q = q.bind(d).bind(0).bind(1).bind(now).bind(1).bind("success").bind("POST");
-                    q = q.bind("http://127.0.0.1:1/orders").bind(headers).bind(body.as_bytes()).bind(200);
-                    q = q.bind("{}").bind(&b"{\"ok\":true}"[..]);
-                }
-                tx.execute(q).await?;
-                let mut q = sqlx::query(&settle).bind(now);
-                for d in &claimed {
-                    q = q.bind(d);
-                }
-                tx.execute(q).await?;
-                tx.commit().await?;
-            }
-            done += per as u64;
-        }
-        rates.push((done as f64 / start.elapsed().as_secs_f64(), done));
-    }
-    conn.close().await?;
-    let rows = vec![
-        Row::new(format!("ceiling: SQLite with renkei's tables, {per} events per commit"), rates[0].0, "events/s")
-            .note(format!(
-                "event + dedupe key + delivery, every index and trigger, one statement per table; {} events",
-                rates[0].1
-            )),
-        Row::new(
-            format!("ceiling: the same, then claimed and recorded ({per} per commit, 3 commits)"),
-            rates[1].0,
-            "events/s",
-        )
-        .note(format!("what e2e can reach when no commit is shared; {} events", rates[1].1)),
-    ];
-    Ok((rows, SchemaCeiling { ingest: rates[0].0, cycle: rates[1].0 }))
 }
 
 /// `POST /hooks/orders` with N keep-alive connections, worker off unless asked.
@@ -386,7 +241,7 @@ pub async fn ingest(args: &IngestArgs, ceilings: Ceilings) -> anyhow::Result<(Ve
     );
     if !args.no_ceiling {
         // Measured after renkei's run, not before: its writes would still be reaching the disk during it.
-        let (r, schema) = ceiling_schema(args.load.connections as u64, args.load.body_bytes, SCHEMA_SECS).await?;
+        let (r, schema) = crate::tables::ceiling(&args.load).await?;
         rows.extend(r.into_iter().take(1));
         rows.push(
             Row::new("ingest: 202/s vs SQLite with renkei's tables", run.rate(), "req/s")
@@ -472,7 +327,7 @@ pub async fn e2e(args: &E2eArgs) -> anyhow::Result<Vec<Row>> {
     drop((sink, dir));
     // What these tables allow, measured last: its writes would still be reaching the disk during a run that
     // followed it (the fixed rate's p99 read 19-391 ms right after it, against 5-8 ms).
-    let (r, schema) = ceiling_schema(args.load.connections as u64, args.load.body_bytes, SCHEMA_SECS).await?;
+    let (r, schema) = crate::tables::ceiling(&args.load).await?;
     rows.extend(r);
     rows.push(
         Row::new("e2e at saturation: delivered/s vs SQLite with renkei's tables", rate, "events/s")
@@ -492,18 +347,4 @@ async fn start_with_sink(n: u64) -> anyhow::Result<(TempDir, std::sync::Arc<Time
         .await
         .context("starting renkei")?;
     Ok((dir, tl, sink, hub))
-}
-
-#[cfg(test)]
-mod tests {
-    /// The ceiling writes renkei's own tables by hand: when a migration renames or requires a column, this
-    /// fails here rather than in someone's bench run. It also checks that every batch was claimed whole (the
-    /// function refuses a short claim or read-back).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_schema_ceiling_writes_renkeis_current_tables() {
-        let (rows, c) = super::ceiling_schema(8, 256, 1).await.expect("the ceiling runs on renkei's tables");
-        assert_eq!(rows.len(), 2);
-        assert!(c.ingest > 0.0 && c.cycle > 0.0, "{} {}", c.ingest, c.cycle);
-        assert!(rows[0].what.contains("8 events per commit"), "{}", rows[0].what);
-    }
 }
